@@ -1,0 +1,121 @@
+"""Training speed of the default (article) configuration: Keras `fit` against the hybrid engines.
+
+Every row trains the same 784-128-128-10 network from the same initial weights on the same data with batch
+50 and writes the loss to TensorBoard every step. All rows run side by side in this one process, so the
+ratios hold even on a noisy machine; the absolute numbers do not. Run: `python bench/train_speed.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from core.config import TrainConfig  # noqa: E402
+from core.data import load_dataset  # noqa: E402
+from core.model import build_export_model, initial_weights  # noqa: E402
+from core.training import BatchSchedule, get_engine_class, train  # noqa: E402
+
+WARMUP_STEPS = 100
+
+
+def keras_fit(config, dataset, log_dir, steps, steps_per_execution=1) -> float:
+    """Steps per second of model.fit with a TensorBoard callback writing the loss every batch."""
+    model = build_export_model(config, initial_weights(config))
+    model.compile(keras.optimizers.SGD(config.learning_rate), "categorical_crossentropy",
+                  steps_per_execution=steps_per_execution)
+    labels = keras.utils.to_categorical(dataset.y_train, 10)
+    per_epoch = len(labels) // config.batch_size
+    callback = keras.callbacks.TensorBoard(log_dir, update_freq=1)
+    model.fit(dataset.x_train, labels, batch_size=config.batch_size, epochs=1, steps_per_epoch=WARMUP_STEPS // 2,
+              verbose=0, callbacks=[callback])  # traces the step function outside the timing
+    epochs = max(1, steps // per_epoch)
+    started = time.perf_counter()
+    model.fit(dataset.x_train, labels, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[callback])
+    return epochs * per_epoch / (time.perf_counter() - started)
+
+
+def python_loop(config, dataset, log_dir, steps) -> float:
+    """Steps per second of a Python loop calling a one-step tf.function, loss written every step."""
+    from core.engine import make_layers, make_optimizer, make_train_step
+
+    layers, optimizer = make_layers(config), make_optimizer(config)
+    optimizer.build([v for layer in layers for v in layer.trainable_variables])
+    step_fn = tf.function(make_train_step(layers, optimizer, tf.constant(dataset.x_train), tf.constant(dataset.y_train)))
+    writer = tf.summary.create_file_writer(str(log_dir))
+    schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
+
+    def run(count, first):
+        with writer.as_default():
+            for i, batch in enumerate(schedule.take(count)):
+                loss, _ = step_fn(tf.constant(batch))
+                tf.summary.scalar("loss", loss, step=first + i)
+
+    run(WARMUP_STEPS, 0)
+    started = time.perf_counter()
+    run(steps, WARMUP_STEPS)
+    writer.flush()
+    return steps / (time.perf_counter() - started)
+
+
+def engine_chunks(config, dataset, log_dir, steps, chunk=100) -> float:
+    """Steps per second of an engine's train_chunk after warm-up, `chunk` steps per call."""
+    engine = get_engine_class(config.engine)(config, dataset, log_dir)
+    schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
+    engine.train_chunk(schedule.take(WARMUP_STEPS), 0)
+    started = time.perf_counter()
+    for first in range(WARMUP_STEPS, WARMUP_STEPS + steps, chunk):
+        engine.train_chunk(schedule.take(chunk), first)
+    rate = steps / (time.perf_counter() - started)
+    engine.close()
+    return rate
+
+
+def end_to_end(config, dataset, runs_dir) -> float:
+    """Steps per second of core.training.train as a user runs it: tracing, evaluations, files, model export."""
+    run = train(config, runs_dir, dataset=dataset)
+    return run.summary["steps"] / run.summary["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--engines", default="function,session", help="comma-separated engines to measure")
+    args = parser.parse_args()
+    config = TrainConfig(steps=args.steps, source="offline")
+    dataset = load_dataset("mnist", "offline")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        rows.append(("Keras `model.fit`, TensorBoard callback `update_freq=1`",
+                     keras_fit(config, dataset, scratch / "fit", args.steps)))
+        rows.append(("Keras `model.fit`, `steps_per_execution=50`",
+                     keras_fit(config, dataset, scratch / "fit50", args.steps, steps_per_execution=50)))
+        rows.append(("Python loop, one `tf.function` call per step",
+                     python_loop(config, dataset, scratch / "loop", args.steps)))
+        for engine in args.engines.split(","):
+            engine_config = config.replace(engine=engine)
+            rows.append((f"`{engine}` engine, 100 steps per call (steady)",
+                         engine_chunks(engine_config, dataset, scratch / f"chunks-{engine}", args.steps)))
+            rows.append((f"`{engine}` engine, `train()` end to end (tracing, evals, files)",
+                         end_to_end(engine_config, dataset, scratch / f"runs-{engine}")))
+    baseline = rows[0][1]
+    print(f"\n{args.steps} steps of batch {config.batch_size}, {config.architecture()}, loss logged every step\n")
+    print("| how | steps/s | × `fit` |")
+    print("| --- | ---: | ---: |")
+    for label, rate in rows:
+        print(f"| {label} | {rate:,.0f} | {rate / baseline:.1f}× |")
+
+
+if __name__ == "__main__":
+    main()

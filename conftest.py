@@ -1,0 +1,1 @@
+"""Makes `core` importable from the repo root whichever way pytest is started."""
