@@ -36,6 +36,7 @@ class TrainConfig:
     source: str = "auto"  # auto, keras, offline or path
     data_path: str | None = None  # mnist.npz or a folder of IDX files, used when source is "path"
     engine: str = "function"  # function (TF2 tf.function) or session (the article's TF1 Session)
+    xla: bool | None = None  # function engine: compile chunks with XLA (None = yes); the session engine has none
 
     def __post_init__(self) -> None:
         self.hidden_units = list(self.hidden_units)
@@ -109,5 +110,11 @@ def validate(config: TrainConfig) -> None:
     _check_choice("dataset", config.dataset, DATASETS)
     _check_choice("source", config.source, SOURCES)
     _check_choice("engine", config.engine, ENGINES)
+    if config.xla not in (None, True, False):
+        raise ValueError(f"xla must be true, false or null (the engine's default); got {config.xla!r}")
+    if config.engine == "session" and config.xla:
+        # Options an engine cannot honour are refused by name, never silently ignored.
+        raise ValueError("xla=True is a function-engine option: the session engine runs its TF1 graph as "
+                         "built; leave xla unset or false with engine 'session'")
     if config.source == "path" and not config.data_path:
         raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")

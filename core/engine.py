@@ -145,7 +145,8 @@ class FunctionEngine:
 
     def train_chunk(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run len(chunk_indices) steps and log them; returns their losses and batch accuracies."""
-        run = self._full_chunk if len(chunk_indices) == self.chunk_steps else self._any_chunk
+        use_xla = self.config.xla is not False and len(chunk_indices) == self.chunk_steps
+        run = self._full_chunk if use_xla else self._any_chunk
         losses, accuracies = run(tf.constant(chunk_indices, tf.int32))
         self._write_step_summaries(losses, accuracies, tf.constant(first_step, tf.int64))
         return losses.numpy(), accuracies.numpy()

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (Keras download, else offline), keras, offline, or path (implied by --data)")
     parser.add_argument("--data", default=None, help="an mnist.npz file or a folder with the four IDX files")
     parser.add_argument("--engine", choices=ENGINES, default=defaults.engine)
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                        help="function engine: compile chunks of steps with XLA (default on)")
     parser.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default ./runs or $HYBRID_LAB_RUNS)")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the result at the end")
     return parser
@@ -61,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hidden_units=args.hidden_units, activation=args.activation, dropout_rate=args.dropout_rate,
         optimizer=args.optimizer, learning_rate=args.learning_rate, batch_size=args.batch_size,
         steps=args.steps, eval_every=args.eval_every, seed=args.seed, dataset=args.dataset,
-        source=source, data_path=args.data, engine=args.engine,
+        source=source, data_path=args.data, engine=args.engine, xla=args.xla,
     )
 
 

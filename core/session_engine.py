@@ -1,0 +1,144 @@
+"""The `session` engine: the article's own code path, a TF1 graph run by a Session, fed by placeholders.
+
+Why tf_keras: Keras 3 has no Session and no TF1 graph mode (its layers run eagerly or inside tf.function),
+so the article's `K.set_session(sess)` and layers called on a `tf.placeholder` only exist in the Keras 2
+package, tf_keras. Each run builds its own `tf.Graph` and `Session` instead of calling
+`disable_eager_execution()`, which would switch the whole process (and the Streamlit server's other runs)
+to graph mode.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from tf_keras.api._v1.keras import backend as K  # the TF1 API of tf_keras: where set_session lives
+
+from core.config import TrainConfig
+from core.data import Dataset
+from core.engine import chunk_steps_for
+from core.model import CLASSES, build_export_model, initial_weights
+
+v1 = tf.compat.v1
+# tf_keras keeps one global session; registering ours (as the article does) and building the layers must
+# not interleave with another run doing the same in another thread.
+_set_session_lock = threading.Lock()
+PREDICT_BATCH = 5000
+
+
+def make_v1_optimizer(config: TrainConfig):
+    """The tf.compat.v1.train optimizer the config names, with Keras 3's constants so both engines agree."""
+    if config.optimizer == "sgd":
+        return v1.train.GradientDescentOptimizer(config.learning_rate)
+    if config.optimizer == "momentum":
+        return v1.train.MomentumOptimizer(config.learning_rate, momentum=0.9)
+    if config.optimizer == "adam":
+        return v1.train.AdamOptimizer(config.learning_rate, epsilon=1e-7)
+    return v1.train.RMSPropOptimizer(config.learning_rate, decay=0.9, epsilon=1e-7)
+
+
+class SessionEngine:
+    """The article's graph: placeholders -> tf_keras Dense layers -> loss -> optimizer.minimize, sess.run per step."""
+
+    name = "session"
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, log_dir):
+        self.config = config
+        self.chunk_steps = chunk_steps_for(config)
+        self.x_train = dataset.x_train.reshape(len(dataset.x_train), 784)
+        self.y_train = np.eye(CLASSES, dtype=np.float32)[dataset.y_train]
+        self.graph = tf.Graph()
+        with self.graph.as_default(), _set_session_lock:
+            v1.set_random_seed(config.seed)  # the graph-level seed: dropout masks repeat from run to run
+            self.sess = v1.Session(graph=self.graph)
+            K.set_session(self.sess)  # the article's K.set_session(sess)
+            self._build_graph()
+            # The FileWriter gets the graph, so TensorBoard's Graphs tab shows the article's name scopes.
+            self.writer = v1.summary.FileWriter(str(log_dir), graph=self.graph)
+            self.sess.run(v1.global_variables_initializer())
+            self._load_weights(initial_weights(config))
+        self.graph.finalize()  # nothing may add ops while training, as in TF1 best practice
+
+    def _build_graph(self) -> None:
+        config = self.config
+        with tf.name_scope("input"):
+            # These placeholders are the same as Keras' input layer (the article's words).
+            self.images = v1.placeholder(tf.float32, shape=(None, 784), name="img")
+            self.labels = v1.placeholder(tf.float32, shape=(None, CLASSES), name="labels")
+            self.training = v1.placeholder_with_default(False, shape=(), name="training")
+        # Keras layers can be called on TensorFlow tensors.
+        self.dense_layers = []
+        with tf.name_scope("NN"):
+            x = self.images
+            for index, units in enumerate(config.hidden_units):
+                layer = tf_keras.layers.Dense(units, activation=config.activation, name=f"hidden_{index + 1}")
+                self.dense_layers.append(layer)
+                x = layer(x)
+                if config.dropout_rate > 0:
+                    x = tf_keras.layers.Dropout(config.dropout_rate, seed=config.seed + index)(x, training=self.training)
+            output = tf_keras.layers.Dense(CLASSES, activation="softmax", name="probabilities")
+            self.dense_layers.append(output)
+            self.predictions = output(x)
+        with tf.name_scope("loss"):
+            self.loss = tf.reduce_mean(tf_keras.losses.categorical_crossentropy(self.labels, self.predictions))
+        with tf.name_scope("accuracy"):
+            self.accuracy = tf.reduce_mean(tf_keras.metrics.categorical_accuracy(self.labels, self.predictions))
+        self.merged = v1.summary.merge([v1.summary.scalar("loss", self.loss),
+                                        v1.summary.scalar("batch_accuracy", self.accuracy)])
+        with tf.name_scope("train"):
+            self.train_step = make_v1_optimizer(config).minimize(self.loss)
+        self.variables = [v for layer in self.dense_layers for v in (layer.kernel, layer.bias)]
+        self._weight_inputs = [v1.placeholder(v.dtype.base_dtype, v.shape) for v in self.variables]
+        self._assign_weights = [v.assign(p) for v, p in zip(self.variables, self._weight_inputs)]
+
+    def _load_weights(self, weights: list[np.ndarray]) -> None:
+        self.sess.run(self._assign_weights, feed_dict=dict(zip(self._weight_inputs, weights)))
+
+    def train_chunk(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """One sess.run per step, as in the article, the merged loss summary written every step."""
+        losses = np.empty(len(chunk_indices), np.float32)
+        accuracies = np.empty(len(chunk_indices), np.float32)
+        for i, batch in enumerate(chunk_indices):
+            feed = {self.images: self.x_train[batch], self.labels: self.y_train[batch], self.training: True}
+            # The article wrote `summary, loss = sess.run([merged, train_step])`, rebinding `loss` to the
+            # train op's None; fetch the loss tensor itself instead.
+            summary, losses[i], accuracies[i], _ = self.sess.run(
+                [self.merged, self.loss, self.accuracy, self.train_step], feed_dict=feed)
+            self.writer.add_summary(summary, global_step=first_step + i)
+        return losses, accuracies
+
+    def trace_graph(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The FileWriter already holds the graph; the first chunk is an ordinary one."""
+        return self.train_chunk(chunk_indices, first_step)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
+        flat = images.reshape(len(images), 784)
+        parts = [self.sess.run(self.predictions, {self.images: flat[i:i + PREDICT_BATCH]})
+                 for i in range(0, len(flat), PREDICT_BATCH)]
+        return np.concatenate(parts)
+
+    def weights(self) -> list[np.ndarray]:
+        """Kernels and biases of the Dense layers, in order."""
+        return self.sess.run(self.variables)
+
+    def named_weights(self) -> dict[str, np.ndarray]:
+        """Weights by a readable name (hidden_1/kernel ...), for histograms."""
+        values = iter(self.weights())
+        return {f"{layer.name}/{part}": next(values) for layer in self.dense_layers for part in ("kernel", "bias")}
+
+    def write_summaries(self, step: int, protos: list) -> None:
+        """Write ready-made summary protos (see core/summaries.py) through the run's FileWriter."""
+        for proto in protos:
+            self.writer.add_summary(proto.SerializeToString(), global_step=step)
+
+    def export_model(self, path) -> None:
+        """Copy the trained weights into the Keras 3 model of the shared contract and save model.keras."""
+        build_export_model(self.config, self.weights()).save(path)
+
+    def close(self) -> None:
+        """Flush the event file and release the session."""
+        self.writer.close()
+        self.sess.close()
