@@ -85,8 +85,12 @@ class SessionEngine:
             self.loss = tf.reduce_mean(tf_keras.losses.categorical_crossentropy(self.labels, self.predictions))
         with tf.name_scope("accuracy"):
             self.accuracy = tf.reduce_mean(tf_keras.metrics.categorical_accuracy(self.labels, self.predictions))
-        self.merged = v1.summary.merge([v1.summary.scalar("loss", self.loss),
-                                        v1.summary.scalar("batch_accuracy", self.accuracy)])
+        # The article's tf.summary.scalar('loss', loss), merged. Its tag would come out as "loss_1", since
+        # the name scope "loss" is taken; the raw op takes the tag as given, like the function engine's.
+        self.merged = v1.summary.merge([
+            tf.raw_ops.ScalarSummary(tags="loss", values=self.loss, name="loss_summary"),
+            tf.raw_ops.ScalarSummary(tags="batch_accuracy", values=self.accuracy, name="accuracy_summary"),
+        ])
         with tf.name_scope("train"):
             self.train_step = make_v1_optimizer(config).minimize(self.loss)
         self.variables = [v for layer in self.dense_layers for v in (layer.kernel, layer.bias)]

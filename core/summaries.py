@@ -51,4 +51,11 @@ def evaluation_summaries(
     gallery = prediction_gallery(x_test, y_test, probabilities)
     protos.append(image_summary.pb("test_predictions", gallery[np.newaxis], max_outputs=1,
                                    description="First test digits with the model's predicted label"))
-    return protos
+    return [_plain_tag(proto) for proto in protos]
+
+
+def _plain_tag(proto):
+    """Drop the "/scalar_summary"-style suffix the TF1-compatible `pb` helpers add, so tags read as named."""
+    for value in proto.value:
+        value.tag = value.tag.rsplit("/", 1)[0]
+    return proto
