@@ -39,7 +39,8 @@ class TrainConfig:
     xla: bool | None = None  # function engine: compile chunks with XLA (None = yes); the session engine has none
 
     def __post_init__(self) -> None:
-        self.hidden_units = list(self.hidden_units)
+        if isinstance(self.hidden_units, (list, tuple)):
+            self.hidden_units = list(self.hidden_units)
         validate(self)
 
     def to_dict(self) -> dict:
@@ -110,7 +111,7 @@ def validate(config: TrainConfig) -> None:
     _check_choice("dataset", config.dataset, DATASETS)
     _check_choice("source", config.source, SOURCES)
     _check_choice("engine", config.engine, ENGINES)
-    if config.xla not in (None, True, False):
+    if config.xla is not None and not isinstance(config.xla, bool):
         raise ValueError(f"xla must be true, false or null (the engine's default); got {config.xla!r}")
     if config.engine == "session" and config.xla:
         # Options an engine cannot honour are refused by name, never silently ignored.

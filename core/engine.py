@@ -16,7 +16,9 @@ import keras
 from core.config import TrainConfig
 from core.data import Dataset
 from core.model import CLASSES, build_export_model, initial_weights, layer_sizes
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 MAX_CHUNK_STEPS = 100
 ASSUMED_FLOPS_PER_SECOND = 60e9
 
@@ -137,8 +139,9 @@ class FunctionEngine:
             with writer.as_default():
                 for i in tf.range(tf.shape(losses)[0]):
                     step = first_step + tf.cast(i, tf.int64)
-                    tf.summary.scalar("loss", losses[i], step=step)
-                    tf.summary.scalar("batch_accuracy", accuracies[i], step=step)
+                    # tf.summary.scalar would prefix the loop's name scope ("while/loss"); write the tag as is.
+                    tf.summary.write("loss", losses[i], step=step, metadata=SCALAR_METADATA)
+                    tf.summary.write("batch_accuracy", accuracies[i], step=step, metadata=SCALAR_METADATA)
 
         self._write_step_summaries = write_step_summaries
         self._predict = tf.function(lambda images: apply_layers(self.layers, images, training=False))
@@ -153,13 +156,15 @@ class FunctionEngine:
 
     def trace_graph(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the first chunk while recording the graph of the training step for TensorBoard's Graphs tab."""
+        # Through the plain graph: an XLA-compiled call records no ops, so the Graphs tab would be empty.
         tf.summary.trace_on(graph=True)
         try:
-            result = self.train_chunk(chunk_indices, first_step)
+            losses, accuracies = self._any_chunk(tf.constant(chunk_indices, tf.int32))
         finally:
             with self.writer.as_default():
                 tf.summary.trace_export("train_step", step=first_step)
-        return result
+        self._write_step_summaries(losses, accuracies, tf.constant(first_step, tf.int64))
+        return losses.numpy(), accuracies.numpy()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""

@@ -192,9 +192,13 @@ def read_run(path: Path) -> Run:
     run = Run(path.name, path)
     try:
         run.config = TrainConfig.load(path / "config.json")
-        run.status = _read_json(path / "status.json")
     except (OSError, ValueError, TypeError) as error:
-        run.damaged = f"{type(error).__name__}: {error}"
+        run.damaged = f"config.json unreadable: {type(error).__name__}: {error}"
+        return run
+    try:
+        run.status = _read_json(path / "status.json")
+    except (OSError, ValueError) as error:
+        run.damaged = f"status.json unreadable: {type(error).__name__}: {error}"
         return run
     if (path / "summary.json").exists():
         try:
@@ -208,13 +212,22 @@ def read_run(path: Path) -> Run:
     return run
 
 
+def _age_key(path: Path) -> tuple[str, int]:
+    """The id's stamp (to the second), then config.json's mtime in ns for runs created in the same second."""
+    try:
+        created = (path / "config.json").stat().st_mtime_ns
+    except OSError:
+        created = 0
+    return path.name[:15], created
+
+
 def list_runs(runs_dir: Path | None = None) -> list[Run]:
     """Every run in the runs directory, newest first; damaged folders are included and marked."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
     folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return [read_run(p) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
+    return [read_run(p) for p in sorted(folders, key=_age_key, reverse=True)]
 
 
 def load_run(run_id: str, runs_dir: Path | None = None) -> Run:

@@ -129,6 +129,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     started = time.monotonic()
     step, last_loss, outcome = 0, float("nan"), "completed"
     test_loss = test_accuracy = None
+    evaluated_at = None
     message = ""
     try:
         run.write_status("running", "training")
@@ -155,6 +156,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
             if step % config.eval_every == 0 or step == config.steps:
                 test_loss, test_accuracy, probabilities = evaluate(engine, dataset)
                 run.append_evaluation(step, test_loss, test_accuracy)
+                evaluated_at = step
                 engine.write_summaries(step, summaries.evaluation_summaries(
                     test_loss, test_accuracy, config.learning_rate, engine.named_weights(),
                     dataset.x_test, dataset.y_test, probabilities))
@@ -165,7 +167,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
                 on_progress(progress)
         seconds = time.monotonic() - started
         if outcome != "diverged" and step > 0:
-            if test_accuracy is None or step % config.eval_every:
+            if evaluated_at != step:
                 test_loss, test_accuracy, _ = evaluate(engine, dataset)
                 run.append_evaluation(step, test_loss, test_accuracy)
             engine.export_model(run.model_path)

@@ -1,0 +1,116 @@
+"""Tests for the command line, `python -m core.train`, run as a user would run it: in a subprocess."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import TrainConfig
+from core.runs import load_run
+from core.train import build_parser, config_from_args
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_FLAGS = ["--steps", "20", "--eval-every", "10", "--hidden-units", "16", "--source", "offline"]
+JSON_KEYS = {"run_id", "run_dir", "status", "test_accuracy", "steps", "seconds", "steps_per_second", "data_source"}
+
+
+def run_cli(*flags: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core.train", *flags], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_tiny_run_prints_one_json_line(tmp_path):
+    runs_dir = tmp_path / "runs"
+
+    result = run_cli(*TINY_FLAGS, "--learning-rate", "0.3", "--seed", "5", "--json", "--runs-dir", str(runs_dir))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1  # progress and messages go to stderr; stdout is for the machine-readable result
+    report = json.loads(lines[-1])
+    assert JSON_KEYS <= set(report)
+    assert report["status"] == "completed"
+    assert report["steps"] == 20
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    assert report["seconds"] > 0 and report["steps_per_second"] > 0
+    assert report["data_source"].startswith("offline sample: 5,000 real MNIST digits")
+    assert Path(report["run_dir"]) == runs_dir / report["run_id"]
+    # The folder the CLI names holds the run, with the flags' config and the same figures.
+    run = load_run(report["run_id"], runs_dir)
+    assert run.state == "completed"
+    assert run.config == TrainConfig(hidden_units=[16], learning_rate=0.3, steps=20, eval_every=10, seed=5,
+                                     source="offline")
+    assert run.summary["test_accuracy"] == report["test_accuracy"]
+    assert run.has_model
+    assert "completed: test accuracy" in result.stderr
+    assert f"run folder: {run.path}" in result.stderr
+
+
+BAD_FLAGS = [  # flags, the name the message must give, the value it must quote back
+    (["--learning-rate", "20"], "learning_rate", "20"),
+    (["--hidden-units", "5"], "hidden_units", "5"),
+    (["--hidden-units", "abc"], "hidden-units", "abc"),
+    (["--activation", "foo"], "activation", "foo"),
+    (["--batch-size", "0"], "batch_size", "0"),
+    (["--steps", "0"], "steps", "0"),
+    (["--data", "/nonexistent"], "--data", "/nonexistent"),
+    (["--dropout-rate", "0.95"], "dropout_rate", "0.95"),
+    (["--engine", "session", "--xla"], "xla", "session"),
+]
+
+
+@pytest.mark.parametrize(("flags", "named", "quoted"), BAD_FLAGS, ids=[" ".join(flags) for flags, _, _ in BAD_FLAGS])
+def test_a_bad_value_exits_2_with_one_line_naming_it(tmp_path, flags, named, quoted):
+    runs_dir = tmp_path / "runs"
+
+    result = run_cli(*flags, "--json", "--runs-dir", str(runs_dir), timeout=30)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{result.stderr}"  # no usage text, no TensorFlow log
+    assert lines[0].startswith("python -m core.train: error:")
+    assert named in lines[0] and quoted in lines[0]
+    assert result.stdout == ""
+    assert not runs_dir.exists()  # nothing was created for a run that never started
+
+
+def test_a_run_whose_data_cannot_be_read_exits_1_and_reports_failed(tmp_path):
+    empty = tmp_path / "empty-idx-folder"
+    empty.mkdir()
+
+    result = run_cli("--data", str(empty), "--steps", "5", "--json", "--runs-dir", str(tmp_path / "runs"))
+
+    assert result.returncode == 1
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == "failed"
+    assert "train-images-idx3-ubyte" in report["message"]
+    assert load_run(report["run_id"], tmp_path / "runs").state == "failed"
+
+
+def test_flags_default_to_the_articles_config():
+    config = config_from_args(build_parser().parse_args([]))
+
+    assert config == TrainConfig()
+    assert config.architecture() == "784-128-128-10"
+
+
+def test_data_flag_implies_the_path_source():
+    config = config_from_args(build_parser().parse_args(["--data", "/data/mnist.npz", "--hidden-units", "64, 32"]))
+
+    assert config.source == "path" and config.data_path == "/data/mnist.npz"
+    assert config.hidden_units == [64, 32]
+
+
+def test_every_config_field_has_a_flag():
+    flags = set(build_parser()._option_string_actions)
+    renamed = {"data_path": "--data"}
+
+    missing = [field.name for field in dataclasses.fields(TrainConfig)
+               if renamed.get(field.name, "--" + field.name.replace("_", "-")) not in flags]
+
+    assert missing == []

@@ -1,0 +1,182 @@
+"""Tests for core.config: the article's defaults, validation messages a person can act on, config.json."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SOURCES, TrainConfig
+
+
+def test_defaults_are_the_articles():
+    config = TrainConfig()
+
+    assert config.hidden_units == [128, 128]
+    assert config.activation == "relu"
+    assert config.dropout_rate == 0.0
+    assert config.optimizer == "sgd"
+    assert config.learning_rate == 0.5
+    assert config.batch_size == 50
+    assert config.steps == 1000
+    assert config.architecture() == "784-128-128-10"
+
+
+def test_defaults_do_not_share_the_hidden_units_list():
+    first, second = TrainConfig(), TrainConfig()
+    first.hidden_units.append(64)
+
+    assert second.hidden_units == [128, 128]
+
+
+def test_choice_constants_list_what_the_article_and_the_pages_offer():
+    assert set(ACTIVATIONS) == {"relu", "tanh", "sigmoid", "elu"}
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "adam", "rmsprop"}
+    assert set(ENGINES) == {"function", "session"}
+    assert set(DATASETS) == {"mnist", "fashion_mnist"}
+    assert set(SOURCES) == {"auto", "keras", "offline", "path"}
+
+
+def test_architecture_follows_the_hidden_units():
+    assert TrainConfig(hidden_units=[512, 64, 32]).architecture() == "784-512-64-32-10"
+    assert TrainConfig(hidden_units=(16,)).hidden_units == [16]
+
+
+def test_edges_of_every_range_are_accepted():
+    TrainConfig(hidden_units=[16, 1024, 16, 1024], dropout_rate=0.8, learning_rate=1e-5, batch_size=4096,
+                steps=200_000, eval_every=1, seed=0)
+    TrainConfig(dropout_rate=0.0, learning_rate=10.0, batch_size=1, steps=1, seed=2**31 - 1)
+    for activation in ACTIVATIONS:
+        TrainConfig(activation=activation)
+    for optimizer in OPTIMIZERS:
+        TrainConfig(optimizer=optimizer)
+
+
+def _shown(value) -> list[str]:
+    """The ways a message may quote the bad value: repr, str, or %g for numbers."""
+    forms = [repr(value), str(value)]
+    if isinstance(value, float) and math.isfinite(value):
+        forms.append(f"{value:g}")
+    return forms
+
+
+BAD_VALUES = [
+    ("hidden_units", []),
+    ("hidden_units", [16] * 5),
+    ("hidden_units", [8]),
+    ("hidden_units", [128, 2048]),
+    ("hidden_units", [12.5]),
+    ("activation", "softmax"),
+    ("activation", "ReLU"),
+    ("dropout_rate", -0.1),
+    ("dropout_rate", 0.9),
+    ("dropout_rate", float("nan")),
+    ("optimizer", "lbfgs"),
+    ("learning_rate", 0.0),
+    ("learning_rate", 20.0),
+    ("learning_rate", 1e-6),
+    ("learning_rate", float("inf")),
+    ("learning_rate", "0.5"),
+    ("batch_size", 0),
+    ("batch_size", 5000),
+    ("batch_size", 1.5),
+    ("batch_size", True),
+    ("steps", 0),
+    ("steps", 200_001),
+    ("eval_every", 0),
+    ("seed", -1),
+    ("seed", 2**31),
+    ("dataset", "cifar10"),
+    ("source", "web"),
+    ("engine", "graph"),
+    ("xla", "yes"),
+    ("xla", 1),
+]
+
+
+@pytest.mark.parametrize(("field_name", "value"), BAD_VALUES, ids=[f"{f}={v!r}" for f, v in BAD_VALUES])
+def test_a_value_out_of_range_is_rejected_naming_the_field_and_the_value(field_name, value):
+    with pytest.raises(ValueError) as raised:
+        TrainConfig(**{field_name: value})
+
+    message = str(raised.value)
+    assert field_name in message
+    if field_name == "hidden_units" and isinstance(value, list) and 1 <= len(value) <= 4:
+        shown = [form for bad in value if not (isinstance(bad, int) and 16 <= bad <= 1024) for form in _shown(bad)]
+    else:
+        shown = _shown(value)
+    assert any(form in message for form in shown), f"{message!r} does not quote the value {value!r}"
+
+
+def test_hidden_units_given_as_a_number_is_a_value_error_naming_the_field():
+    with pytest.raises(ValueError, match="hidden_units"):
+        TrainConfig(hidden_units=128)
+
+
+def test_replace_validates_again():
+    config = TrainConfig(steps=30)
+
+    assert config.replace(learning_rate=0.1).learning_rate == 0.1
+    assert config.replace(learning_rate=0.1).steps == 30
+    with pytest.raises(ValueError, match="learning_rate"):
+        config.replace(learning_rate=20.0)
+
+
+def test_xla_is_a_function_engine_option():
+    assert TrainConfig().xla is None  # the engine's default
+    assert TrainConfig(xla=False).xla is False
+    with pytest.raises(ValueError) as raised:
+        TrainConfig(engine="session", xla=True)
+    assert "xla" in str(raised.value) and "session" in str(raised.value)
+    assert TrainConfig(engine="session", xla=False).engine == "session"
+
+
+def test_source_path_needs_a_data_path():
+    with pytest.raises(ValueError, match="data_path"):
+        TrainConfig(source="path")
+    with pytest.raises(ValueError, match="data_path"):
+        TrainConfig(source="path", data_path="")
+
+    assert TrainConfig(source="path", data_path="/data/mnist.npz").data_path == "/data/mnist.npz"
+
+
+def test_from_dict_rejects_unknown_fields_by_name():
+    values = {**TrainConfig().to_dict(), "lr": 0.1, "epochs": 3}
+
+    with pytest.raises(ValueError) as raised:
+        TrainConfig.from_dict(values)
+
+    assert "'epochs'" in str(raised.value) and "'lr'" in str(raised.value)
+
+
+def test_from_dict_fills_missing_fields_with_defaults_and_validates():
+    assert TrainConfig.from_dict({"steps": 30}) == TrainConfig(steps=30)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": -1})
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = TrainConfig(hidden_units=[256, 32], activation="tanh", dropout_rate=0.25, optimizer="adam",
+                         learning_rate=0.001, batch_size=128, steps=1234, eval_every=50, seed=7,
+                         dataset="fashion_mnist", source="path", data_path="/data/fashion", engine="session")
+    path = tmp_path / "config.json"
+
+    config.save(path)
+    loaded = TrainConfig.load(path)
+
+    assert loaded == config
+    assert loaded.architecture() == "784-256-32-10"
+    # config.json is plain JSON a person (or nanoGPT-style script) can read: every field by name.
+    on_disk = json.loads(path.read_text())
+    assert on_disk["hidden_units"] == [256, 32]
+    assert on_disk["learning_rate"] == 0.001
+    assert set(on_disk) == set(TrainConfig().to_dict())
+
+
+def test_load_rejects_a_hand_edited_config_with_a_bad_value(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TrainConfig().to_dict(), "learning_rate": 50}))
+
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.load(path)

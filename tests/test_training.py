@@ -1,0 +1,341 @@
+"""Tests for core.training with real training: tiny runs in tmp_path, their folders and event files read back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from core.config import TrainConfig
+from core.data import load_dataset, read_idx
+from core.runs import load_run, wait_for
+from core.training import is_training, start_training, train
+from tests.tensorboard_events import SCALARS, HISTOGRAMS, IMAGES, RunEvents, name_scopes, node_names
+
+MNIST_TEST_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
+# 35 steps, so the last evaluation (step 35) is not on the eval_every grid (10, 20, 30).
+TINY = TrainConfig(hidden_units=[16], steps=35, eval_every=10, source="offline")
+TINY_EVALUATION_STEPS = [10, 20, 30, 35]
+# SGD at the top learning rate on a deep, wide ReLU net: the activations overflow within a few steps for
+# every seed tried (0, 1, 7, 42); smaller nets at rate 10 mostly die quietly at 10% accuracy instead.
+DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], optimizer="sgd", learning_rate=10.0, steps=60,
+                        eval_every=20, source="offline")
+ARTICLE_SCOPES = {"input", "NN", "loss", "train"}  # the article's tf.name_scope blocks
+WEIGHT_TAGS = {"weights/hidden_1/kernel", "weights/hidden_1/bias",
+               "weights/probabilities/kernel", "weights/probabilities/bias"}
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return load_dataset("mnist", "offline")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny run trained once for the module, with the progress reports it made."""
+    reports = []
+    run = train(TINY, tmp_path_factory.mktemp("runs"), on_progress=reports.append)
+    return run, reports
+
+
+def accuracy_of(model, images: np.ndarray, labels: np.ndarray) -> float:
+    probabilities = np.asarray(model(images.astype(np.float32), training=False))
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def real_mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+    return images, read_idx(MNIST_TEST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+
+
+# --- a tiny run, read back from its folder ----------------------------------------------------------
+
+
+def test_tiny_run_completes_with_a_summary(tiny):
+    run, _ = tiny
+    reread = load_run(run.run_id, run.path.parent)
+
+    assert reread.state == "completed", reread.status
+    assert reread.status["step"] == 35 and reread.status["finished_at"]
+    summary = reread.summary
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["test_accuracy"] > 0.3  # 35 steps of SGD at 0.5 already beat chance (0.1) by far
+    assert summary["test_loss"] > 0
+    assert summary["steps"] == 35
+    assert summary["steps_per_second"] > 0 and summary["seconds"] > 0
+    assert summary["data_source"].startswith("offline sample: 5,000 real MNIST digits")
+    assert summary["data_sizes"] == {"train": 4000, "test": 1000}
+    assert summary["engine"] == "function"
+    assert f"{summary['test_accuracy']:.4f}" in reread.status["message"]
+    assert reread.config == TINY
+
+
+def test_metrics_have_one_row_per_step(tiny):
+    metrics = tiny[0].read_metrics()
+
+    assert metrics["step"] == list(range(35))
+    assert all(np.isfinite(metrics["loss"]))
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in metrics["batch_accuracy"])
+    # Ten classes from Glorot weights: the first loss is near ln 10, and training brings it down.
+    assert abs(metrics["loss"][0] - np.log(10)) < 0.5
+    assert np.mean(metrics["loss"][-5:]) < metrics["loss"][0] - 0.5
+
+
+def test_evaluations_at_every_eval_every_and_at_the_end(tiny):
+    run, _ = tiny
+    evaluations = run.read_evaluations()
+
+    assert evaluations["step"] == TINY_EVALUATION_STEPS
+    assert evaluations["test_accuracy"][-1] == run.summary["test_accuracy"]
+    assert evaluations["test_loss"][-1] == pytest.approx(run.summary["test_loss"])
+
+
+def test_saved_model_maps_images_to_probabilities(tiny, offline):
+    run, _ = tiny
+    model = keras.models.load_model(run.model_path)
+    images = offline.x_test[:7]
+
+    probabilities = np.asarray(model(images))
+
+    assert images.dtype == np.float32 and images.shape == (7, 28, 28)
+    assert probabilities.shape == (7, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities >= 0).all()
+
+
+def test_saved_model_scores_what_the_summary_says(tiny, offline):
+    run, _ = tiny
+    model = keras.models.load_model(run.model_path)
+
+    accuracy = accuracy_of(model, offline.x_test, offline.y_test)
+
+    # The engine's own predictions and the exported model share the weights; allow one digit of float noise.
+    assert abs(accuracy - run.summary["test_accuracy"]) <= 0.001
+
+
+def test_progress_reports_increase_to_the_last_step(tiny):
+    _, reports = tiny
+    steps = [report.step for report in reports]
+
+    assert steps == sorted(set(steps)) and steps[0] > 0
+    assert steps[-1] == 35
+    assert set(TINY_EVALUATION_STEPS) <= set(steps)  # a report lands on every evaluation
+    assert all(report.total_steps == 35 and report.steps_per_second > 0 for report in reports)
+    assert reports[-1].fraction == 1.0 and reports[-1].seconds_left == 0
+    assert np.isfinite(reports[-1].loss)
+
+
+# --- TensorBoard: what `tensorboard --logdir` would show for the run ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_events(tiny):
+    return RunEvents(tiny[0].path)
+
+
+def test_tensorboard_has_one_loss_point_per_step(tiny, tiny_events):
+    metrics = tiny[0].read_metrics()
+
+    loss = tiny_events.scalars("loss")
+    batch_accuracy = tiny_events.scalars("batch_accuracy")
+
+    assert [step for step, _ in loss] == list(range(35))
+    np.testing.assert_allclose([value for _, value in loss], metrics["loss"], rtol=1e-6)
+    assert [step for step, _ in batch_accuracy] == list(range(35))
+    np.testing.assert_allclose([value for _, value in batch_accuracy], metrics["batch_accuracy"], rtol=1e-6)
+
+
+def test_tensorboard_has_the_evaluation_summaries_at_each_evaluation(tiny, tiny_events):
+    evaluations = tiny[0].read_evaluations()
+    by_step = {name: dict(zip(evaluations["step"], evaluations[name])) for name in ("test_accuracy", "test_loss")}
+
+    test_accuracy = tiny_events.scalars("test_accuracy")
+    test_loss = tiny_events.scalars("test_loss")
+    learning_rate = tiny_events.scalars("learning_rate")
+
+    assert [step for step, _ in test_accuracy] == TINY_EVALUATION_STEPS
+    np.testing.assert_allclose([value for _, value in test_accuracy],
+                               [by_step["test_accuracy"][step] for step in TINY_EVALUATION_STEPS], rtol=1e-6)
+    assert [step for step, _ in test_loss] == TINY_EVALUATION_STEPS
+    np.testing.assert_allclose([value for _, value in test_loss],
+                               [by_step["test_loss"][step] for step in TINY_EVALUATION_STEPS], rtol=1e-6)
+    assert learning_rate == [(step, 0.5) for step in TINY_EVALUATION_STEPS]
+    assert tiny_events.tags(HISTOGRAMS) == WEIGHT_TAGS
+    for tag in WEIGHT_TAGS:
+        assert tiny_events.steps(tag) == TINY_EVALUATION_STEPS
+    assert tiny_events.tags(IMAGES) == {"test_predictions"}
+    assert tiny_events.steps("test_predictions") == TINY_EVALUATION_STEPS
+
+
+def test_tensorboard_histograms_hold_the_weights(tiny_events):
+    buckets = tiny_events.values("weights/hidden_1/kernel")
+
+    assert len(buckets) == len(TINY_EVALUATION_STEPS)
+    assert buckets[-1][:, 2].sum() == 784 * 16  # (left, right, count) rows: every weight of the first layer
+    assert tiny_events.values("weights/probabilities/bias")[-1][:, 2].sum() == 10
+
+
+def test_tensorboard_image_is_the_prediction_gallery(tiny_events):
+    width, height, png = tiny_events.values("test_predictions")[-1][:3]
+
+    assert int(width) == 8 * 84 and int(height) == 84 + 14  # eight digits, three times enlarged, captioned
+    assert png.startswith(b"\x89PNG")
+
+
+def test_tensorboard_graph_has_the_articles_name_scopes(tiny_events):
+    graphs = tiny_events.graphs()
+    step_graphs = [graph for graph in graphs if ARTICLE_SCOPES <= name_scopes(graph)]
+
+    seen = [sorted(name_scopes(graph)) for graph in graphs]
+    assert step_graphs, f"no graph with all of {ARTICLE_SCOPES}; scopes seen: {seen}"
+    names = node_names(step_graphs[0])
+    # The Keras layers, called on raw TF tensors, sit inside the NN scope of TensorFlow's graph, and the
+    # optimizer's update inside the train scope.
+    assert any("NN/hidden_1" in name and name.endswith("/MatMul") for name in names)
+    assert any("NN/probabilities" in name and name.endswith("/MatMul") for name in names)
+    assert any("train/sgd" in name for name in names)
+
+
+def test_event_reader_also_reads_legacy_filewriter_scalars(tmp_path):
+    # The session engine's FileWriter writes `simple_value` scalars and a graph_def event; the reader must
+    # give the same answers for those as for TF2 tensor summaries.
+    from tensorboard.compat.proto import event_pb2, graph_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(tmp_path))
+    graph = graph_pb2.GraphDef()
+    graph.node.add(name="input/img", op="Placeholder")
+    graph.node.add(name="NN/dense/MatMul", op="MatMul")
+    writer.add_event(event_pb2.Event(wall_time=time.time(), graph_def=graph.SerializeToString()))
+    for step in range(3):
+        value = summary_pb2.Summary.Value(tag="loss", simple_value=2.0 - step / 2)
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
+    writer.close()
+
+    events = RunEvents(tmp_path)
+
+    assert events.tags(SCALARS) == {"loss"}
+    assert events.scalars("loss") == [(0, 2.0), (1, 1.5), (2, 1.0)]
+    assert [name_scopes(graph) for graph in events.graphs()] == [{"input", "NN", "dense"}]
+
+
+# --- runs that do not complete ----------------------------------------------------------------------------
+
+
+def test_a_diverging_run_is_marked_diverged_and_keeps_its_metrics(tmp_path):
+    run = train(DIVERGING, tmp_path)  # must not raise
+
+    assert run.state == "diverged", run.status
+    message = run.status["message"]
+    assert "learning rate 10" in message and "smaller learning rate" in message
+    metrics = run.read_metrics()
+    diverged_at = run.status["step"]
+    assert 0 < diverged_at < DIVERGING.steps
+    assert metrics["step"] == list(range(diverged_at))  # every finite step is kept, none after
+    assert all(np.isfinite(metrics["loss"]))
+    assert f"step {diverged_at}" in message
+    assert run.summary["test_accuracy"] is None and run.summary["steps"] == diverged_at
+    assert not run.has_model  # a model of NaN weights is not offered for drawing
+    assert load_run(run.run_id, tmp_path).state == "diverged"
+
+
+def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
+    missing = tmp_path / "no-such-mnist.npz"
+    config = TrainConfig(source="path", data_path=str(missing), steps=20, hidden_units=[16])
+
+    run = train(config, tmp_path / "runs")  # must not raise
+
+    assert run.state == "failed"
+    message = run.status["message"]
+    assert str(missing) in message and "does not exist" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert "Traceback" in (run.path / "error.txt").read_text()  # the details are kept for whoever debugs
+    assert load_run(run.run_id, tmp_path / "runs").state == "failed"
+    assert not run.has_model
+
+
+def test_stop_keeps_the_metrics_and_saves_a_model(tmp_path):
+    config = TrainConfig(hidden_units=[16], steps=200_000, eval_every=50_000, source="offline")
+    run = start_training(config, tmp_path)
+    assert is_training(run.run_id)
+    deadline = time.monotonic() + 60
+    while load_run(run.run_id, tmp_path).status.get("step", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    run.request_stop()
+    final = wait_for(run.run_id, tmp_path, timeout=60)
+
+    assert final.state == "stopped", final.status
+    stopped_at = final.summary["steps"]
+    assert 0 < stopped_at < config.steps
+    assert final.status["message"] == f"stopped at step {stopped_at} of {config.steps}"
+    assert final.read_metrics()["step"] == list(range(stopped_at))
+    assert final.read_evaluations()["step"] == [stopped_at]
+    assert 0.0 <= final.summary["test_accuracy"] <= 1.0
+    assert final.has_model
+    model = keras.models.load_model(final.model_path)
+    assert model(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
+    deadline = time.monotonic() + 10
+    while is_training(run.run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_training(run.run_id)
+
+
+def test_should_stop_before_the_first_step_stops_at_zero(tmp_path):
+    run = train(TINY, tmp_path, should_stop=lambda: True)
+
+    assert run.state == "stopped"
+    assert run.status["step"] == 0 and run.read_metrics()["step"] == []
+    assert not run.has_model  # nothing was trained
+
+
+# --- reproducibility ---------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_the_same_run_and_another_seed_does_not(tiny, tmp_path):
+    first = tiny[0]
+
+    again = train(TINY, tmp_path / "again")
+    other = train(TINY.replace(seed=TINY.seed + 1), tmp_path / "other")
+
+    assert again.read_metrics() == first.read_metrics()  # every step's loss, bit for bit
+    assert again.read_evaluations() == first.read_evaluations()
+    assert other.read_metrics()["loss"] != first.read_metrics()["loss"]
+    assert other.read_metrics()["loss"][0] != first.read_metrics()["loss"][0]  # other initial weights
+
+
+# --- the issue's acceptance: the article's defaults ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def article_run(tmp_path_factory):
+    """The article's run: 784-128-128-10, relu, SGD 0.5, batch 50, 1000 steps (on the offline sample)."""
+    return train(TrainConfig(source="offline"), tmp_path_factory.mktemp("article"))
+
+
+def test_article_defaults_reach_92_percent_on_the_offline_test_split(article_run):
+    assert article_run.state == "completed", article_run.status
+    assert article_run.config.architecture() == "784-128-128-10"
+    assert article_run.summary["steps"] == 1000
+    assert article_run.summary["data_sizes"] == {"train": 4000, "test": 1000}
+    assert article_run.summary["test_accuracy"] >= 0.92
+    assert article_run.read_evaluations()["step"] == list(range(100, 1001, 100))
+    assert len(article_run.read_metrics()["step"]) == 1000
+
+
+def test_article_run_graph_has_the_articles_name_scopes(article_run):
+    # The default run's chunks go through XLA (100 steps a call); its traced graph must still show the scopes.
+    graphs = RunEvents(article_run.path).graphs()
+
+    assert any(ARTICLE_SCOPES <= name_scopes(graph) for graph in graphs)
+
+
+@pytest.mark.skipif(not MNIST_TEST_DIR.is_dir(), reason=f"the real MNIST test set is not at {MNIST_TEST_DIR}")
+def test_article_model_scores_92_percent_on_the_real_mnist_test_set(article_run):
+    images, labels = real_mnist_test_set()
+    model = keras.models.load_model(article_run.model_path)
+
+    assert accuracy_of(model, images, labels) >= 0.92
