@@ -24,6 +24,10 @@ from core.runs import Run, create_run
 
 
 
+# Ten balanced classes: 0.10 is guessing. A run that ends at or below this did not learn anything.
+CHANCE_LEVEL_ACCURACY = 0.15
+
+
 @dataclass(frozen=True)
 class Progress:
     """What a progress callback receives after each chunk of steps."""
@@ -184,8 +188,17 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         "engine": config.engine,
     })
     if outcome == "completed":
-        message = f"test accuracy {test_accuracy:.4f} after {step} steps"
+        message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(config, test_accuracy)
     run.write_status(outcome, message, step=step)
+
+
+def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
+    """A sentence to add when a run ended no better than guessing (dead units after too large a step)."""
+    if test_accuracy > CHANCE_LEVEL_ACCURACY:
+        return ""
+    return (f"; that is no better than guessing, so the network did not learn: with learning rate "
+            f"{config.learning_rate:g} ({config.optimizer}) the steps are probably too large, try "
+            f"{config.learning_rate / 10:g}")
 
 
 # ------------------------------------------------------------------------------------- background runs

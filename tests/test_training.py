@@ -242,6 +242,24 @@ def test_a_diverging_run_is_marked_diverged_and_keeps_its_metrics(tmp_path):
     assert load_run(run.run_id, tmp_path).state == "diverged"
 
 
+def test_a_run_that_learns_nothing_says_so(tmp_path):
+    # SGD at learning rate 10 kills every ReLU unit without the loss ever becoming NaN: the run completes
+    # at chance level, and its message must say why instead of a bare accuracy.
+    config = TrainConfig(learning_rate=10.0, steps=100, eval_every=50, hidden_units=[64], source="offline")
+    run = train(config, tmp_path)
+
+    assert run.state == "completed", run.status
+    assert run.summary["test_accuracy"] <= 0.15
+    assert "no better than guessing" in run.status["message"]
+    assert "try 1" in run.status["message"]
+
+
+def test_a_run_that_learns_has_no_chance_level_warning(tmp_path):
+    run = train(TrainConfig(steps=100, eval_every=50, hidden_units=[64], source="offline"), tmp_path)
+    assert run.summary["test_accuracy"] > 0.5
+    assert "guessing" not in run.status["message"]
+
+
 def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
     missing = tmp_path / "no-such-mnist.npz"
     config = TrainConfig(source="path", data_path=str(missing), steps=20, hidden_units=[16])
