@@ -8,6 +8,9 @@ evaluation schedule, what happens when the loss blows up or someone presses Stop
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -20,7 +23,7 @@ import numpy as np
 from core import summaries
 from core.config import TrainConfig
 from core.data import Dataset, load_dataset
-from core.runs import Run, create_run
+from core.runs import Run, create_run, default_runs_dir
 
 
 
@@ -201,6 +204,15 @@ def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
             f"{config.learning_rate / 10:g}")
 
 
+def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
+    """A sentence to add when a run ended no better than guessing (dead units after too large a step)."""
+    if test_accuracy > CHANCE_LEVEL_ACCURACY:
+        return ""
+    return (f"; that is no better than guessing, so the network did not learn: with learning rate "
+            f"{config.learning_rate:g} ({config.optimizer}) the steps are probably too large, try "
+            f"{config.learning_rate / 10:g}")
+
+
 # ------------------------------------------------------------------------------------- background runs
 
 _workers: dict[str, threading.Thread] = {}
@@ -227,3 +239,42 @@ def is_training(run_id: str) -> bool:
     with _workers_lock:
         worker = _workers.get(run_id)
     return worker is not None and worker.is_alive()
+
+
+# ------------------------------------------------------------------------------------- background runs
+
+# Background runs train in a worker process, not a thread of the caller. A Streamlit server clears Keras'
+# session and collects garbage after every script run (a page polling a live run reruns twice a second),
+# which slowed a training thread in the same process from ~700 to ~20 steps/s; a process also keeps the
+# server responsive and lets a run outlive a page reload or the server itself.
+_workers: dict[str, subprocess.Popen] = {}
+_workers_lock = threading.Lock()
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
+    """Create a run and train it in a background worker process; returns at once with the new run.
+
+    The caller follows the run through its folder (status.json, metrics.csv), so a page that reloads, a
+    second tab or another process sees the same live state. Stop it with `Run.request_stop()`.
+    """
+    runs_dir = Path(runs_dir).resolve() if runs_dir else default_runs_dir().resolve()
+    run = create_run(config, runs_dir)
+    log = open(run.path / "worker.log", "wb")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    worker = subprocess.Popen([sys.executable, "-m", "core.worker", str(run.path)], cwd=REPO_ROOT, env=environment,
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    # Until the worker writes its own pid (after its imports, a second or more from now), the status names
+    # it here, so a worker that dies on start-up reads as "interrupted" rather than "running" forever.
+    run.write_status("running", "starting the worker", pid=worker.pid)
+    with _workers_lock:
+        _workers[run.run_id] = worker
+    return run
+
+
+def is_training(run_id: str) -> bool:
+    """True while this process has a live worker for the run."""
+    with _workers_lock:
+        worker = _workers.get(run_id)
+    return worker is not None and worker.poll() is None
