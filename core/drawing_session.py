@@ -1,0 +1,176 @@
+"""What the Draw page does besides widgets: pick the run to draw with, classify a drawing, show the digit.
+
+The page reruns on every stroke, so everything here is cheap except loading a model, which the page does
+once per run and caches (`model_version` is part of the key). Nothing here imports streamlit, nor
+TensorFlow until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.digits import DIGIT_SIZE, EmptyDrawingError, classify, preprocess_drawing
+from core.model import load_model
+from core.runs import Run, RunNotFound, best_run, list_runs, load_run
+
+# A digit classifier is only meaningful on digits: Fashion-MNIST runs are not offered for drawing.
+DRAWING_DATASET = "mnist"
+# The 28x28 digit is shown 6x larger (168 px), each pixel a visible square.
+PREVIEW_SCALE = 6
+# Why DrawingModel does not just call the Keras model: after every script run Streamlit calls
+# keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call
+# of the model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification.
+# An XLA-compiled function keeps its compiled program outside that cache. Streamlit also runs each
+# rerun on a new thread, where TensorFlow's first call sets up per-thread state, so every call goes to
+# this one long-lived thread. bench/draw_page_latency.py measures both: ~19 ms -> ~2 ms per drawing.
+_TENSORFLOW_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawing-model")
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    """The runs a drawing can be classified with, newest first, and the one to select at first."""
+
+    runs: list[Run]
+    default_run_id: str | None
+    notice: str | None = None  # why a requested run could not be used, in plain words
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model made of one drawing."""
+
+    digit: np.ndarray  # the float32 (28, 28) image the model saw, in [0, 1]
+    probabilities: np.ndarray  # (10,) class probabilities
+    seconds: float  # preprocessing plus the forward pass
+
+    @property
+    def predicted(self) -> int:
+        return int(self.probabilities.argmax())
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities.max())
+
+
+def is_drawable(run: Run) -> bool:
+    """True for a completed MNIST run with a saved model."""
+    return (
+        run.state == "completed"
+        and run.has_model
+        and run.config is not None
+        and run.config.dataset == DRAWING_DATASET
+    )
+
+
+def _why_not_drawable(run: Run) -> str:
+    if run.damaged:
+        return f"run {run.run_id} could not be read ({run.damaged})"
+    if run.state == "running":
+        return f"run {run.run_id} is still training"
+    if run.state != "completed":
+        return f"run {run.run_id} ended {run.state} ({run.status.get('message') or run.damaged or 'no details'})"
+    if run.config is not None and run.config.dataset != DRAWING_DATASET:
+        return f"run {run.run_id} learned {run.config.dataset}, not handwritten digits"
+    return f"run {run.run_id} has no saved model"
+
+
+def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None) -> RunChoice:
+    """The drawable runs and the one to start with: the requested run if usable, else the best one."""
+    runs = [run for run in list_runs(runs_dir) if is_drawable(run)]
+    best = best_run(runs_dir, dataset=DRAWING_DATASET)
+    default_run_id = best.run_id if best else (runs[0].run_id if runs else None)
+    if not requested_run_id or any(run.run_id == requested_run_id for run in runs):
+        return RunChoice(runs, requested_run_id or default_run_id)
+    try:
+        reason = _why_not_drawable(load_run(requested_run_id, runs_dir))
+    except RunNotFound:
+        reason = f"there is no run {requested_run_id!r}"
+    fallback = "the most accurate run is selected instead" if runs else "there is no run to draw with yet"
+    return RunChoice(runs, default_run_id, f"The link asked for a run to draw with, but {reason}; {fallback}.")
+
+
+def run_label(run: Run) -> str:
+    """How a run reads in the select box: its id, layer sizes and test accuracy."""
+    accuracy = f"{run.test_accuracy:.1%} test accuracy" if run.test_accuracy is not None else "not evaluated"
+    return f"{run.run_id} · {run.config.architecture()} · {accuracy}"
+
+
+def training_run(runs_dir: Path | None = None) -> Run | None:
+    """The newest MNIST run still training, whose model the page can wait for."""
+    for run in list_runs(runs_dir):
+        if run.state == "running" and run.config is not None and run.config.dataset == DRAWING_DATASET:
+            return run
+    return None
+
+
+def training_progress(run: Run) -> tuple[float, str]:
+    """A running run's progress as a 0-1 fraction and a sentence, read from its status.json."""
+    step = int(run.status.get("step") or 0)
+    total_steps = int(run.status.get("total_steps") or (run.config.steps if run.config else 0) or 1)
+    message = run.status.get("message") or "starting"
+    if message == "training":
+        message = f"training: step {step:,} of {total_steps:,}"
+    return min(1.0, step / total_steps), message.capitalize()
+
+
+def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | None:
+    """Why a run started for drawing ended without a model, in a sentence; None if it did not fail."""
+    if not run_id:
+        return None
+    try:
+        run = load_run(run_id, runs_dir)
+    except RunNotFound:
+        return None
+    if run.state in ("running", "completed"):
+        return None
+    return f"Training the model ended {run.state}: {run.status.get('message') or run.damaged or 'no details'}."
+
+
+def model_version(run: Run) -> int:
+    """The model file's modification time in ns: with the run id, the key of a loaded-model cache."""
+    return run.model_path.stat().st_mtime_ns
+
+
+class DrawingModel:
+    """A run's model, compiled for classifying one drawing at a time in a Streamlit server."""
+
+    def __init__(self, model_path):
+        self._forward = _TENSORFLOW_THREAD.submit(_compile_forward_pass, model_path).result()
+        # Compile now rather than on the first stroke.
+        self.probabilities(np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32))
+
+    def probabilities(self, digit: np.ndarray) -> np.ndarray:
+        """The (10,) class probabilities of one preprocessed 28x28 digit."""
+        return _TENSORFLOW_THREAD.submit(classify, self._forward, digit).result()
+
+
+def _compile_forward_pass(model_path):
+    """Load a model and return it as an XLA-compiled function, called like the model itself."""
+    import tensorflow as tf  # deferred: only drawing needs it
+
+    model = load_model(model_path)
+    return tf.function(lambda batch, training=False: model(batch, training=training), jit_compile=True)
+
+
+def classify_drawing(model: DrawingModel, image) -> Prediction | None:
+    """Preprocess a canvas image and classify it; None when nothing has been drawn yet."""
+    if image is None:
+        return None
+    started = time.perf_counter()
+    try:
+        digit = preprocess_drawing(image)
+    except EmptyDrawingError:
+        return None
+    probabilities = model.probabilities(digit)
+    return Prediction(digit, probabilities, time.perf_counter() - started)
+
+
+def preview_image(digit: np.ndarray, scale: int = PREVIEW_SCALE) -> np.ndarray:
+    """The 28x28 digit as uint8 grayscale, enlarged by repeating pixels so each one stays a sharp square."""
+    pixels = np.round(np.clip(np.asarray(digit, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return pixels.repeat(scale, axis=0).repeat(scale, axis=1)

@@ -1,0 +1,144 @@
+"""Draw a digit and watch a trained run classify it, stroke by stroke."""
+
+import time
+
+import streamlit as st
+from streamlit_drawable_canvas import st_canvas
+
+from core.charts import probability_figure
+from core.config import TrainConfig
+from core.drawing_session import (
+    DrawingModel,
+    choose_run,
+    classify_drawing,
+    model_version,
+    preview_image,
+    run_label,
+    training_failure,
+    training_progress,
+    training_run,
+)
+from core.runs import default_runs_dir, load_run
+from core.training import start_training
+
+CANVAS_SIZE = 280  # px; ten canvas pixels to one MNIST pixel
+DEFAULT_STROKE_WIDTH = 18  # px; about an MNIST pen stroke once the digit is scaled down
+POLL_SECONDS = 0.25  # how often the training progress is read from the run folder
+
+st.set_page_config(page_title="Draw · Hybrid Lab", page_icon="✏️", layout="wide")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_model(run_id: str, model_path: str, version: int) -> DrawingModel:
+    """Load a run's model once; another run id or a rewritten model file (version) loads it again."""
+    return DrawingModel(model_path)
+
+
+def train_article_model() -> None:
+    st.session_state["draw_started_run"] = start_training(TrainConfig(), default_runs_dir()).run_id
+
+
+def clear_canvas() -> None:
+    # A canvas with a new key starts empty.
+    st.session_state["draw_canvas_generation"] = st.session_state.get("draw_canvas_generation", 0) + 1
+
+
+def follow_training(run_id: str) -> None:
+    """Show a training run's progress, read from its folder, until it ends; then reload the page."""
+    progress = st.progress(0.0, text="Starting")
+    # One long script run rather than a rerun per poll: Streamlit garbage-collects the whole process
+    # after every run, and doing that a few times a second slowed training 30-fold.
+    while (run := load_run(run_id, default_runs_dir())).state == "running":
+        progress.progress(*training_progress(run))
+        time.sleep(POLL_SECONDS)
+    st.rerun()
+
+
+def offer_training() -> None:
+    """With no model to draw with: train the article's network, or wait for the run already training."""
+    failure = training_failure(st.session_state.get("draw_started_run"), default_runs_dir())
+    if failure:
+        st.error(failure)
+    running = training_run(default_runs_dir())
+    if running is None:
+        st.info("There is no trained model to draw with yet. Train the article's 784-128-128-10 network "
+                "(1,000 steps, about 10 seconds), or train your own on the Train page.")
+    else:
+        st.info(f"Training {running.config.architecture()} ({running.run_id}); you can draw once it is done.")
+    # Shown in both states, disabled while training: a button that vanished would linger, faded, for
+    # as long as the script run that follows the training lasts.
+    st.button("Train the article's model", type="primary", on_click=train_article_model,
+              disabled=running is not None, key="draw_train")
+    if running is not None:
+        follow_training(running.run_id)
+
+
+def show_prediction(model: DrawingModel, image) -> None:
+    """The predicted digit, its confidence, the image the model saw and all ten probabilities."""
+    prediction = classify_drawing(model, image)
+    if prediction is None:
+        st.info("Draw a digit on the canvas to see what the model thinks it is.")
+        return
+    text_column, preview_column = st.columns([3, 2])
+    with text_column:
+        st.header(f"Prediction: {prediction.predicted}", anchor=False)
+        st.metric("Confidence", f"{prediction.confidence:.1%}")
+        st.caption(f"Preprocessing and classification took {prediction.seconds * 1000:.1f} ms.")
+    with preview_column:
+        st.image(preview_image(prediction.digit), caption="What the model saw (28 × 28)")
+    figure = probability_figure(prediction.probabilities)
+    figure.update_xaxes(dtick=1)  # label every digit, not every other one
+    st.plotly_chart(figure)
+
+
+st.title("Draw")
+st.write("Draw a digit in the black square: the model classifies it after every stroke, "
+         "from the same 28 × 28 image it was trained on.")
+
+choice = choose_run(default_runs_dir(), st.query_params.get("run"))
+# The notice keeps its slot even when empty (it goes once the address names a usable run): a canvas
+# that moves down the page is mounted again, blank, while the page still holds the old drawing.
+notice = st.empty()
+if choice.notice:
+    notice.warning(choice.notice)
+if not choice.runs:
+    offer_training()
+    st.stop()
+
+runs_by_id = {run.run_id: run for run in choice.runs}
+run_ids = list(runs_by_id)
+run_id = st.selectbox("Model", run_ids, index=run_ids.index(choice.default_run_id),
+                      format_func=lambda run_id: run_label(runs_by_id[run_id]), key="draw_run")
+st.query_params["run"] = run_id  # the address names the run shown, for reloads and shared links
+run = runs_by_id[run_id]
+
+# A fixed-width column keeps the canvas square; the results take the rest, or wrap below it.
+with st.container(horizontal=True, gap="large"):
+    canvas_column = st.container(width=CANVAS_SIZE)
+    result_column = st.container()
+
+with canvas_column:
+    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short caption.
+    st.caption("Your digit")
+    canvas = st_canvas(
+        # The slider below sets the pen; its value is in session_state before this line runs.
+        stroke_width=st.session_state.get("draw_stroke_width", DEFAULT_STROKE_WIDTH),
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        width=CANVAS_SIZE,
+        height=CANVAS_SIZE,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key=f"draw_canvas_{st.session_state.get('draw_canvas_generation', 0)}",
+    )
+    st.slider("Pen width (px)", 6, 40, DEFAULT_STROKE_WIDTH, key="draw_stroke_width")
+    st.button("Clear", icon=":material/delete:", on_click=clear_canvas)
+
+with result_column:
+    try:
+        with st.spinner("Loading the model…"):
+            model = get_model(run.run_id, str(run.model_path), model_version(run))
+    except (OSError, ValueError) as error:
+        st.error(f"Could not load the model of run {run.run_id}: {error}")
+    else:
+        show_prediction(model, canvas.image_data)

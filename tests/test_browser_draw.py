@@ -1,0 +1,148 @@
+"""The Draw page in a real browser: mouse strokes on the canvas, the prediction, and clearing it.
+
+`streamlit run app.py` serves the app with one tiny trained run; Debian's Chromium, driven by Playwright,
+draws on the canvas. streamlit-drawable-canvas 0.13 is a components-v2 widget: no iframe, its Fabric.js
+canvases sit in the page inside a shadow root (which Playwright's CSS locators pierce). Fabric paints the
+drawing, background included, on "dc-canvas lower-canvas" and takes the mouse on "dc-canvas upper-canvas"
+stacked on top of it ("dc-background-canvas" is only for background images).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core.config import TrainConfig
+from core.training import train
+from tests.browser_support import launch_chromium, start_app, stop_app
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+TINY = TrainConfig(steps=30, eval_every=10, hidden_units=[16], source="offline")
+PAGE_PATH = "/Draw"  # Streamlit names pages/4_Draw.py's address after the file, without its number
+WAIT_MS = 60_000  # generous: the first stroke on a cold server loads TensorFlow and the model
+HINT = "Draw a digit on the canvas"
+PREDICTION = re.compile(r"^Prediction: \d$")
+# Strokes in canvas pixels (the canvas is 280 x 280): a "7", its bar then its stem.
+SEVEN = [[(70, 60), (140, 58), (210, 60)], [(210, 60), (165, 150), (120, 240)]]
+ONE = [[(140, 40), (142, 140), (140, 240)]]
+# The largest red value on Fabric's drawing canvas: 0 when it is all black background.
+BRIGHTEST_INK = """canvas => {
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let brightest = 0;
+    for (let index = 0; index < pixels.length; index += 4) brightest = Math.max(brightest, pixels[index]);
+    return brightest;
+}"""
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app served by `streamlit run app.py` over a runs directory with one tiny trained run."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    assert train(TINY, runs_dir).state == "completed"
+    url, process = start_app(runs_dir)
+    yield url
+    stop_app(process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def draw_page(app_url, browser):
+    """A fresh browser session on the Draw page, once its empty canvas shows the hint."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app_url + PAGE_PATH)
+    page.get_by_role("heading", name="Draw", exact=True).wait_for()
+    page.get_by_text(HINT).wait_for()
+    yield page
+    page.close()
+
+
+def drawing_surface(page):
+    return page.locator("canvas.dc-canvas.upper-canvas")
+
+
+def brightest_ink(page) -> int:
+    return page.locator("canvas.dc-canvas.lower-canvas").evaluate(BRIGHTEST_INK)
+
+
+def draw(page, strokes) -> None:
+    """Draw each stroke as a mouse press, moves through its points in small steps, and a release."""
+    box = drawing_surface(page).bounding_box()
+    for (start_x, start_y), *points in strokes:
+        page.mouse.move(box["x"] + start_x, box["y"] + start_y)
+        page.mouse.down()
+        for x, y in points:
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=10)
+        page.mouse.up()
+
+
+def draw_until_predicted(page, strokes, attempts: int = 3) -> None:
+    """Draw, and wait for the prediction; draw again if a stroke was lost while the page was rerunning."""
+    prediction = page.get_by_role("heading", name=PREDICTION)
+    for attempt in range(attempts):
+        draw(page, strokes)
+        try:
+            prediction.wait_for(timeout=WAIT_MS if attempt == attempts - 1 else WAIT_MS // 3)
+            return
+        except sync_api.TimeoutError:
+            continue
+
+
+def test_drawing_a_digit_shows_the_prediction_and_clear_empties_the_canvas(draw_page):
+    page = draw_page
+    assert brightest_ink(page) == 0
+    assert page.get_by_role("heading", name=PREDICTION).count() == 0
+
+    draw_until_predicted(page, SEVEN)
+
+    assert page.get_by_role("heading", name=PREDICTION).is_visible()
+    assert brightest_ink(page) == 255  # the white strokes are on the canvas
+    page.locator("[data-testid='stPlotlyChart'] .js-plotly-plot").wait_for()
+    assert page.locator("[data-testid='stPlotlyChart'] .bars .point").count() == 10
+    page.get_by_text("What the model saw (28 × 28)").wait_for()
+    assert page.get_by_text(re.compile(r"classification took \d+\.\d ms")).is_visible()
+
+    page.get_by_role("button", name="Clear").click()
+
+    page.get_by_text(HINT).wait_for()
+    assert page.get_by_role("heading", name=PREDICTION).count() == 0
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stPlotlyChart]')", timeout=WAIT_MS)
+    assert brightest_ink(page) == 0
+
+
+def test_the_canvas_toolbar_reset_also_brings_the_hint_back(draw_page):
+    page = draw_page
+    draw_until_predicted(page, ONE)
+
+    drawing_surface(page).hover()  # the toolbar shows on hover
+    page.get_by_role("button", name="Reset canvas & history").click()
+
+    page.get_by_text(HINT).wait_for()
+    assert page.get_by_role("heading", name=PREDICTION).count() == 0
+    assert brightest_ink(page) == 0
+
+
+def test_after_a_link_to_a_missing_run_the_drawing_stays_on_the_canvas(app_url, browser):
+    # The warning about the link goes on the next rerun; the canvas must not move (and be remounted blank).
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app_url + PAGE_PATH + "?run=no-such-run")
+    page.get_by_text("there is no run 'no-such-run'").wait_for()
+    page.get_by_text(HINT).wait_for()
+
+    draw_until_predicted(page, ONE)
+
+    page.wait_for_function("() => !document.body.innerText.includes('no-such-run')", timeout=WAIT_MS)
+    assert drawing_surface(page).count() == 1
+    assert brightest_ink(page) == 255
+    page.close()

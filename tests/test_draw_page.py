@@ -1,0 +1,320 @@
+"""The Draw page (AppTest) and what it calls in core.drawing_session.
+
+AppTest cannot draw, but it can hand the canvas a drawing: the canvas (a components-v2 widget) keeps its
+value in session_state under its key, as {"drawing": {"raw": fabric_json, "data": png_data_url}}, which
+is exactly what the browser sends after a stroke. Real strokes are in test_browser_draw.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+import core.training
+from core.config import TrainConfig
+from core.digits import classify, preprocess_drawing
+from core.drawing_session import (
+    DrawingModel,
+    choose_run,
+    classify_drawing,
+    preview_image,
+    training_failure,
+    training_progress,
+    training_run,
+)
+from core.model import load_model
+from core.runs import RUNS_DIR_ENV, create_run, load_run
+from core.training import train
+
+PAGE = "../pages/4_Draw.py"  # AppTest resolves it against this file
+TINY = TrainConfig(steps=30, eval_every=10, hidden_units=[16], source="offline")
+CANVAS_SIZE = 280
+PAGE_TIMEOUT = 120  # seconds; the first run of a module imports TensorFlow and loads a model
+HINT = "Draw a digit on the canvas"
+
+
+# --- fixtures and helpers --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_runs_dir(tmp_path_factory):
+    """A runs directory holding one tiny completed run."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    run = train(TINY, runs_dir)
+    assert run.state == "completed", run.status
+    return runs_dir
+
+
+@pytest.fixture
+def runs_dir(tiny_runs_dir, monkeypatch):
+    """The tiny runs directory, as the page's runs directory."""
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tiny_runs_dir))
+    return tiny_runs_dir
+
+
+def only_run_id(runs_dir) -> str:
+    (folder,) = [path for path in runs_dir.iterdir() if path.is_dir()]
+    return folder.name
+
+
+def seven_drawing(alpha: int = 255) -> np.ndarray:
+    """A "7" as the canvas returns it: uint8 RGBA (280, 280, 4), white ink on opaque black."""
+    image = Image.new("RGBA", (CANVAS_SIZE, CANVAS_SIZE), (0, 0, 0, alpha))
+    ImageDraw.Draw(image).line((70, 60, 210, 60, 120, 240), fill=(255, 255, 255, 255), width=18)
+    return np.asarray(image)
+
+
+def canvas_value(image: np.ndarray) -> dict:
+    """What the canvas widget holds after a stroke: the fabric JSON and the canvas as a PNG data URL."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"drawing": {"raw": {"objects": [{"type": "Path"}], "background": "#000000"}, "data": data_url}}
+
+
+def plotly_array(values) -> np.ndarray:
+    """A number array from a figure's JSON: a plain list, or Plotly's base64 {"dtype", "bdata"} form."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)
+
+
+def open_page(query_run: str | None = None) -> AppTest:
+    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    if query_run is not None:
+        page.query_params["run"] = query_run
+    return page.run()
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
+
+
+def prediction_headers(page: AppTest) -> list[str]:
+    return [text for text in texts(page.header) if text.startswith("Prediction:")]
+
+
+# --- the page without a model ------------------------------------------------------------------
+
+
+def test_with_no_runs_the_page_offers_to_train_the_article_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+
+    page = open_page()
+
+    assert not page.exception
+    assert not page.error
+    assert [button.label for button in page.button] == ["Train the article's model"]
+    assert not page.button(key="draw_train").disabled
+    assert not page.selectbox
+    assert any("no trained model" in text for text in texts(page.info))
+
+
+def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    started = []
+
+    def start_tiny_training(config, runs_dir=None):
+        # The page asks for the article's configuration; a tiny offline one keeps the test quick.
+        assert config == TrainConfig()
+        run = real_start_training(TINY, runs_dir)
+        started.append(run.run_id)
+        return run
+
+    real_start_training = core.training.start_training
+    monkeypatch.setattr(core.training, "start_training", start_tiny_training)
+    page = open_page()
+
+    # The page follows the run until it ends, then reruns itself and offers the new model.
+    page.button(key="draw_train").click().run()
+
+    assert not page.exception
+    assert len(started) == 1
+    assert load_run(started[0], runs_dir).state == "completed"
+    assert page.selectbox(key="draw_run").value == started[0]
+    assert any(HINT in text for text in texts(page.info))
+
+
+def test_a_failed_training_is_reported_and_can_be_retried(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    failed = create_run(TINY, runs_dir)
+    failed.write_status("failed", "DatasetError: no MNIST available")
+    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page.session_state["draw_started_run"] = failed.run_id
+
+    page.run()
+
+    assert not page.exception
+    assert texts(page.error) == ["Training the model ended failed: DatasetError: no MNIST available."]
+    assert not page.button(key="draw_train").disabled
+
+
+# --- the page with a trained run ---------------------------------------------------------------
+
+
+def test_the_select_box_defaults_to_the_trained_run_and_an_empty_canvas_gets_a_hint(runs_dir):
+    page = open_page()
+
+    assert not page.exception
+    assert not page.error
+    assert page.selectbox(key="draw_run").value == only_run_id(runs_dir)
+    assert any(HINT in text for text in texts(page.info))
+    assert not prediction_headers(page)
+    assert not page.get("plotly_chart")
+    # The address names the run, so a reload or a shared link shows the same model.
+    assert page.query_params["run"] == only_run_id(runs_dir)
+
+
+def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_image(runs_dir):
+    drawing = seven_drawing()
+    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page.session_state["draw_canvas_0"] = canvas_value(drawing)
+
+    page.run()
+
+    assert not page.exception
+    model = load_model(load_run(only_run_id(runs_dir), runs_dir).model_path)
+    expected = classify(model, preprocess_drawing(drawing))
+    assert prediction_headers(page) == [f"Prediction: {int(expected.argmax())}"]
+    assert page.metric[0].label == "Confidence"
+    assert page.metric[0].value == f"{expected.max():.1%}"
+    assert re.fullmatch(r"Preprocessing and classification took \d+\.\d ms\.", texts(page.caption)[-1])
+    (chart,) = page.get("plotly_chart")
+    (bars,) = json.loads(chart.proto.spec)["data"]
+    np.testing.assert_allclose(plotly_array(bars["y"]), expected, atol=1e-5)
+    (preview,) = page.image
+    assert preview.captions == ["What the model saw (28 × 28)"]
+    assert not page.info
+
+
+def test_a_blank_canvas_after_the_toolbar_reset_shows_the_hint_again(runs_dir):
+    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page.session_state["draw_canvas_0"] = canvas_value(np.zeros((CANVAS_SIZE, CANVAS_SIZE, 4), np.uint8))
+
+    page.run()
+
+    assert not page.exception
+    assert any(HINT in text for text in texts(page.info))
+    assert not prediction_headers(page)
+
+
+def test_clear_empties_the_canvas(runs_dir):
+    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page.session_state["draw_canvas_0"] = canvas_value(seven_drawing())
+    page.run()
+    assert prediction_headers(page)
+
+    (clear,) = [button for button in page.button if button.label == "Clear"]
+    clear.click().run()
+
+    assert not page.exception
+    assert not prediction_headers(page)
+    assert any(HINT in text for text in texts(page.info))
+
+
+def test_a_link_to_a_run_selects_it(runs_dir, tmp_path, monkeypatch):
+    # A second, less accurate copy of the run: best_run would not pick it, the link does.
+    other_dir = tmp_path / "runs"
+    shutil.copytree(runs_dir, other_dir)
+    best_id = only_run_id(runs_dir)
+    linked = other_dir / f"{best_id[:-4]}-cpy"
+    shutil.copytree(other_dir / best_id, linked)
+    summary = json.loads((linked / "summary.json").read_text())
+    (linked / "summary.json").write_text(json.dumps({**summary, "test_accuracy": summary["test_accuracy"] / 2}))
+    monkeypatch.setenv(RUNS_DIR_ENV, str(other_dir))
+
+    assert open_page().selectbox(key="draw_run").value == best_id
+    page = open_page(query_run=linked.name)
+
+    assert not page.exception
+    assert page.selectbox(key="draw_run").value == linked.name
+    assert not page.warning
+
+
+def test_a_link_to_an_unknown_run_warns_and_selects_the_best_run(runs_dir):
+    page = open_page(query_run="no-such-run")
+
+    assert not page.exception
+    assert page.selectbox(key="draw_run").value == only_run_id(runs_dir)
+    (warning,) = texts(page.warning)
+    assert "there is no run 'no-such-run'" in warning
+
+
+# --- core.drawing_session ----------------------------------------------------------------------
+
+
+def test_choose_run_explains_why_a_linked_run_cannot_draw(runs_dir, tmp_path):
+    other_dir = tmp_path / "runs"
+    shutil.copytree(runs_dir, other_dir)
+    fashion = other_dir / "fashion-run"
+    shutil.copytree(other_dir / only_run_id(runs_dir), fashion)
+    config = json.loads((fashion / "config.json").read_text())
+    (fashion / "config.json").write_text(json.dumps({**config, "dataset": "fashion_mnist"}))
+    running = create_run(TINY, other_dir)
+
+    fashion_choice = choose_run(other_dir, "fashion-run")
+    running_choice = choose_run(other_dir, running.run_id)
+
+    assert [run.run_id for run in fashion_choice.runs] == [only_run_id(runs_dir)]
+    assert fashion_choice.default_run_id == only_run_id(runs_dir)
+    assert "fashion_mnist, not handwritten digits" in fashion_choice.notice
+    assert "is still training" in running_choice.notice
+    assert training_run(other_dir).run_id == running.run_id
+
+
+def test_choose_run_with_no_runs_has_nothing_to_select(tmp_path):
+    choice = choose_run(tmp_path, "anything")
+
+    assert choice.runs == [] and choice.default_run_id is None
+    assert "there is no run to draw with yet" in choice.notice
+
+
+def test_training_progress_and_failure_read_the_run_folder(tmp_path):
+    run = create_run(TINY, tmp_path)
+    run.write_status("running", "training", step=12, total_steps=30)
+
+    assert training_progress(load_run(run.run_id, tmp_path)) == (0.4, "Training: step 12 of 30")
+    assert training_failure(run.run_id, tmp_path) is None
+    run.write_status("diverged", "the loss became nan")
+    assert training_failure(run.run_id, tmp_path) == "Training the model ended diverged: the loss became nan."
+    assert training_failure(None, tmp_path) is None
+
+
+def test_the_compiled_model_matches_keras_even_after_streamlit_clears_the_keras_session(runs_dir):
+    model_path = load_run(only_run_id(runs_dir), runs_dir).model_path
+    drawing_model = DrawingModel(model_path)
+    digit = preprocess_drawing(seven_drawing())
+    expected = classify(load_model(model_path), digit)
+
+    # Streamlit calls this after every script run; the compiled model must survive it.
+    keras.backend.clear_session(free_memory=False)
+    prediction = classify_drawing(drawing_model, seven_drawing())
+
+    np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-5)
+    assert prediction.predicted == int(expected.argmax())
+    np.testing.assert_array_equal(prediction.digit, digit)
+    assert classify_drawing(drawing_model, None) is None
+    assert classify_drawing(drawing_model, np.zeros((CANVAS_SIZE, CANVAS_SIZE, 3), np.uint8)) is None
+
+
+def test_preview_image_enlarges_each_pixel_into_a_sharp_square():
+    digit = np.zeros((28, 28), np.float32)
+    digit[3, 5] = 1.0
+    digit[20, 7] = 0.5
+
+    preview = preview_image(digit, scale=6)
+
+    assert preview.shape == (168, 168) and preview.dtype == np.uint8
+    assert (preview[18:24, 30:36] == 255).all() and (preview[120:126, 42:48] == 128).all()
+    assert int(preview.sum()) == 36 * (255 + 128)
