@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from core import summaries
-from core.config import TrainConfig
+from core.config import ENGINES, TrainConfig
 from core.data import Dataset, load_dataset
 from core.runs import Run, create_run, default_runs_dir
 
@@ -187,6 +187,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         "seconds": round(seconds, 3),
         "steps_per_second": round(step / seconds, 1) if seconds > 0 else None,
         "data_source": dataset.description,
+        "source": dataset.source,
         "data_sizes": dataset.sizes(),
         "engine": config.engine,
     })
@@ -234,6 +235,11 @@ def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
     return run
 
 
+def start_engine_comparison(config: TrainConfig, runs_dir: Path | None = None) -> list[Run]:
+    """Train the same settings with every engine at once (each in its own worker), for side-by-side curves."""
+    return [start_training(config.replace(engine=engine, xla=None), runs_dir) for engine in ENGINES]
+
+
 def is_training(run_id: str) -> bool:
     """True while this process has a live worker thread for the run."""
     with _workers_lock:
@@ -271,6 +277,11 @@ def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
     with _workers_lock:
         _workers[run.run_id] = worker
     return run
+
+
+def start_engine_comparison(config: TrainConfig, runs_dir: Path | None = None) -> list[Run]:
+    """Train the same settings with every engine at once (each in its own worker), for side-by-side curves."""
+    return [start_training(config.replace(engine=engine, xla=None), runs_dir) for engine in ENGINES]
 
 
 def is_training(run_id: str) -> bool:

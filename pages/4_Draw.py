@@ -86,9 +86,7 @@ def show_prediction(model: DrawingModel, image) -> None:
         st.caption(f"Preprocessing and classification took {prediction.seconds * 1000:.1f} ms.")
     with preview_column:
         st.image(preview_image(prediction.digit), caption="What the model saw (28 × 28)")
-    figure = probability_figure(prediction.probabilities)
-    figure.update_xaxes(dtick=1)  # label every digit, not every other one
-    st.plotly_chart(figure)
+    st.plotly_chart(probability_figure(prediction.probabilities))
 
 
 st.title("Draw")

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORE_FILES = sorted((REPO_ROOT / "core").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
-LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.training", "core.train"]
+LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.training", "core.train", "core.report"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 

@@ -1,0 +1,213 @@
+"""Runs page: every run in a table; compare a few; see one on its test set; download or delete it."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import charts, evaluation, report
+from core.data import DatasetError
+from core.runs import RunNotFound, default_runs_dir, list_runs
+
+DRAW_PAGE = Path(__file__).resolve().parent / "4_Draw.py"
+GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
+DELETING = "runs_deleting"  # the run whose delete confirmation is open
+BOXES = {"success": st.success, "info": st.info, "warning": st.warning, "error": st.error}
+
+st.set_page_config(page_title="Runs · Hybrid Lab", layout="wide")
+st.title("Runs")
+st.markdown("Every training run, newest first; click a column header to sort. Tick rows to compare runs, "
+            "and examine one of them on its test set below.")
+runs_dir = default_runs_dir()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def analyse(run_id: str, runs_directory: str, model_mtime: float) -> evaluation.RunAnalysis:
+    """The run's model on its test set; the model's mtime in the key reloads a replaced model."""
+    return evaluation.analyse_run(run_id, Path(runs_directory))
+
+
+def stop_deleting() -> None:
+    st.session_state.pop(DELETING, None)
+
+
+@st.dialog("Delete this run?", on_dismiss=stop_deleting)
+def confirm_delete(run_id: str) -> None:
+    st.markdown(f"Run `{run_id}` and everything in its folder — model, metrics, TensorBoard logs — will be "
+                "deleted. This cannot be undone.")
+    delete, cancel = st.columns(2)
+    if delete.button("Delete", type="primary", icon=":material/delete:", width="stretch"):
+        try:
+            report.delete_finished_run(run_id, runs_dir)
+        except ValueError as error:  # RunNotFound included: someone else deleted it first
+            st.error(str(error))
+            return
+        stop_deleting()
+        st.query_params.pop("run", None)
+        st.rerun()
+    if cancel.button("Cancel", width="stretch"):
+        stop_deleting()
+        st.rerun()
+
+
+def show_comparison(selected: list) -> None:
+    """Loss curves and test accuracy of the selected runs on shared axes, and their differing settings."""
+    st.header("Compare" if len(selected) > 1 else "Curves")
+    smoothing_column, scale_column = st.columns([4, 1], vertical_alignment="bottom")
+    smoothing = smoothing_column.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
+                                        persist_state="session",
+                                        help="TensorBoard's smoothing (exponential moving average); raw curves "
+                                             "stay faint behind.")
+    log_scale = scale_column.toggle("Log-scale loss", key="runs_log_loss", persist_state="session")
+    losses, accuracies = [], []
+    for run in selected:
+        metrics, evaluations = run.read_metrics(), run.read_evaluations()
+        losses.append(charts.Curve(run.run_id, metrics["step"], metrics["loss"]))
+        accuracies.append(charts.Curve(run.run_id, evaluations["step"], evaluations["test_accuracy"]))
+    loss_column, accuracy_column = st.columns(2)
+    with loss_column:
+        st.markdown("**Training loss per step**")
+        st.plotly_chart(charts.loss_figure(losses, smoothing, log_scale=log_scale), key="runs_loss_chart")
+    with accuracy_column:
+        st.markdown("**Test accuracy at each evaluation**")
+        if any(curve.steps for curve in accuracies):
+            st.plotly_chart(charts.test_accuracy_figure(accuracies), key="runs_accuracy_chart")
+        else:
+            st.caption("No evaluation was made: the run ended before its first one.")
+    if len(selected) > 1:
+        st.markdown("**Settings that differ**")
+        differences = report.config_diff(selected)
+        if differences:
+            st.dataframe(differences, hide_index=True)
+        else:
+            st.caption("None: these runs share every setting.")
+
+
+def show_run(run) -> None:
+    """One run: how it ended, its files, and its model on the test set."""
+    st.header(f"Run `{run.run_id}`")
+    result = report.outcome(run)
+    BOXES[result.kind](result.headline)
+    if result.details:
+        st.caption(result.details)
+    if run.config:
+        st.caption(f"Settings: {report.describe_config(run.config)} · data: {report.data_label(run)}")
+    show_actions(run)
+    if not run.has_model:
+        st.info("This run saved no model (only completed and stopped runs do), so there is nothing to examine "
+                "on the test set.")
+        return
+    show_analysis(run)
+
+
+def show_actions(run) -> None:
+    """Downloads, links and Delete for one run, side by side: only those that apply to it."""
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        if run.has_model:
+            st.download_button("model.keras", data=run.model_path.read_bytes, file_name=f"{run.run_id}.keras",
+                               mime="application/octet-stream", icon=":material/download:", on_click="ignore")
+        if (run.path / "config.json").is_file():
+            st.download_button("config.json", data=(run.path / "config.json").read_bytes,
+                               file_name=f"{run.run_id}.config.json", mime="application/json",
+                               icon=":material/download:", on_click="ignore")
+        if report.has_tensorboard_logs(run):
+            st.page_link("pages/3_TensorBoard.py", label="In TensorBoard", icon=":material/monitoring:",
+                         query_params={"run": run.run_id})
+        if run.has_model and DRAW_PAGE.exists():
+            st.page_link("pages/4_Draw.py", label="Draw a digit for it", icon=":material/draw:",
+                         query_params={"run": run.run_id})
+        running = run.state == "running"
+        if running:
+            st.page_link("pages/1_Train.py", label="Follow it live", icon=":material/model_training:",
+                         query_params={"run": run.run_id})
+        if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=running,
+                     help="Stop the run on the Train page first." if running else None):
+            st.session_state[DELETING] = run.run_id
+    if st.session_state.get(DELETING) == run.run_id:
+        confirm_delete(run.run_id)
+
+
+def show_analysis(run) -> None:
+    """Confusion matrix, per-class accuracy and the most confident mistakes."""
+    st.subheader("On its test set")
+    try:
+        with st.spinner("Loading the model and its test set (the first time also imports TensorFlow)…"):
+            analysis = analyse(run.run_id, str(runs_dir), evaluation.model_mtime(run))
+    except (RunNotFound, DatasetError, ValueError) as error:
+        st.error(f"Cannot examine this run: {report.plain_message(str(error))}")
+        return
+    st.markdown(f"{analysis.test_size:,} test images from {analysis.data_description}: "
+                f"**{analysis.test_size - analysis.mistake_count:,} right, {analysis.mistake_count:,} wrong** "
+                f"(accuracy {analysis.accuracy:.4f}).")
+    if not analysis.same_data_as_training:
+        st.warning(f"This run was trained on {analysis.trained_on}, but that data is not the one its settings "
+                   f"find today, so it is examined on {analysis.data_description}.")
+    matrix_column, classes_column = st.columns(2)
+    with matrix_column:
+        st.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
+        st.plotly_chart(charts.confusion_figure(analysis.confusion, analysis.class_names), key="runs_confusion")
+    with classes_column:
+        st.markdown("**Accuracy per class** (the weakest in red)")
+        st.plotly_chart(charts.per_class_figure(analysis.per_class_accuracy, analysis.class_names),
+                        key="runs_per_class")
+    names = analysis.class_names
+    st.markdown(f"**Misclassified test images** — the {len(analysis.mistakes)} the model was most sure about "
+                f"(of {analysis.mistake_count:,}); caption: true → predicted (confidence)")
+    if analysis.mistakes:
+        st.image([evaluation.enlarge(mistake.image) for mistake in analysis.mistakes],
+                 caption=[f"{names[m.true_label]} → {names[m.predicted_label]} ({m.confidence:.1%})"
+                          for m in analysis.mistakes], width=GALLERY_WIDTH)
+    else:
+        st.caption("None: every test image is classified right.")
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+runs = list_runs(runs_dir)
+if not runs:
+    st.info(f"No runs yet in `{runs_dir}`.")
+    st.page_link("pages/1_Train.py", label="Train your first model on the Train page", icon=":material/arrow_forward:")
+    st.stop()
+damaged = report.damaged_count(runs)
+if damaged:
+    st.warning(f"{damaged} run folder(s) cannot be read. They are marked 'damaged' in the table, with the reason "
+               "in the Problem column; the other runs are unaffected.")
+
+# Selection is by row position, so the table's key changes whenever the set of runs does (a new or deleted
+# run), which starts a fresh selection instead of pointing at the wrong rows.
+table = st.dataframe(
+    report.run_rows(runs),
+    column_order=("started", "status", "test_accuracy", "engine", "data", "architecture", "activation", "optimizer",
+                  "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
+    column_config={
+        "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
+        "status": "Status",
+        "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="%.4f"),
+        "engine": "Engine",
+        "data": st.column_config.TextColumn("Dataset and source", width="medium"),
+        "architecture": "Architecture",
+        "activation": "Activation",
+        "optimizer": "Optimizer",
+        "learning_rate": st.column_config.NumberColumn("Learning rate", format="%g"),
+        "batch_size": st.column_config.NumberColumn("Batch", format="%d"),
+        "steps": st.column_config.NumberColumn("Steps", format="%d"),
+        "seconds": st.column_config.NumberColumn("Time (s)", format="%.1f", help="Training time"),
+        "problem": st.column_config.TextColumn("Problem", width="medium"),
+        "run": "Run id",
+    },
+    hide_index=True,
+    placeholder="—",
+    on_select="rerun",
+    selection_mode="multi-row",
+    selection_default={"selection": {"rows": report.default_selection(runs, st.query_params.get("run"))}},
+    key=f"runs_table_{report.runs_signature(runs)}",
+)
+selected = [runs[index] for index in table.selection.rows if index < len(runs)]
+if not selected:
+    st.info("Tick one or more rows in the table to compare runs and to examine one on its test set.")
+    st.stop()
+show_comparison(selected)
+examined = selected[0]
+if len(selected) > 1:
+    examined_id = st.selectbox("Examine one of them", [run.run_id for run in selected], key="runs_examine")
+    examined = next(run for run in selected if run.run_id == examined_id)
+show_run(examined)

@@ -1,0 +1,452 @@
+"""Every page through Streamlit's AppTest, on real runs made once per module, plus what the pages say.
+
+Pages are run as the app runs them: app.py first, then `switch_page`, with HYBRID_LAB_RUNS pointing at a
+temporary runs directory. The Train page is driven through its widgets and followed to the end of a run that
+trains in a background thread, so the test polls, as the browser does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import report, tensorboard_server
+from core.config import TrainConfig
+from core.runs import Run, list_runs, load_run, wait_for
+from core.training import train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP = str(REPO_ROOT / "app.py")
+PAGES = ["app.py", "pages/1_Train.py", "pages/2_Runs.py", "pages/3_TensorBoard.py"]
+TIMEOUT = 60  # seconds for one script run: the first one to load a model also imports TensorFlow
+TINY = TrainConfig(hidden_units=[16], steps=30, eval_every=10, source="offline")
+# SGD at the top learning rate on a deep, wide ReLU net overflows within a few steps (see test_training).
+DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], learning_rate=10.0, steps=60, eval_every=20,
+                        source="offline")
+
+
+# --- fixtures and helpers ------------------------------------------------------------------------------
+
+
+def make_damaged(runs_dir: Path) -> Path:
+    folder = runs_dir / "20200101-000000-dead-func-sgd-16"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """Several real runs: completed (twice, different settings), diverged, failed, plus a damaged folder."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    completed = train(TINY, runs_dir)
+    adam = train(TINY.replace(optimizer="adam", learning_rate=0.01, hidden_units=[32]), runs_dir)
+    diverged = train(DIVERGING, runs_dir)
+    failed = train(TINY.replace(source="path", data_path=str(runs_dir / "missing.npz")), runs_dir)
+    damaged = make_damaged(runs_dir)
+    assert [completed.state, adam.state, diverged.state, failed.state] == ["completed", "completed", "diverged",
+                                                                          "failed"]
+    return SimpleNamespace(runs_dir=runs_dir, completed=completed, adam=adam, diverged=diverged, failed=failed,
+                           damaged=damaged)
+
+
+@pytest.fixture
+def empty_runs_dir(tmp_path):
+    return tmp_path / "runs"
+
+
+def open_page(page: str, runs_dir: Path, monkeypatch, **query) -> AppTest:
+    """Run the app on `page` with runs in `runs_dir` and these query parameters."""
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if page != "app.py":
+        app.switch_page(page)
+    for name, value in query.items():
+        app.query_params[name] = value
+    return app.run()
+
+
+def texts(app: AppTest) -> str:
+    """Everything a person can read on the page, as one string."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error",
+                 "code", "metric"):
+        for element in getattr(app, kind):
+            parts.append(str(getattr(element, "value", "")))
+            parts.append(str(getattr(element, "label", "")))
+    parts += [element.text for element in app.progress]
+    parts += [str(element.proto.label) for element in app.get("page_link")]
+    return "\n".join(parts)
+
+
+def assert_no_exception(app: AppTest) -> None:
+    assert not app.exception, [element.value for element in app.exception]
+
+
+# --- every page, three situations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_no_runs(page, empty_runs_dir, monkeypatch):
+    app = open_page(page, empty_runs_dir, monkeypatch)
+
+    assert_no_exception(app)
+    assert not app.error
+    if page != "pages/1_Train.py":
+        assert "Train your first model" in texts(app)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_several_runs_and_a_damaged_one(page, populated, monkeypatch):
+    app = open_page(page, populated.runs_dir, monkeypatch)
+
+    assert_no_exception(app)
+    assert "Traceback" not in texts(app)
+
+
+def test_home_says_what_this_is_the_data_the_best_run_and_the_latest_runs(populated, monkeypatch):
+    app = open_page("app.py", populated.runs_dir, monkeypatch)
+
+    shown = texts(app)
+    assert "Keras layers called on raw TensorFlow tensors" in shown
+    assert "TensorFlow owns the training" in shown
+    assert "offline sample: 5,000 real MNIST digits" in shown and "To train on full MNIST" in shown
+    best = max(populated.completed.test_accuracy, populated.adam.test_accuracy)
+    assert app.metric[0].value == f"{best:.4f}"
+    table = next(element.value for element in app.markdown if element.value.startswith("| Started"))
+    rows = table.splitlines()[2:]
+    assert len(rows) == 5 and any("damaged (unreadable)" in row for row in rows)
+    assert any(f"{populated.adam.test_accuracy:.4f}" in row and "adam at 0.01" in row for row in rows)
+    assert {"Train", "Runs", "TensorBoard"} <= {label.split("**")[1] for label in shown.splitlines()
+                                                if label.startswith("**")}
+
+
+def test_home_page_does_not_import_tensorflow(populated):
+    probe = (
+        "import json, os, sys, time\n"
+        f"os.environ['HYBRID_LAB_RUNS'] = {str(populated.runs_dir)!r}\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "start = time.perf_counter()\n"
+        f"app = AppTest.from_file({APP!r}, default_timeout=30).run()\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start, 'exception': len(app.exception),\n"
+        "                  'heavy': [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["exception"] == 0 and outcome["heavy"] == []
+    assert outcome["seconds"] < 5, outcome  # the page itself; the browser benchmark measures first paint
+
+
+# --- Runs --------------------------------------------------------------------------------------------
+
+
+def test_runs_table_lists_every_run_newest_first_and_flags_the_damaged_one(populated, monkeypatch):
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch)
+
+    table = app.dataframe[0].value
+    assert list(table["run"]) == [run.run_id for run in list_runs(populated.runs_dir)]
+    damaged = table[table["run"] == populated.damaged.name].iloc[0]
+    assert damaged["status"] == "damaged (unreadable)" and "JSONDecodeError" in damaged["problem"]
+    assert "1 run folder(s) cannot be read" in app.warning[0].value
+    assert set(table.columns) >= {"started", "engine", "data", "architecture", "optimizer", "learning_rate",
+                                  "batch_size", "steps", "status", "test_accuracy", "seconds"}
+
+
+def test_runs_page_examines_the_run_in_the_address_on_its_test_set(populated, monkeypatch):
+    run = populated.adam
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch, run=run.run_id)
+
+    assert_no_exception(app)
+    shown = texts(app)
+    assert f"Run `{run.run_id}`" in shown
+    assert f"Test accuracy: {run.test_accuracy:.4f}" in shown
+    assert "1,000 test images" in shown and "Misclassified test images" in shown
+    assert len(app.get("plotly_chart")) == 4  # loss, test accuracy, confusion matrix, per-class accuracy
+    downloads = {button.proto.label for button in app.get("download_button")}
+    assert downloads == {"model.keras", "config.json"}
+
+
+def test_runs_page_explains_a_diverged_and_a_failed_run_in_plain_words(populated, monkeypatch):
+    diverged = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch, run=populated.diverged.run_id)
+    failed = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch, run=populated.failed.run_id)
+
+    assert "The loss blew up" in diverged.error[0].value and "smaller learning rate" in diverged.error[0].value
+    assert "saved no model" in texts(diverged)
+    message = failed.error[0].value
+    assert message.startswith("Training failed:") and "missing.npz does not exist" in message
+    assert "DatasetError" not in message and "Traceback" not in texts(failed)
+
+
+def test_selecting_two_runs_overlays_them_and_lists_only_the_settings_that_differ(populated, monkeypatch):
+    runs = list_runs(populated.runs_dir)
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch)
+    rows = [index for index, run in enumerate(runs) if run.run_id in (populated.completed.run_id,
+                                                                       populated.adam.run_id)]
+    app.session_state[f"runs_table_{report.runs_signature(runs)}"] = {"selection": {"rows": rows, "columns": []}}
+    app.run()
+
+    assert_no_exception(app)
+    assert "Settings that differ" in texts(app)
+    differences = app.dataframe[1].value
+    assert set(differences["field"]) == {"hidden_units", "optimizer", "learning_rate"}
+    loss_chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert {trace.get("name") for trace in loss_chart["data"]} >= {populated.completed.run_id, populated.adam.run_id}
+    assert app.selectbox(key="runs_examine").options == [run.run_id for run in runs if run.run_id in
+                                                         (populated.completed.run_id, populated.adam.run_id)]
+
+
+def test_deleting_a_run_asks_first_then_removes_its_folder(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    run = train(TINY, runs_dir)
+    app = open_page("pages/2_Runs.py", runs_dir, monkeypatch, run=run.run_id)
+
+    app.button(key="runs_delete").click().run()
+    assert run.path.exists() and "cannot be undone" in texts(app)
+
+    next(button for button in app.button if button.label == "Delete").click().run()
+
+    assert not run.path.exists()
+    assert_no_exception(app)
+    assert "Train your first model" in texts(app)
+
+
+# --- Train -------------------------------------------------------------------------------------------
+
+
+def poll(app: AppTest, done, seconds: float = 60) -> AppTest:
+    """Rerun the page until done(app) holds, as the browser's refresh does; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not done(app):
+        assert time.monotonic() < deadline, f"gave up after {seconds} s; the page says:\n{texts(app)}"
+        time.sleep(0.3)
+        app.run()
+    return app
+
+
+def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    app.slider(key="form_layer_count").set_value(1)
+    app.select_slider(key="form_units_0").set_value(16)
+    app.number_input(key="form_steps").set_value(30)
+    app.number_input(key="form_eval_every").set_value(10)
+    app.selectbox(key="form_source").set_value("offline")
+    app.run()
+
+    next(button for button in app.button if button.label == "Train").click().run()
+    poll(app, lambda page: "Test accuracy:" in texts(page))
+
+    assert_no_exception(app)
+    run = load_run(app.query_params["run"], runs_dir)
+    assert run.state == "completed"
+    assert (run.config.hidden_units, run.config.steps, run.config.eval_every) == ([16], 30, 10)
+    assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
+    assert "30 steps in" in texts(app) and "steps/s" in texts(app)
+    links = {link.proto.label: link.proto for link in app.get("page_link")}
+    assert links["See this run in TensorBoard"].page == "TensorBoard"
+    assert f"run={run.run_id}" in links["See this run in TensorBoard"].query_string
+    assert f"run={run.run_id}" in links["Confusion matrix and mistakes"].query_string
+
+
+def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    app.slider(key="form_layer_count").set_value(1)
+    app.select_slider(key="form_units_0").set_value(16)
+    app.number_input(key="form_steps").set_value(30)
+    app.number_input(key="form_eval_every").set_value(10)
+    app.selectbox(key="form_source").set_value("offline")
+    app.run()
+
+    next(button for button in app.button if button.label == "Compare engines").click().run()
+    poll(app, lambda page: texts(page).count("Test accuracy:") >= 2, seconds=90)
+
+    assert_no_exception(app)
+    run_ids = app.query_params["compare"].split(",")
+    runs = [load_run(run_id, runs_dir) for run_id in run_ids]
+    assert sorted(run.config.engine for run in runs) == ["function", "session"]
+    assert all(run.state == "completed" and run.config.steps == 30 for run in runs)
+    shown = texts(app)
+    assert "Engines compared" in shown
+    for run in runs:
+        assert f"Test accuracy: {run.test_accuracy:.4f}" in shown
+    legend = {trace["name"] for chart in app.get("plotly_chart")
+              for trace in json.loads(chart.proto.spec)["data"]}
+    assert {"function engine", "session engine"} <= legend
+
+
+def test_stop_ends_a_long_run_quickly_and_keeps_what_it_logged(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    app.slider(key="form_layer_count").set_value(1)
+    app.select_slider(key="form_units_0").set_value(16)
+    app.number_input(key="form_steps").set_value(200_000)
+    app.selectbox(key="form_source").set_value("offline")
+    app.run()
+    next(button for button in app.button if button.label == "Train").click().run()
+    run_id = app.query_params["run"]
+    poll(app, lambda page: "steps/s" in texts(page))  # past TensorFlow's start-up: steps are being made
+
+    app.button(key="train_stop").click().run()
+    asked = time.monotonic()
+    run = wait_for(run_id, runs_dir, timeout=30)
+    stopped_after = time.monotonic() - asked
+    poll(app, lambda page: "Stopped at step" in texts(page))
+
+    assert run.state == "stopped" and stopped_after < 5
+    assert 0 < run.status["step"] < 200_000
+    assert len(run.read_metrics()["step"]) == run.status["step"] and run.has_model
+
+
+def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated, monkeypatch):
+    app = open_page("pages/1_Train.py", populated.runs_dir, monkeypatch, run=populated.adam.run_id)
+
+    assert_no_exception(app)
+    assert f"Test accuracy: {populated.adam.test_accuracy:.4f}" in texts(app)
+    assert app.selectbox(key="form_optimizer").value == "adam"
+    assert app.select_slider(key="form_units_0").value == 32
+
+
+def test_train_page_explains_a_diverged_run_and_suggests_a_smaller_learning_rate(populated, monkeypatch):
+    app = open_page("pages/1_Train.py", populated.runs_dir, monkeypatch, run=populated.diverged.run_id)
+
+    assert "The loss blew up" in app.error[0].value and "smaller learning rate" in app.error[0].value
+
+
+def test_an_unknown_run_in_the_address_is_a_warning_not_a_crash(populated, monkeypatch):
+    app = open_page("pages/1_Train.py", populated.runs_dir, monkeypatch, run="20990101-000000-none")
+
+    assert_no_exception(app)
+    assert "does not exist" in app.warning[0].value
+    assert "run" not in app.query_params
+
+
+def test_reset_restores_the_articles_settings(tmp_path, monkeypatch):
+    app = open_page("pages/1_Train.py", tmp_path / "runs", monkeypatch)
+    app.selectbox(key="form_optimizer").set_value("adam")
+    app.select_slider(key="form_learning_rate").set_value(0.001)
+    app.slider(key="form_layer_count").set_value(3)
+    app.run()
+
+    next(button for button in app.button if button.label == "Reset to the article's settings").click().run()
+
+    article = TrainConfig()
+    assert app.selectbox(key="form_optimizer").value == article.optimizer
+    assert app.select_slider(key="form_learning_rate").value == article.learning_rate
+    assert app.slider(key="form_layer_count").value == len(article.hidden_units)
+    assert "784-128-128-10" in texts(app)
+
+
+def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    app.selectbox(key="form_source").set_value("path").run()
+    app.text_input(key="form_data_path").input(str(tmp_path / "nowhere.npz")).run()
+
+    next(button for button in app.button if button.label == "Train").click().run()
+
+    assert "nowhere.npz does not exist" in app.error[0].value
+    assert list_runs(runs_dir) == []
+
+
+# --- TensorBoard -------------------------------------------------------------------------------------
+
+
+def test_tensorboard_page_serves_the_runs_directory_and_links_one_run(populated, monkeypatch):
+    run_id = populated.completed.run_id
+    app = open_page("pages/3_TensorBoard.py", populated.runs_dir, monkeypatch, run=run_id)
+
+    assert_no_exception(app)
+    assert app.selectbox(key="run").value == run_id
+    command = app.code[0].value
+    assert command == f"tensorboard --logdir {populated.runs_dir.resolve()}"
+    link = app.get("link_button")[0].proto.url
+    assert link.startswith("http://127.0.0.1:") and f"runFilter=%5E{run_id}%24" in link and link.endswith(
+        "#timeseries")
+
+
+def test_tensorboard_that_cannot_start_says_why_and_shows_the_command(tmp_path, monkeypatch):
+    def refuse(logdir):
+        raise tensorboard_server.TensorBoardError("no free port")
+
+    monkeypatch.setattr(tensorboard_server, "start_tensorboard", refuse)
+    app = open_page("pages/3_TensorBoard.py", tmp_path / "elsewhere", monkeypatch)
+
+    assert_no_exception(app)
+    assert "TensorBoard could not start here: no free port" in app.error[0].value
+    assert app.code[0].value.startswith("tensorboard --logdir ")
+
+
+def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
+    url = tensorboard_server.dashboard_url("http://127.0.0.1:6006/", "20260101-a.b")
+
+    assert url == "http://127.0.0.1:6006/?runFilter=%5E20260101-a%5C.b%24#timeseries"
+    assert tensorboard_server.dashboard_url("http://127.0.0.1:6006") == "http://127.0.0.1:6006/#timeseries"
+    assert tensorboard_server.tensorboard_command(Path("/tmp/my runs")) == "tensorboard --logdir '/tmp/my runs'"
+
+
+# --- what the pages say (core.report) ----------------------------------------------------------------
+
+
+def test_the_form_round_trips_every_config_field():
+    config = TrainConfig(hidden_units=[64, 32, 16], activation="tanh", dropout_rate=0.2, optimizer="rmsprop",
+                         learning_rate=0.003, batch_size=128, steps=500, eval_every=50, seed=7,
+                         dataset="fashion_mnist", source="keras", engine="session")
+
+    assert report.config_from_form(report.form_values(config)) == config
+    assert 0.003 in report.learning_rate_choices(0.003) and 0.5 in report.LEARNING_RATES
+
+
+def test_the_learning_rate_slider_is_logarithmic_from_1e_5_to_10():
+    rates = report.LEARNING_RATES
+
+    assert rates[0] == 1e-5 and rates[-1] == 10.0 and list(rates) == sorted(rates)
+    assert max(b / a for a, b in zip(rates, rates[1:])) <= 2.5
+
+
+def test_metrics_follower_reads_only_complete_new_lines(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss,batch_accuracy\n0,2.3,0.1\n1,2.0,0.2\n2,1.")
+    follower = report.MetricsFollower(path)
+
+    assert follower.read()["step"] == [0, 1]
+    with open(path, "a") as handle:
+        handle.write("5,0.3\n3,1.2,0.5\n")
+
+    assert follower.read() == {"step": [0, 1, 2, 3], "loss": [2.3, 2.0, 1.5, 1.2],
+                               "batch_accuracy": [0.1, 0.2, 0.3, 0.5]}
+    assert report.MetricsFollower(tmp_path / "missing.csv").read()["step"] == []
+
+
+def test_progress_says_steps_speed_and_time_left(tmp_path):
+    run = Run("r", tmp_path, TINY, {"status": "running", "step": 400, "total_steps": 1000,
+                                    "steps_per_second": 200.0})
+
+    view = report.progress_view(run)
+
+    assert view.fraction == pytest.approx(0.4)
+    assert view.text == "Step 400 of 1,000 · 200 steps/s · about 3.0 s left"
+
+
+def test_a_completed_run_at_chance_level_is_a_warning_that_names_the_learning_rate(tmp_path):
+    run = Run("r", tmp_path, TINY.replace(learning_rate=10.0), {"status": "completed"},
+              {"test_accuracy": 0.1, "steps": 30, "seconds": 1.0, "steps_per_second": 30.0})
+
+    result = report.outcome(run)
+
+    assert (result.kind, result.headline) == ("warning", "Test accuracy: 0.1000")
+    assert "chance level" in result.details and "learning rate (10)" in result.details
+
+
+def test_format_seconds_reads_like_a_person_would_say_it():
+    assert [report.format_seconds(s) for s in (0.84, 42, 185, 3720, None)] == [
+        "0.8 s", "42 s", "3 min 05 s", "1 h 02 min", "—"]
