@@ -1,5 +1,6 @@
 """Draw a digit and watch a trained run classify it, stroke by stroke."""
 
+import gc
 import time
 
 import streamlit as st
@@ -31,7 +32,12 @@ st.set_page_config(page_title="Draw · Hybrid Lab", page_icon="✏️", layout="
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_model(run_id: str, model_path: str, version: int) -> DrawingModel:
     """Load a run's model once; another run id or a rewritten model file (version) loads it again."""
-    return DrawingModel(model_path)
+    model = DrawingModel(model_path)
+    # Streamlit collects garbage after every rerun (through keras.backend.clear_session), and with
+    # TensorFlow loaded a full collection walks millions of long-lived objects: ~200 ms per stroke.
+    # Freezing what exists now moves them out of the collector's sight (bench/draw_page_latency.py: ~20 ms).
+    gc.freeze()
+    return model
 
 
 def train_article_model() -> None:
