@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import charts, report
+from core import charts, report, train_form
 from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SOURCES, TrainConfig
 from core.data import DATASET_TITLES, describe_default_source
 from core.runs import RunNotFound, default_runs_dir, load_run
@@ -36,7 +36,7 @@ st.markdown("Set the hyperparameters in the sidebar and press **Train**. Trainin
 runs_dir = default_runs_dir()
 
 
-def put_form(values: report.FormValues) -> None:
+def put_form(values: train_form.FormValues) -> None:
     """Show these values in the form's widgets."""
     st.session_state["form_layer_count"] = values.layer_count
     for index, units in enumerate(values.layer_units):
@@ -45,12 +45,12 @@ def put_form(values: report.FormValues) -> None:
         st.session_state[f"form_{name}"] = value
 
 
-def read_form() -> report.FormValues:
+def read_form() -> train_form.FormValues:
     """The values the form's widgets hold now."""
     state = st.session_state
-    settings = {name: state[f"form_{name}"] for name in report.form_values(TrainConfig()).settings}
-    units = [state[f"form_units_{index}"] for index in range(report.MAX_HIDDEN_LAYERS)]
-    return report.FormValues(state["form_layer_count"], units, settings)
+    settings = {name: state[f"form_{name}"] for name in train_form.form_values(TrainConfig()).settings}
+    units = [state[f"form_units_{index}"] for index in range(train_form.MAX_HIDDEN_LAYERS)]
+    return train_form.FormValues(state["form_layer_count"], units, settings)
 
 
 def follow(run_id: str | None) -> None:
@@ -67,21 +67,21 @@ def settings_form() -> None:
     """One widget per TrainConfig field, in the sidebar; their values live in session state (form_*)."""
     st.header("Settings")
     st.button("Reset to the article's settings", icon=":material/restart_alt:", width="stretch",
-              on_click=lambda: put_form(report.form_values(TrainConfig())))
-    st.slider("Hidden layers", 1, report.MAX_HIDDEN_LAYERS, key="form_layer_count", **KEEP)
+              on_click=lambda: put_form(train_form.form_values(TrainConfig())))
+    st.slider("Hidden layers", 1, train_form.MAX_HIDDEN_LAYERS, key="form_layer_count", **KEEP)
     unit_columns = st.columns(2)
     for index in range(st.session_state["form_layer_count"]):
         key = f"form_units_{index}"
         unit_columns[index % 2].select_slider(f"Units, layer {index + 1}",
-                                              report.hidden_unit_choices(st.session_state[key]), key=key, **KEEP)
+                                              train_form.hidden_unit_choices(st.session_state[key]), key=key, **KEEP)
     activation_column, dropout_column = st.columns(2)
     activation_column.selectbox("Activation", ACTIVATIONS, key="form_activation", **KEEP)
     dropout_column.slider("Dropout", 0.0, 0.8, step=0.05, key="form_dropout_rate", **KEEP,
                           help="Share of hidden units dropped at each training step; 0 (none) in the article.")
     st.selectbox("Optimizer", OPTIMIZERS, format_func=OPTIMIZER_LABELS.get, key="form_optimizer", **KEEP)
-    st.select_slider("Learning rate (log scale)", report.learning_rate_choices(st.session_state["form_learning_rate"]),
+    st.select_slider("Learning rate (log scale)", train_form.learning_rate_choices(st.session_state["form_learning_rate"]),
                      format_func=lambda rate: f"{rate:g}", key="form_learning_rate", **KEEP)
-    st.select_slider("Batch size", report.batch_size_choices(st.session_state["form_batch_size"]),
+    st.select_slider("Batch size", train_form.batch_size_choices(st.session_state["form_batch_size"]),
                      key="form_batch_size", **KEEP)
     steps_column, eval_column = st.columns(2)
     steps_column.number_input("Steps", 1, 200_000, step=100, key="form_steps", **KEEP,
@@ -236,13 +236,13 @@ if followed:
         follow(followed)  # after a visit to another page the URL lost ?run=; put it back
 if "form_activation" not in st.session_state:
     # A fresh session (a reload or a shared link) shows the settings of the run it follows.
-    put_form(report.form_values(followed_run.config if followed_run and followed_run.config else TrainConfig()))
+    put_form(train_form.form_values(followed_run.config if followed_run and followed_run.config else TrainConfig()))
 running = followed_run is not None and followed_run.state == "running"
 
 with st.sidebar:
     settings_form()
 try:
-    config = report.config_from_form(read_form())
+    config = train_form.config_from_form(read_form())
 except ValueError as error:
     config = None
     st.error(f"These settings cannot train: {error}")

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import report, tensorboard_server
+from core import report, train_form, tensorboard_server
 from core.config import TrainConfig
 from core.runs import Run, list_runs, load_run, wait_for
 from core.training import train
@@ -402,12 +402,12 @@ def test_the_form_round_trips_every_config_field():
                          learning_rate=0.003, batch_size=128, steps=500, eval_every=50, seed=7,
                          dataset="fashion_mnist", source="keras", engine="session")
 
-    assert report.config_from_form(report.form_values(config)) == config
-    assert 0.003 in report.learning_rate_choices(0.003) and 0.5 in report.LEARNING_RATES
+    assert train_form.config_from_form(train_form.form_values(config)) == config
+    assert 0.003 in train_form.learning_rate_choices(0.003) and 0.5 in train_form.LEARNING_RATES
 
 
 def test_the_learning_rate_slider_is_logarithmic_from_1e_5_to_10():
-    rates = report.LEARNING_RATES
+    rates = train_form.LEARNING_RATES
 
     assert rates[0] == 1e-5 and rates[-1] == 10.0 and list(rates) == sorted(rates)
     assert max(b / a for a, b in zip(rates, rates[1:])) <= 2.5
