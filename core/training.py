@@ -205,48 +205,6 @@ def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
             f"{config.learning_rate / 10:g}")
 
 
-def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
-    """A sentence to add when a run ended no better than guessing (dead units after too large a step)."""
-    if test_accuracy > CHANCE_LEVEL_ACCURACY:
-        return ""
-    return (f"; that is no better than guessing, so the network did not learn: with learning rate "
-            f"{config.learning_rate:g} ({config.optimizer}) the steps are probably too large, try "
-            f"{config.learning_rate / 10:g}")
-
-
-# ------------------------------------------------------------------------------------- background runs
-
-_workers: dict[str, threading.Thread] = {}
-_workers_lock = threading.Lock()
-
-
-def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
-    """Create a run and train it in a background thread; returns at once with the new run.
-
-    The caller follows the run through its folder (status.json, metrics.csv), so a page that reloads, a
-    second tab or another process sees the same live state. Stop it with `Run.request_stop()`.
-    """
-    run = create_run(config, runs_dir)
-    worker = threading.Thread(target=train, args=(config,), kwargs={"run": run}, name=f"train-{run.run_id}",
-                              daemon=True)
-    with _workers_lock:
-        _workers[run.run_id] = worker
-    worker.start()
-    return run
-
-
-def start_engine_comparison(config: TrainConfig, runs_dir: Path | None = None) -> list[Run]:
-    """Train the same settings with every engine at once (each in its own worker), for side-by-side curves."""
-    return [start_training(config.replace(engine=engine, xla=None), runs_dir) for engine in ENGINES]
-
-
-def is_training(run_id: str) -> bool:
-    """True while this process has a live worker thread for the run."""
-    with _workers_lock:
-        worker = _workers.get(run_id)
-    return worker is not None and worker.is_alive()
-
-
 # ------------------------------------------------------------------------------------- background runs
 
 # Background runs train in a worker process, not a thread of the caller. A Streamlit server clears Keras'
