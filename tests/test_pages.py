@@ -232,15 +232,20 @@ def poll(app: AppTest, done, seconds: float = 60) -> AppTest:
     return app
 
 
-def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, monkeypatch):
-    runs_dir = tmp_path / "runs"
-    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+def fill_tiny_form(app: AppTest) -> None:
+    """Set the Train page's widgets to a tiny offline run: one layer of 16 units, 30 steps."""
     app.slider(key="form_layer_count").set_value(1)
     app.select_slider(key="form_units_0").set_value(16)
     app.number_input(key="form_steps").set_value(30)
     app.number_input(key="form_eval_every").set_value(10)
     app.selectbox(key="form_source").set_value("offline")
     app.run()
+
+
+def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    fill_tiny_form(app)
 
     next(button for button in app.button if button.label == "Train").click().run()
     poll(app, lambda page: "Test accuracy:" in texts(page))
@@ -260,12 +265,7 @@ def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, mo
 def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
-    app.slider(key="form_layer_count").set_value(1)
-    app.select_slider(key="form_units_0").set_value(16)
-    app.number_input(key="form_steps").set_value(30)
-    app.number_input(key="form_eval_every").set_value(10)
-    app.selectbox(key="form_source").set_value("offline")
-    app.run()
+    fill_tiny_form(app)
 
     next(button for button in app.button if button.label == "Compare engines").click().run()
     poll(app, lambda page: texts(page).count("Test accuracy:") >= 2, seconds=90)
