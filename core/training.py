@@ -151,22 +151,14 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
             keep = count if bad is None else bad
             run.append_metrics([(step + i, float(losses[i]), float(accuracies[i])) for i in range(keep)])
             if bad is not None:
-                outcome = "diverged"
-                message = (
-                    f"the loss became {losses[bad]} at step {step + bad} with learning rate "
-                    f"{config.learning_rate:g}; try a smaller learning rate, such as {config.learning_rate / 10:g}"
-                )
+                outcome, message = "diverged", diverged_message(config, losses[bad], step + bad)
                 step += keep
                 break
             step += count
             last_loss = float(losses[-1])
             if step % config.eval_every == 0 or step == config.steps:
-                test_loss, test_accuracy, probabilities = evaluate(engine, dataset)
-                run.append_evaluation(step, test_loss, test_accuracy)
+                test_loss, test_accuracy = _evaluate_and_log(run, engine, dataset, step)
                 evaluated_at = step
-                engine.write_summaries(step, summaries.evaluation_summaries(
-                    test_loss, test_accuracy, config.learning_rate, engine.named_weights(),
-                    dataset.x_test, dataset.y_test, probabilities))
             elapsed = time.monotonic() - started
             progress = Progress(step, config.steps, last_loss, step / elapsed, elapsed)
             run.write_progress(step, config.steps, progress.steps_per_second)
@@ -174,26 +166,38 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
                 on_progress(progress)
         seconds = time.monotonic() - started
         if outcome != "diverged" and step > 0:
-            if evaluated_at != step:
-                test_loss, test_accuracy, _ = evaluate(engine, dataset)
-                run.append_evaluation(step, test_loss, test_accuracy)
+            if evaluated_at != step:  # stopped between two evaluations: measure the model as it is
+                test_loss, test_accuracy = _evaluate_and_log(run, engine, dataset, step)
             engine.export_model(run.model_path)
     finally:
         engine.close()
+    if outcome == "diverged":
+        test_loss = test_accuracy = None  # the last evaluation measured weights that no longer exist
     run.write_summary({
-        "test_accuracy": test_accuracy if outcome != "diverged" else None,
-        "test_loss": test_loss if outcome != "diverged" else None,
-        "steps": step,
-        "seconds": round(seconds, 3),
+        "test_accuracy": test_accuracy, "test_loss": test_loss, "steps": step, "seconds": round(seconds, 3),
         "steps_per_second": round(step / seconds, 1) if seconds > 0 else None,
-        "data_source": dataset.description,
-        "source": dataset.source,
-        "data_sizes": dataset.sizes(),
+        "data_source": dataset.description, "source": dataset.source, "data_sizes": dataset.sizes(),
         "engine": config.engine,
     })
     if outcome == "completed":
         message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(config, test_accuracy)
     run.write_status(outcome, message, step=step)
+
+
+def _evaluate_and_log(run: Run, engine, dataset: Dataset, step: int) -> tuple[float, float]:
+    """Evaluate on the test split; record it in evaluations.csv and TensorBoard. Returns loss and accuracy."""
+    test_loss, test_accuracy, probabilities = evaluate(engine, dataset)
+    run.append_evaluation(step, test_loss, test_accuracy)
+    engine.write_summaries(step, summaries.evaluation_summaries(
+        test_loss, test_accuracy, engine.config.learning_rate, engine.named_weights(),
+        dataset.x_test, dataset.y_test, probabilities))
+    return test_loss, test_accuracy
+
+
+def diverged_message(config: TrainConfig, loss: float, step: int) -> str:
+    """What to tell a person whose loss became NaN or infinite."""
+    return (f"the loss became {loss} at step {step} with learning rate {config.learning_rate:g}; "
+            f"try a smaller learning rate, such as {config.learning_rate / 10:g}")
 
 
 def chance_level_warning(config: TrainConfig, test_accuracy: float) -> str:
