@@ -1,0 +1,41 @@
+"""A run's model.keras on the real MNIST test set (10,000 digits it never saw), read from IDX files.
+
+Run: `python bench/real_mnist_accuracy.py RUN_DIR [--idx ../shared/data/mnist-t10k]`. Prints the accuracy on
+those digits beside the run's own test accuracy (on the split it was trained with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from core.data import read_idx  # noqa: E402
+from core.evaluation import predict  # noqa: E402
+from core.model import load_model  # noqa: E402
+from core.runs import read_run  # noqa: E402
+
+DEFAULT_IDX = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--idx", type=Path, default=DEFAULT_IDX, help="folder with t10k-*-ubyte(.gz)")
+    args = parser.parse_args()
+    run = read_run(args.run_dir)
+    images = read_idx(args.idx / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+    labels = read_idx(args.idx / "t10k-labels-idx1-ubyte.gz")
+    probabilities = predict(load_model(run.model_path), images)
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    print(f"run {run.run_id} ({run.config.engine} engine): test accuracy on its own split "
+          f"{run.test_accuracy:.4f} ({(run.summary or {}).get('data_source')}); "
+          f"on the real MNIST test set ({len(labels):,} digits): {accuracy:.4f}")
+
+
+if __name__ == "__main__":
+    main()

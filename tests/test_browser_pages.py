@@ -1,0 +1,212 @@
+"""Every page in a real browser, and a training run started, watched and stopped from the Train page.
+
+`streamlit run app.py` serves the app over a runs directory that already holds one small completed run;
+Debian's Chromium, driven by Playwright, opens each page and uses the Train page's sidebar form like a person
+would. Training happens in a worker process that writes the run folder, so after what the page shows, each
+test reads that folder back and checks that the page told the truth about it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from core.config import TrainConfig
+from core.runs import list_runs, load_run, wait_for
+from core.training import train
+from tests.browser_support import launch_chromium, start_app, stop_app
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+SMALL = TrainConfig(steps=60, eval_every=20, hidden_units=[32], source="offline")
+# Streamlit names each page's address after its file in pages/, without the number.
+PAGES = [("/", "Hybrid Lab"), ("/Train", "Train"), ("/Runs", "Runs"), ("/TensorBoard", "TensorBoard"),
+         ("/Draw", "Draw")]
+WAIT_MS = 60_000  # generous: the Runs, TensorBoard and Draw pages import TensorFlow on a cold server
+TRAIN_WAIT_MS = 120_000  # a whole short run, worker start-up (TensorFlow import) included
+# The article's network trains at 700-1,100 steps/s here on the offline sample (slower while the browser and
+# the page share the two cores): 5,000 steps keep the live view, progress bar and growing curve, on screen for
+# five to seven seconds after the worker's start-up, ten of the page's refreshes at least.
+SHORT_STEPS = 5_000
+LONG_STEPS = 200_000  # the form's maximum: minutes of training, so only Stop can end it within the test
+STOP_SECONDS = 30  # a loose sanity bound from the Stop click to the "stopped" outcome, not a benchmark
+SHOTS = Path("/tmp/shots")
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+# Plain groups only: Playwright hands these patterns to the browser's JavaScript RegExp.
+ACCURACY = re.compile(r"^Test accuracy: 0\.\d{4}$")
+STOPPED = re.compile(rf"^Stopped at step ([\d,]+) of {LONG_STEPS:,}\.")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """A runs directory with one small completed run, so every page has a run (and a model) to show."""
+    directory = tmp_path_factory.mktemp("runs")
+    assert train(SMALL, directory).state == "completed"
+    yield directory
+    # A test that failed half-way may leave a worker training for minutes: ask every live run to stop.
+    for run in list_runs(directory):
+        if run.state == "running":
+            run.request_stop()
+            wait_for(run.run_id, directory, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(runs_dir):
+    url, process = start_app(runs_dir)
+    yield url
+    stop_app(process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser session (so the Train form starts from the article's settings)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    page.close()
+
+
+def screenshot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"browser-{name}.png"), full_page=True)
+
+
+def open_page(page, address: str, title: str) -> None:
+    """Go to a page and wait until its title shows and its script has run to the end."""
+    page.goto(address)
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    page.locator(IDLE).wait_for()
+
+
+def assert_no_error_shown(page) -> None:
+    """No exception box and no traceback anywhere on the page (the box's text is the failure message)."""
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+    assert "Traceback" not in page.locator("body").inner_text()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a sidebar selectbox.
+
+    Streamlit 1.67's selectbox is a react-aria combobox: a click on its text field only focuses it, and a click
+    on its "Open" button is lost while the sidebar scrolls it into view. The keyboard is deterministic:
+    ArrowDown in the focused field opens the list.
+    """
+    combobox = page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name=label, exact=True)
+    combobox.click()
+    combobox.press("ArrowDown")
+    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(IDLE).wait_for()
+    assert combobox.input_value() == option
+
+
+def type_number(page, label: str, value: int) -> None:
+    """Type into a sidebar number input; Enter commits it (Streamlit reruns the page)."""
+    field = page.locator('[data-testid="stSidebar"]').get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    page.locator(IDLE).wait_for()
+
+
+def fill_train_form(page, app_url: str, steps: int, eval_every: int | None = None) -> None:
+    """Open the Train page and fill in the article's settings on the offline sample, with this many steps."""
+    open_page(page, app_url + "/Train", "Train")
+    choose(page, "Source", "offline sample")
+    type_number(page, "Steps", steps)
+    if eval_every is not None:
+        type_number(page, "Evaluate every", eval_every)
+    # The line beside the Train button describes the config that Train will start.
+    page.get_by_text(f"{steps:,} steps · function engine").wait_for()
+    assert page.get_by_text("MNIST, offline sample").is_visible()
+
+
+def followed_run_id(page) -> str:
+    """The run the Train page follows, from its address (?run=)."""
+    return parse_qs(urlparse(page.url).query)["run"][0]
+
+
+def live_progress(page, total_steps: int):
+    """The progress bar of a run that has trained some of its `total_steps` and reports its speed."""
+    text = re.compile(rf"^Step [\d,]+ of {total_steps:,} · [\d,]+ steps/s · about .+ left$")
+    return page.get_by_test_id("stProgress").filter(has_text=text)
+
+
+@pytest.mark.parametrize(("path", "title"), PAGES, ids=[title for _, title in PAGES])
+def test_every_page_opens_without_an_error(app_url, runs_dir, page, path, title):
+    open_page(page, app_url + path, title)
+    if title == "TensorBoard":
+        # Either the embedded dashboard or the page's own words about why TensorBoard cannot start here.
+        embedded = page.get_by_test_id("stIFrame")
+        embedded.or_(page.get_by_text("TensorBoard could not start here")).wait_for()
+        if embedded.count():
+            # TensorBoard's own app loaded in the frame, and lists the small run (the oldest one).
+            small_run_id = list_runs(runs_dir)[-1].run_id
+            page.frame_locator('[data-testid="stIFrame"]').get_by_text(small_run_id).first.wait_for()
+            embedded.scroll_into_view_if_needed()
+    screenshot(page, f"page-{title.lower().replace(' ', '-')}")
+    assert_no_error_shown(page)
+
+
+def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, page):
+    page.set_default_timeout(TRAIN_WAIT_MS)
+    fill_train_form(page, app_url, SHORT_STEPS, eval_every=500)
+
+    page.get_by_role("button", name="Train", exact=True).click()
+
+    # While it trains: steps/s in the progress bar, then the curves drawn from the steps so far (still live
+    # here, at worst just finished on a much faster machine).
+    live_progress(page, SHORT_STEPS).wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot .scatterlayer .trace').first.wait_for()
+    screenshot(page, "train-live")
+
+    accuracy = page.get_by_text(ACCURACY)
+    accuracy.wait_for()
+    screenshot(page, "train-completed")
+    assert page.get_by_test_id("stProgress").count() == 0
+    assert page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').count() >= 2  # loss and accuracy
+
+    newest = list_runs(runs_dir)[0]
+    assert newest.run_id == followed_run_id(page)
+    assert newest.state == "completed"
+    assert (newest.config.steps, newest.config.eval_every, newest.config.source) == (SHORT_STEPS, 500, "offline")
+    assert newest.summary["steps"] == SHORT_STEPS
+    assert accuracy.inner_text().strip() == f"Test accuracy: {newest.test_accuracy:.4f}"
+    assert_no_error_shown(page)
+
+
+def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
+    fill_train_form(page, app_url, LONG_STEPS)
+    page.get_by_role("button", name="Train", exact=True).click()
+    live_progress(page, LONG_STEPS).wait_for(timeout=TRAIN_WAIT_MS)
+    run_id = followed_run_id(page)
+    screenshot(page, "stop-running")
+
+    clicked_at = time.monotonic()
+    page.get_by_role("button", name="Stop", exact=True).click()
+    stopped = page.get_by_text(STOPPED)
+    stopped.wait_for()
+    stop_seconds = time.monotonic() - clicked_at
+    screenshot(page, "stop-stopped")
+
+    run = load_run(run_id, runs_dir)
+    assert run.state == "stopped"
+    step = run.status["step"]
+    assert 0 < step < LONG_STEPS
+    assert len(run.read_metrics()["step"]) == step  # one metrics row per step trained, none lost
+    assert STOPPED.match(stopped.inner_text().strip()).group(1) == f"{step:,}"
+    assert page.get_by_role("button", name="Stop", exact=True).count() == 0
+    assert page.get_by_role("button", name="Train", exact=True).is_enabled()
+    assert stop_seconds < STOP_SECONDS
+    assert_no_error_shown(page)
