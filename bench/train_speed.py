@@ -96,10 +96,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--engines", default="function,session", help="comma-separated engines to measure")
+    parser.add_argument("--long-steps", type=int, default=10_000, help="steps of the longer run (0: skip it)")
     args = parser.parse_args()
     config = TrainConfig(steps=args.steps, source="offline")
     dataset = load_dataset("mnist", "offline")
-    steady, cold = [], []
+    steady, cold, long_runs = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         steady.append(("Keras `model.fit`, TensorBoard callback `update_freq=1`",
@@ -111,13 +112,24 @@ def main() -> None:
         cold.append(("Keras `model.fit` on a fresh model (tracing included)",
                      keras_fit(config, dataset, scratch / "fit-cold", args.steps, warm=False)))
         for engine in args.engines.split(","):
-            engine_config = config.replace(engine=engine)
-            steady.append((f"`{engine}` engine, 100 steps per call",
-                           engine_chunks(engine_config, dataset, scratch / f"chunks-{engine}", args.steps)))
-            cold.append((f"`{engine}` engine, `core.training.train()` (tracing, evaluations, files, model export)",
-                         end_to_end(engine_config, dataset, scratch / f"runs-{engine}")))
+            variants = [("plain graph", False), ("XLA", True)] if engine == "function" else [("", None)]
+            for label, xla in variants:
+                name = f"`{engine}` engine" + (f", {label}" if label else "")
+                steady.append((f"{name}, 100 steps per call",
+                               engine_chunks(config.replace(engine=engine, xla=xla), dataset,
+                                             scratch / f"chunks-{engine}-{xla}", args.steps)))
+            cold.append((f"`{engine}` engine, `core.training.train()` with its defaults (tracing, evaluations, "
+                         "files, model export)", end_to_end(config.replace(engine=engine), dataset, scratch / f"runs-{engine}")))
+        if args.long_steps:
+            long_config = config.replace(steps=args.long_steps, eval_every=args.long_steps // 10)
+            long_runs.append((f"Keras `model.fit` on a fresh model, {args.long_steps:,} steps",
+                              keras_fit(long_config, dataset, scratch / "fit-long", args.long_steps, warm=False)))
+            long_runs.append((f"`function` engine, `train()`, {args.long_steps:,} steps (XLA by default)",
+                              end_to_end(long_config, dataset, scratch / "runs-long")))
     print(f"\n{args.steps} steps of batch {config.batch_size}, {config.architecture()}, loss logged every step\n")
-    for title, rows in (("steady state (after warm-up)", steady), ("end to end (from a fresh model)", cold)):
+    tables = [("steady state (after warm-up)", steady), ("end to end (from a fresh model)", cold),
+              ("a longer run, end to end", long_runs)]
+    for title, rows in [(title, rows) for title, rows in tables if rows]:
         print(f"| {title} | steps/s | × `fit` |")
         print("| --- | ---: | ---: |")
         for label, rate in rows:

@@ -36,7 +36,7 @@ class TrainConfig:
     source: str = "auto"  # auto, keras, offline or path
     data_path: str | None = None  # mnist.npz or a folder of IDX files, used when source is "path"
     engine: str = "function"  # function (TF2 tf.function) or session (the article's TF1 Session)
-    xla: bool | None = None  # function engine: compile chunks with XLA (None = yes); the session engine has none
+    xla: bool | None = None  # function engine: compile chunks with XLA (None: from 5,000 steps on); not for session
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_units, (list, tuple)):

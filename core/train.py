@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="an mnist.npz file or a folder with the four IDX files")
     parser.add_argument("--engine", choices=ENGINES, default=defaults.engine)
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                        help="function engine: compile chunks of steps with XLA (default on)")
+                        help="function engine: compile chunks of steps with XLA (default: for runs of 5,000 steps or more)")
     parser.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default ./runs or $HYBRID_LAB_RUNS)")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the result at the end")
     return parser

@@ -15,6 +15,8 @@ LEARNING_RATES = tuple(round(mantissa * 10.0**exponent, 10)
 BATCH_SIZES = (1, 8, 16, 32, 50, 64, 100, 128, 256, 512, 1024, 2048, 4096)
 HIDDEN_UNITS = (16, 32, 64, 128, 256, 512, 1024)
 MAX_HIDDEN_LAYERS = 4
+# The XLA select: "auto" leaves the choice to the engine (XLA from 5,000 steps on).
+XLA_CHOICES = {None: "auto", True: "on", False: "off"}
 
 
 def _with(choices: tuple, value) -> list:
@@ -51,7 +53,7 @@ def form_values(config: TrainConfig) -> FormValues:
     units = list(config.hidden_units) + [128] * (MAX_HIDDEN_LAYERS - len(config.hidden_units))
     settings = {name: value for name, value in config.to_dict().items() if name != "hidden_units"}
     settings["data_path"] = settings["data_path"] or ""
-    settings["xla"] = config.xla is not False  # a toggle: on unless the config turned it off
+    settings["xla"] = XLA_CHOICES[config.xla]
     return FormValues(len(config.hidden_units), units, settings)
 
 
@@ -62,5 +64,6 @@ def config_from_form(values: FormValues) -> TrainConfig:
     if settings.get("source") != "path":
         settings["data_path"] = None
     # XLA is the function engine's option; the session engine would refuse it, so it is unset there.
-    settings["xla"] = None if settings.get("engine") == "session" or settings.get("xla", True) else False
+    xla = {label: value for value, label in XLA_CHOICES.items()}[settings.get("xla", "auto")]
+    settings["xla"] = None if settings.get("engine") == "session" else xla
     return TrainConfig(hidden_units=list(values.layer_units[: values.layer_count]), **settings)

@@ -100,9 +100,11 @@ def settings_form() -> None:
     st.selectbox("Engine", ENGINES, format_func=ENGINE_LABELS.get, key="form_engine", **KEEP,
                  help="function: Keras 3 layers in a tf.function step with GradientTape. session: the article's "
                       "own form, a TF1 graph with placeholders run in a Session.")
-    st.toggle("XLA", key="form_xla", disabled=st.session_state["form_engine"] == "session", **KEEP,
-              help="function engine: compile each chunk of steps with XLA (about twice as fast here). "
-                   "The session engine runs its TF1 graph as built.")
+    st.selectbox("XLA", list(train_form.XLA_CHOICES.values()), key="form_xla", **KEEP,
+                 disabled=st.session_state["form_engine"] == "session",
+                 help="function engine: compile each chunk of steps with XLA. Compiling takes about a second "
+                      "and then runs steps about twice as fast, so auto uses it from 5,000 steps on. The "
+                      "session engine runs its TF1 graph as built.")
 
 
 def show_run(run_id: str, live: bool) -> None:

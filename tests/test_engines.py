@@ -77,11 +77,20 @@ def test_session_model_keras_has_the_shared_contract(engine_runs):
 
 def test_xla_path_stays_close_to_the_plain_graph(tmp_path, engine_runs):
     """XLA may round differently, but it trains the same network: early losses match closely."""
-    run = train(TrainConfig(steps=200, eval_every=100, source="offline"), tmp_path)
+    run = train(TrainConfig(steps=200, eval_every=100, source="offline", xla=True), tmp_path)
     xla_losses = np.array(run.read_metrics()["loss"])
     plain_losses = np.array(engine_runs["function"].read_metrics()["loss"][:200])
     assert np.allclose(xla_losses[:20], plain_losses[:20], rtol=1e-3)
     assert run.summary["test_accuracy"] > 0.85
+
+
+def test_xla_by_default_only_for_runs_long_enough_to_repay_compiling():
+    from core.engine import XLA_MIN_STEPS, uses_xla
+
+    assert not uses_xla(TrainConfig())  # the article's 1,000 steps finish sooner on the plain graph
+    assert uses_xla(TrainConfig(steps=XLA_MIN_STEPS))
+    assert not uses_xla(TrainConfig(steps=XLA_MIN_STEPS, xla=False))
+    assert uses_xla(TrainConfig(steps=10, xla=True))
 
 
 def test_session_engine_refuses_xla_by_name():

@@ -397,6 +397,12 @@ def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
 # --- what the pages say (core.report) ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("xla", [None, True, False])
+def test_the_form_round_trips_the_xla_choice(xla):
+    config = TrainConfig(xla=xla)
+    assert train_form.config_from_form(train_form.form_values(config)).xla is xla
+
+
 def test_the_form_round_trips_every_config_field():
     config = TrainConfig(hidden_units=[64, 32, 16], activation="tanh", dropout_rate=0.2, optimizer="rmsprop",
                          learning_rate=0.003, batch_size=128, steps=500, eval_every=50, seed=7,
