@@ -16,6 +16,8 @@ Use from a test module like this:
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import socket
 import subprocess
@@ -93,6 +95,29 @@ def stop_app(process: subprocess.Popen) -> None:
     log_path = getattr(process, "log_path", None)
     if log_path is not None:
         log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def running_app(runs_dir):
+    """`streamlit run app.py` over `runs_dir` for the duration of a with-block; yields its URL."""
+    url, process = start_app(runs_dir)
+    try:
+        yield url
+    finally:
+        stop_app(process)
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's headless Chromium for the duration of a with-block (skips the test when it is missing)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def launch_chromium(playwright):

@@ -15,7 +15,7 @@ import pytest
 
 from core.config import TrainConfig
 from core.training import train
-from tests.browser_support import launch_chromium, start_app, stop_app
+from tests.browser_support import chromium_browser, running_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -41,17 +41,14 @@ def app_url(tmp_path_factory):
     """The app served by `streamlit run app.py` over a runs directory with one tiny trained run."""
     runs_dir = tmp_path_factory.mktemp("runs")
     assert train(TINY, runs_dir).state == "completed"
-    url, process = start_app(runs_dir)
-    yield url
-    stop_app(process)
+    with running_app(runs_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from core.config import TrainConfig
 from core.runs import list_runs, load_run, wait_for
 from core.training import train
-from tests.browser_support import launch_chromium, start_app, stop_app
+from tests.browser_support import chromium_browser, running_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -56,17 +56,14 @@ def runs_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(runs_dir):
-    url, process = start_app(runs_dir)
-    yield url
-    stop_app(process)
+    with running_app(runs_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
