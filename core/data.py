@@ -107,7 +107,10 @@ def read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Read a Keras-layout mnist.npz (x_train, y_train, x_test, y_test)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path}: a single array, not an .npz archive; expected the arrays {list(IDX_FILES)}")
+        with loaded as archive:
             missing = [key for key in IDX_FILES if key not in archive.files]
             if missing:
                 raise DatasetError(f"{path}: has {archive.files}; expected the arrays {list(IDX_FILES)}")

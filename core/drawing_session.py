@@ -7,6 +7,7 @@ TensorFlow until a model is loaded.
 
 from __future__ import annotations
 
+import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -143,10 +144,29 @@ class DrawingModel:
         self._forward = _TENSORFLOW_THREAD.submit(_compile_forward_pass, model_path).result()
         # Compile now rather than on the first stroke.
         self.probabilities(np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32))
+        _freeze_long_lived_objects()
 
     def probabilities(self, digit: np.ndarray) -> np.ndarray:
         """The (10,) class probabilities of one preprocessed 28x28 digit."""
         return _TENSORFLOW_THREAD.submit(classify, self._forward, digit).result()
+
+
+_frozen = False
+
+
+def _freeze_long_lived_objects() -> None:
+    """Once per process, after TensorFlow is loaded: hide its objects from the garbage collector.
+
+    Streamlit collects garbage after every rerun (inside keras.backend.clear_session), and with TensorFlow
+    loaded a full collection walks millions of long-lived objects: ~200 ms per stroke. Frozen objects are
+    skipped (bench/draw_page_latency.py: ~20 ms a rerun). Only once, after a collection, so that no garbage
+    and no later model (a cache may drop it) is frozen for good.
+    """
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
 
 
 def _compile_forward_pass(model_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.data import DATASET_TITLES, DatasetError, keras_cache_dir
+from core.training import CHANCE_LEVEL_ACCURACY
 from core.runs import METRICS_FIELDS, Run, RunNotFound, delete_run, load_run
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
@@ -33,7 +34,6 @@ FULL_MNIST_HINT = (
     "or pick the source *path* and give an `mnist.npz` or a folder of the four IDX files."
 )
 # Below this a completed run has learned next to nothing: guessing one of ten classes scores 0.10.
-CHANCE_ACCURACY = 0.2
 # Exception names the trainer puts in front of a failure message; people do not need them.
 _ERROR_PREFIXES = ("DatasetError: ", "ValueError: ", "RunNotFound: ")
 
@@ -75,13 +75,15 @@ def plain_message(message: str) -> str:
 
 
 def load_existing(run_ids: list[str], runs_dir: Path | None = None) -> list[Run]:
-    """The runs among these ids that still exist, in the given order."""
+    """The readable runs among these ids (deleted or damaged ones left out), in the given order."""
     runs = []
     for run_id in run_ids:
         try:
-            runs.append(load_run(run_id, runs_dir))
+            run = load_run(run_id, runs_dir)
         except RunNotFound:
             continue
+        if not run.damaged:
+            runs.append(run)
     return runs
 
 
@@ -273,8 +275,7 @@ def progress_view(run: Run) -> ProgressView:
         return ProgressView(fraction, f"Stopping at step {step:,} of {total:,}…")
     if step == 0:
         phase = status.get("message") or "starting"
-        hint = " (the first run after a server start also imports TensorFlow: a few seconds)" \
-            if phase == "starting" else ""
+        hint = " (a new run's worker imports TensorFlow and builds its graph first: a few seconds)"
         return ProgressView(0.0, f"{phase.capitalize()}…{hint}")
     left = (total - step) / speed if speed > 0 else None
     return ProgressView(fraction,
@@ -299,7 +300,7 @@ def outcome(run: Run) -> Outcome:
     timing = f"{steps:,} steps in {format_seconds(seconds)} ({speed:,.0f} steps/s)" if steps and seconds and speed \
         else ""
     accuracy = run.test_accuracy
-    if state == "completed" and accuracy is not None and accuracy < CHANCE_ACCURACY:
+    if state == "completed" and accuracy is not None and accuracy <= CHANCE_LEVEL_ACCURACY:
         return Outcome("warning", f"Test accuracy: {accuracy:.4f}",
                        (f"{timing}. " if timing else "") + "That is chance level for ten classes: the network "
                        f"learned nothing. Check the learning rate ({run.config.learning_rate:g}): too large and the "

@@ -52,6 +52,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _pid_alive(pid) -> bool:
+    """True while the process exists and has not exited (an exited, unreaped child is a zombie: dead)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -60,7 +61,12 @@ def _pid_alive(pid) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # /proc/<pid>/stat: "pid (name) state ..."; the name may hold spaces, so split after its ")".
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): existence is all we can tell
+    return state not in ("Z", "X")
 
 
 @dataclass

@@ -23,7 +23,8 @@ from core.model import CLASSES, build_export_model, initial_weights
 
 v1 = tf.compat.v1
 # tf_keras keeps one global session; registering ours (as the article does) and building the layers must
-# not interleave with another run doing the same in another thread.
+# not interleave with another run doing the same in another thread of the same process (the app trains
+# each run in its own worker process, but core.training.train may be called from threads).
 _set_session_lock = threading.Lock()
 PREDICT_BATCH = 5000
 

@@ -62,7 +62,7 @@ def run_filter(run_id: str) -> str:
 
 
 def dashboard_url(base_url: str, run_id: str | None = None) -> str:
-    """The scalars dashboard of a TensorBoard, showing only `run_id` when one is given."""
+    """The time-series dashboard of a TensorBoard, showing only `run_id` when one is given."""
     base = base_url if base_url.endswith("/") else base_url + "/"
     query = f"?{RUN_FILTER_PARAMETER}={quote(run_filter(run_id), safe='')}" if run_id else ""
     return f"{base}{query}#{DASHBOARD}"

@@ -23,7 +23,7 @@ import numpy as np
 from core import summaries
 from core.config import ENGINES, TrainConfig
 from core.data import Dataset, load_dataset
-from core.runs import Run, create_run, default_runs_dir
+from core.runs import Run, create_run, default_runs_dir, read_run
 
 
 
@@ -228,17 +228,21 @@ def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
     """
     runs_dir = Path(runs_dir).resolve() if runs_dir else default_runs_dir().resolve()
     run = create_run(config, runs_dir)
-    log = open(run.path / "worker.log", "wb")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    worker = subprocess.Popen([sys.executable, "-m", "core.worker", str(run.path)], cwd=REPO_ROOT, env=environment,
-                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    # Until the worker writes its own pid (after its imports, a second or more from now), the status names
-    # it here, so a worker that dies on start-up reads as "interrupted" rather than "running" forever.
-    run.write_status("running", "starting the worker", pid=worker.pid)
+    with open(run.path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "core.worker", str(run.path)], cwd=REPO_ROOT,
+                                  env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    # Until the worker writes its own pid (after its imports), the status names it here, so a worker that
+    # dies on start-up reads as "interrupted" rather than "running" forever. Read the status again first:
+    # never write back an older copy over what the worker may already have said.
+    current = read_run(run.path)
+    if current.state == "running" and "pid" in current.status and current.status["pid"] == os.getpid():
+        current.write_status("running", current.status.get("message", ""), pid=worker.pid)
+    # Wait for the worker in the background so that it does not linger as a zombie once it exits.
+    threading.Thread(target=worker.wait, name=f"reap-{run.run_id}", daemon=True).start()
     with _workers_lock:
         _workers[run.run_id] = worker
-    return run
+    return current
 
 
 def start_engine_comparison(config: TrainConfig, runs_dir: Path | None = None) -> list[Run]:

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    run.write_status("running", "loading TensorFlow", pid=os.getpid())
+    run.write_status("running", "starting", pid=os.getpid())
     run = train(run.config, run=run, should_stop=stop.is_set)
     return 0 if run.state in ("completed", "stopped") else 1
 

@@ -260,21 +260,18 @@ compare_clicked = compare_column.button("Compare engines", icon=":material/compa
 if config is not None:
     summary_column.markdown(f"**{report.describe_config(config)}** · {DATASET_TITLES[config.dataset]}, "
                             f"{SOURCE_LABELS[config.source]}")
-if clicked:
+if clicked or compare_clicked:
     try:
         report.check_data_path(config)
+        if clicked:
+            follow(start_training(config, runs_dir).run_id)
+        else:
+            st.query_params["compare"] = ",".join(run.run_id for run in start_engine_comparison(config, runs_dir))
     except ValueError as error:  # DatasetError: the data files are not where the form says
         st.error(f"Cannot train: {error}")
+    except OSError as error:  # the runs directory cannot be written, or the worker cannot start
+        st.error(f"Cannot start training in {runs_dir}: {error.strerror or error}")
     else:
-        follow(start_training(config, runs_dir).run_id)
-        st.rerun()
-if compare_clicked:
-    try:
-        report.check_data_path(config)
-    except ValueError as error:
-        st.error(f"Cannot train: {error}")
-    else:
-        st.query_params["compare"] = ",".join(run.run_id for run in start_engine_comparison(config, runs_dir))
         st.rerun()
 
 st.divider()

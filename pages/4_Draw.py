@@ -1,6 +1,5 @@
 """Draw a digit and watch a trained run classify it, stroke by stroke."""
 
-import gc
 import time
 
 import streamlit as st
@@ -32,12 +31,7 @@ st.set_page_config(page_title="Draw · Hybrid Lab", page_icon="✏️", layout="
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_model(run_id: str, model_path: str, version: int) -> DrawingModel:
     """Load a run's model once; another run id or a rewritten model file (version) loads it again."""
-    model = DrawingModel(model_path)
-    # Streamlit collects garbage after every rerun (through keras.backend.clear_session), and with
-    # TensorFlow loaded a full collection walks millions of long-lived objects: ~200 ms per stroke.
-    # Freezing what exists now moves them out of the collector's sight (bench/draw_page_latency.py: ~20 ms).
-    gc.freeze()
-    return model
+    return DrawingModel(model_path)
 
 
 def train_article_model() -> None:
@@ -52,8 +46,8 @@ def clear_canvas() -> None:
 def follow_training(run_id: str) -> None:
     """Show a training run's progress, read from its folder, until it ends; then reload the page."""
     progress = st.progress(0.0, text="Starting")
-    # One long script run rather than a rerun per poll: Streamlit garbage-collects the whole process
-    # after every run, and doing that a few times a second slowed training 30-fold.
+    # One long script run rather than a rerun per poll: each rerun of this page pays Streamlit's
+    # clear_session and garbage collection, which a quarter-second poll would repeat for nothing.
     while (run := load_run(run_id, default_runs_dir())).state == "running":
         progress.progress(*training_progress(run))
         time.sleep(POLL_SECONDS)

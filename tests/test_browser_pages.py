@@ -9,7 +9,6 @@ test reads that folder back and checks that the page told the truth about it.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -33,7 +32,6 @@ TRAIN_WAIT_MS = 120_000  # a whole short run, worker start-up (TensorFlow import
 # five to seven seconds after the worker's start-up, ten of the page's refreshes at least.
 SHORT_STEPS = 5_000
 LONG_STEPS = 200_000  # the form's maximum: minutes of training, so only Stop can end it within the test
-STOP_SECONDS = 30  # a loose sanity bound from the Stop click to the "stopped" outcome, not a benchmark
 SHOTS = Path("/tmp/shots")
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # Plain groups only: Playwright hands these patterns to the browser's JavaScript RegExp.
@@ -190,11 +188,9 @@ def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
     run_id = followed_run_id(page)
     screenshot(page, "stop-running")
 
-    clicked_at = time.monotonic()
     page.get_by_role("button", name="Stop", exact=True).click()
     stopped = page.get_by_text(STOPPED)
     stopped.wait_for()
-    stop_seconds = time.monotonic() - clicked_at
     screenshot(page, "stop-stopped")
 
     run = load_run(run_id, runs_dir)
@@ -205,5 +201,4 @@ def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
     assert STOPPED.match(stopped.inner_text().strip()).group(1) == f"{step:,}"
     assert page.get_by_role("button", name="Stop", exact=True).count() == 0
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
-    assert stop_seconds < STOP_SECONDS
     assert_no_error_shown(page)

@@ -148,6 +148,13 @@ def test_read_npz_names_the_arrays_it_lacks(tmp_path):
     assert "x_test" in message and "y_test" in message and str(path) in message
 
 
+def test_read_npz_rejects_a_single_npy_array_by_name(tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(DatasetError, match="not an .npz archive"):
+        read_npz(path)
+
+
 def test_read_npz_rejects_a_file_that_is_not_an_archive(tmp_path):
     path = tmp_path / "mnist.npz"
     path.write_text("this is not a zip archive")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -361,3 +362,19 @@ def test_wait_for_follows_a_run_finished_by_another_thread(tmp_path):
 
     assert final.state == "stopped"
     assert final.status["step"] == 3
+
+
+def test_a_running_status_whose_worker_exited_unreaped_reads_as_interrupted(tmp_path):
+    # A worker that died without writing its last status is a zombie until its parent waits for it:
+    # it still "exists" for os.kill, but must not keep its run "running".
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.05)
+    run = create_run(TrainConfig(steps=10, hidden_units=[16]), tmp_path)
+    run.write_status("running", "training", pid=child.pid)
+    try:
+        assert load_run(run.run_id, tmp_path).state == "interrupted"
+    finally:
+        child.wait()
