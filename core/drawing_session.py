@@ -51,10 +51,12 @@ class Prediction:
 
     @property
     def predicted(self) -> int:
+        """The most probable digit."""
         return int(self.probabilities.argmax())
 
     @property
     def confidence(self) -> float:
+        """The probability of the predicted digit."""
         return float(self.probabilities.max())
 
 

@@ -87,18 +87,22 @@ class Run:
 
     @property
     def model_path(self) -> Path:
+        """Where the run's model.keras is (or will be)."""
         return self.path / "model.keras"
 
     @property
     def has_model(self) -> bool:
+        """True once model.keras has been saved."""
         return self.model_path.is_file()
 
     @property
     def test_accuracy(self) -> float | None:
+        """The final test accuracy from summary.json, None before the run ends (or if it diverged)."""
         return (self.summary or {}).get("test_accuracy")
 
     @property
     def started_at(self) -> str:
+        """When the run was created, ISO 8601 to the second."""
         return self.status.get("started_at", "")
 
     def write_status(self, status: str, message: str = "", **extra) -> None:

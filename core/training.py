@@ -43,10 +43,12 @@ class Progress:
 
     @property
     def fraction(self) -> float:
+        """Share of the steps done, 0 to 1."""
         return self.step / self.total_steps
 
     @property
     def seconds_left(self) -> float:
+        """Estimated seconds to the last step at the speed so far."""
         return (self.total_steps - self.step) / self.steps_per_second if self.steps_per_second > 0 else math.inf
 
 
