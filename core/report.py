@@ -138,11 +138,24 @@ def short_data_label(run: Run) -> str:
     return f"{DATASET_TITLES[run.config.dataset]} · {kind}{count}"
 
 
-def describe_config(config: TrainConfig) -> str:
+def describe_config(config: TrainConfig, with_engine: bool = True) -> str:
     """One line with the settings that matter most: '784-128-128-10 · relu · sgd at learning rate 0.5 · ...'."""
-    return (f"{config.architecture()} · {config.activation} · {config.optimizer} at learning rate "
-            f"{config.learning_rate:g} · batch {config.batch_size} · {config.steps:,} steps · "
-            f"{config.engine} engine")
+    line = (f"{config.architecture()} · {config.activation} · {config.optimizer} at learning rate "
+            f"{config.learning_rate:g} · batch {config.batch_size} · {config.steps:,} steps")
+    return f"{line} · {config.engine} engine" if with_engine else line
+
+
+def loss_agreement(runs: list[Run]) -> str | None:
+    """How closely the runs' per-step losses agree over the steps they share, in words (None: nothing shared)."""
+    series = [run.read_metrics()["loss"] for run in runs]
+    shared = min((len(losses) for losses in series), default=0)
+    if len(series) < 2 or shared == 0:
+        return None
+    first = series[0][:shared]
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for other in series[1:] for a, b in zip(first, other[:shared]))
+    if worst == 0:
+        return f"The per-step losses are identical over all {shared:,} steps, so the lines lie on top of each other."
+    return f"Largest relative difference of the per-step losses over {shared:,} steps: {worst:.2g}."
 
 
 def has_tensorboard_logs(run: Run) -> bool:

@@ -185,7 +185,8 @@ def show_engine_comparison(run_ids: list[str], live: bool) -> None:
     if live and not any(run.state == "running" for run in runs):
         st.rerun()
     st.subheader("Engines compared")
-    st.caption(report.describe_config(runs[0].config) + " · the same weights and batches for both engines")
+    st.caption(report.describe_config(runs[0].config, with_engine=False)
+               + " · the same initial weights and batches for both engines")
     for run, column in zip(runs, st.columns(len(runs))):
         with column:
             st.markdown(f"**{ENGINE_LABELS[run.config.engine]}** · `{run.run_id}`")
@@ -200,6 +201,9 @@ def show_engine_comparison(run_ids: list[str], live: bool) -> None:
     curves = [charts.Curve(f"{run.config.engine} engine", *report.loss_series(run)) for run in runs]
     smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="compare_smoothing", **KEEP)
     steady_chart(charts.loss_figure(curves, smoothing, keep_zoom=",".join(run_ids)), "compare_loss")
+    agreement = report.loss_agreement(runs)
+    if agreement:
+        st.caption(agreement)
 
 
 def steady_chart(figure, key: str) -> None:
