@@ -194,7 +194,7 @@ def run_row(run: Run) -> dict:
         "optimizer": config.optimizer if config else None,
         "learning_rate": config.learning_rate if config else None,
         "batch_size": config.batch_size if config else None,
-        "steps": run.status.get("step", (run.summary or {}).get("steps")),
+        "steps": (run.summary or {}).get("steps", run.status.get("step")),
         "total_steps": config.steps if config else None,
         "seconds": run_seconds(run),
         "problem": problem,
@@ -229,14 +229,15 @@ def delete_finished_run(run_id: str, runs_dir: Path | None = None) -> None:
 
 def recent_runs_markdown(runs: list[Run]) -> str:
     """A small Markdown table of runs for the home page (no dataframe: it paints without loading pandas)."""
-    lines = ["| Started | Status | Test accuracy | Network | Optimizer | Steps | Time |",
-             "|---|---|--:|---|---|--:|--:|"]
+    lines = ["| Started | Status | Test accuracy | Engine | Network | Optimizer | Steps | Time |",
+             "|---|---|--:|---|---|---|--:|--:|"]
     for row in run_rows(runs):
         started = row["started"].strftime("%b %d, %H:%M") if row["started"] else "—"
         accuracy = f"{row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else "—"
         optimizer = f"{row['optimizer']} at {row['learning_rate']:g}" if row["optimizer"] else "—"
         steps = f"{row['steps']:,}" if row["steps"] is not None else "—"
-        lines.append(f"| {started} | {row['status']} | {accuracy} | {row['architecture'] or '—'} | {optimizer} | "
+        lines.append(f"| {started} | {row['status']} | {accuracy} | {row['engine'] or '—'} | "
+                     f"{row['architecture'] or '—'} | {optimizer} | "
                      f"{steps} | {format_seconds(row['seconds'])} |")
     return "\n".join(lines)
 

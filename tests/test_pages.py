@@ -457,3 +457,16 @@ def test_a_completed_run_at_chance_level_is_a_warning_that_names_the_learning_ra
 def test_format_seconds_reads_like_a_person_would_say_it():
     assert [report.format_seconds(s) for s in (0.84, 42, 185, 3720, None)] == [
         "0.8 s", "42 s", "3 min 05 s", "1 h 02 min", "—"]
+
+
+def test_the_home_table_of_recent_runs_names_engine_and_accuracy(tmp_path):
+    from core.runs import create_run
+
+    run = create_run(TrainConfig(engine="session", steps=300), tmp_path)
+    run.write_summary({"test_accuracy": 0.9123, "steps": 300, "seconds": 2.0})
+    run.write_status("completed", "done")
+
+    table = report.recent_runs_markdown([load_run(run.run_id, tmp_path)])
+    header, rule, row = table.splitlines()
+    assert header.split("|")[4].strip() == "Engine"
+    assert "| 0.9123 | session | 784-128-128-10 | sgd at 0.5 | 300 |" in row
