@@ -1,7 +1,7 @@
 """What the Draw page does besides widgets: pick the run to draw with, classify a drawing, show the digit.
 
 The page reruns on every stroke, so everything here is cheap except loading a model, which the page does
-once per run and caches (`model_version` is part of the key). Nothing here imports streamlit, nor
+once per run and caches (the model file's mtime is part of the key). Nothing here imports streamlit, nor
 TensorFlow until a model is loaded.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.digits import DIGIT_SIZE, EmptyDrawingError, classify, preprocess_drawing
+from core.evaluation import enlarge
 from core.model import load_model
 from core.runs import Run, RunNotFound, best_run, list_runs, load_run
 
@@ -134,11 +135,6 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
     return f"Training the model ended {run.state}: {run.status.get('message') or run.damaged or 'no details'}."
 
 
-def model_version(run: Run) -> int:
-    """The model file's modification time in ns: with the run id, the key of a loaded-model cache."""
-    return run.model_path.stat().st_mtime_ns
-
-
 class DrawingModel:
     """A run's model, compiled for classifying one drawing at a time in a Streamlit server."""
 
@@ -194,5 +190,4 @@ def classify_drawing(model: DrawingModel, image) -> Prediction | None:
 
 def preview_image(digit: np.ndarray, scale: int = PREVIEW_SCALE) -> np.ndarray:
     """The 28x28 digit as uint8 grayscale, enlarged by repeating pixels so each one stays a sharp square."""
-    pixels = np.round(np.clip(np.asarray(digit, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    return pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    return enlarge(digit, scale)

@@ -140,5 +140,5 @@ def model_mtime(run) -> float:
 
 def enlarge(image: np.ndarray, factor: int = 3) -> np.ndarray:
     """A 28x28 [0, 1] image as uint8, each pixel repeated factor x factor, so it stays crisp on screen."""
-    pixels = (np.clip(np.asarray(image, dtype=float), 0, 1) * 255).astype(np.uint8)
-    return np.kron(pixels, np.ones((factor, factor), dtype=np.uint8))
+    pixels = np.round(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return pixels.repeat(factor, axis=0).repeat(factor, axis=1)

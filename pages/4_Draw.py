@@ -11,13 +11,13 @@ from core.drawing_session import (
     DrawingModel,
     choose_run,
     classify_drawing,
-    model_version,
     preview_image,
     run_label,
     training_failure,
     training_progress,
     training_run,
 )
+from core.evaluation import model_mtime
 from core.runs import default_runs_dir, load_run
 from core.training import start_training
 
@@ -29,7 +29,7 @@ st.set_page_config(page_title="Draw · Hybrid Lab", page_icon="✏️", layout="
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def get_model(run_id: str, model_path: str, version: int) -> DrawingModel:
+def get_model(run_id: str, model_path: str, version: float) -> DrawingModel:
     """Load a run's model once; another run id or a rewritten model file (version) loads it again."""
     return DrawingModel(model_path)
 
@@ -135,7 +135,7 @@ with canvas_column:
 with result_column:
     try:
         with st.spinner("Loading the model…"):
-            model = get_model(run.run_id, str(run.model_path), model_version(run))
+            model = get_model(run.run_id, str(run.model_path), model_mtime(run))
     except (OSError, ValueError) as error:
         st.error(f"Could not load the model of run {run.run_id}: {error}")
     else:
