@@ -31,7 +31,7 @@ def home() -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         show_data()
-        show_best_run(runs_dir)
+        show_best_run(runs)
     with right:
         show_page_links()
     show_recent_runs(runs, runs_dir)
@@ -45,9 +45,9 @@ def show_data() -> None:
                 + report.FULL_MNIST_HINT, icon=":material/info:")
 
 
-def show_best_run(runs_dir: Path) -> None:
+def show_best_run(runs: list) -> None:
     st.subheader("Best run so far")
-    best = best_run(runs_dir)
+    best = best_run(runs=runs)
     if best is None:
         st.markdown("No completed run yet.")
         st.page_link("pages/1_Train.py", label=TRAIN_FIRST, icon=":material/arrow_forward:")

@@ -86,7 +86,7 @@ def _why_not_drawable(run: Run) -> str:
 def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None) -> RunChoice:
     """The drawable runs and the one to start with: the requested run if usable, else the best one."""
     runs = [run for run in list_runs(runs_dir) if is_drawable(run)]
-    best = best_run(runs_dir, dataset=DRAWING_DATASET)
+    best = best_run(dataset=DRAWING_DATASET, runs=runs)
     default_run_id = best.run_id if best else (runs[0].run_id if runs else None)
     if not requested_run_id or any(run.run_id == requested_run_id for run in runs):
         return RunChoice(runs, requested_run_id or default_run_id)

@@ -257,10 +257,13 @@ def delete_run(run_id: str, runs_dir: Path | None = None) -> None:
     shutil.rmtree(run.path)
 
 
-def best_run(runs_dir: Path | None = None, dataset: str | None = None) -> Run | None:
-    """The completed run with a model and the highest test accuracy (optionally for one dataset)."""
+def best_run(runs_dir: Path | None = None, dataset: str | None = None, runs: list[Run] | None = None) -> Run | None:
+    """The completed run with a model and the highest test accuracy (optionally for one dataset).
+
+    Pass `runs` when the caller has just listed them, so the folders are not read a second time.
+    """
     candidates = [
-        run for run in list_runs(runs_dir)
+        run for run in (list_runs(runs_dir) if runs is None else runs)
         if run.state == "completed" and run.has_model and run.test_accuracy is not None
         and (dataset is None or run.config.dataset == dataset)
     ]

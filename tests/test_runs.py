@@ -214,6 +214,16 @@ def test_best_run_is_the_most_accurate_completed_run_with_a_model(tmp_path):
     assert best_run(tmp_path, dataset="fashion_mnist").run_id == "20240101-000008-hhhh"
 
 
+def test_best_run_picks_among_the_runs_it_is_given(tmp_path):
+    fake_run(tmp_path, "20240101-000001-aaaa", "completed", 0.90)
+    fake_run(tmp_path, "20240101-000002-bbbb", "completed", 0.95)
+    listed = list_runs(tmp_path)
+
+    assert best_run(runs=listed).run_id == "20240101-000002-bbbb"
+    assert best_run(runs=[run for run in listed if run.run_id.endswith("aaaa")]).run_id == "20240101-000001-aaaa"
+    assert best_run(tmp_path, runs=[]) is None  # the given list wins over the folder
+
+
 def test_best_run_of_no_finished_runs_is_none(tmp_path):
     assert best_run(tmp_path) is None
     fake_run(tmp_path, "20240101-000004-dddd", "running", 0.999)
