@@ -15,7 +15,7 @@ import pytest
 
 from core.config import TrainConfig
 from core.training import train
-from tests.browser_support import chromium_browser, running_app
+from tests.browser_support import running_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -43,12 +43,6 @@ def app_url(tmp_path_factory):
     assert train(TINY, runs_dir).state == "completed"
     with running_app(runs_dir) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from core.config import TrainConfig
 from core.runs import list_runs, load_run, wait_for
 from core.training import train
-from tests.browser_support import chromium_browser, running_app
+from tests.browser_support import running_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -56,12 +56,6 @@ def runs_dir(tmp_path_factory):
 def app_url(runs_dir):
     with running_app(runs_dir) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as browser:
-        yield browser
 
 
 @pytest.fixture
