@@ -233,15 +233,17 @@ def load_debian_fashion() -> Dataset:
     )
 
 
+def check_data_path(source: str, data_path: str | None) -> None:
+    """Fail early, in words, when source "path" names data files that are not there."""
+    if source == "path" and not (data_path and Path(data_path).expanduser().exists()):
+        raise DatasetError(f"{data_path} does not exist; give an mnist.npz file or a folder with the four IDX files")
+
+
 def load_path(path: str | Path, name: str = "mnist") -> Dataset:
     """A dataset the user points at: a Keras-layout .npz file or a folder of the four IDX files."""
+    check_data_path("path", str(path))
     path = Path(path).expanduser()
-    if path.is_dir():
-        arrays = read_idx_folder(path)
-    elif path.is_file():
-        arrays = read_npz(path)
-    else:
-        raise DatasetError(f"{path} does not exist; give an mnist.npz file or a folder with the four IDX files")
+    arrays = read_idx_folder(path) if path.is_dir() else read_npz(path)
     count = len(arrays["y_train"]) + len(arrays["y_test"])
     title = DATASET_TITLES[name]
     return _as_dataset(arrays, name, "path", f"{title} from {path}: {count:,} images", str(path))

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.data import DATASET_TITLES, DatasetError, keras_cache_dir
+from core.data import DATASET_TITLES, keras_cache_dir
 from core.training import CHANCE_LEVEL_ACCURACY
 from core.runs import METRICS_FIELDS, Run, RunNotFound, delete_run, load_run
 
@@ -101,14 +101,6 @@ def loss_series(run: Run) -> tuple[list, list]:
 def default_source_is_sample(dataset: str = "mnist") -> bool:
     """True when "auto" MNIST would fall back to the 5,000-digit offline sample (no full copy cached here)."""
     return dataset == "mnist" and not (keras_cache_dir() / "mnist.npz").is_file()
-
-
-def check_data_path(config: TrainConfig) -> None:
-    """Fail early, in words, when a config points at data files that are not there."""
-    if config.source == "path" and not Path(config.data_path).expanduser().exists():
-        raise DatasetError(
-            f"{config.data_path} does not exist; give an mnist.npz file or a folder with the four IDX files"
-        )
 
 
 def data_label(run: Run) -> str:

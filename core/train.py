@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SOURCES, TrainConfig
-from core.data import DatasetError
+from core.data import DatasetError, check_data_path
 from core.runs import default_runs_dir
 
 BAR_WIDTH = 30
@@ -81,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-        if config.source == "path" and not Path(config.data_path).expanduser().exists():
-            raise DatasetError(f"--data {config.data_path}: no such file or folder")
     except ValueError as error:
         parser.error(str(error))
+    try:
+        check_data_path(config.source, config.data_path)
+    except DatasetError as error:
+        parser.error(f"--data {error}")
     runs_dir = args.runs_dir or default_runs_dir()
 
     # The first Ctrl-C asks the run to stop after its current chunk (kept as "stopped"); a second one quits.

@@ -1,19 +1,17 @@
 """Train page: set the hyperparameters, train in the background, and watch the run live from its folder."""
 
-from pathlib import Path
 
 import streamlit as st
 
 from core import charts, report, train_form
 from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SOURCES, TrainConfig
-from core.data import DATASET_TITLES, describe_default_source
+from core.data import DATASET_TITLES, check_data_path, describe_default_source
 from core.runs import RunNotFound, default_runs_dir, load_run
 from core.training import start_engine_comparison, start_training
 
 REFRESH_SECONDS = 0.5
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
 KEEP = {"persist_state": "session"}  # widget values survive a visit to another page
-DRAW_PAGE = Path(__file__).resolve().parent / "4_Draw.py"
 OPTIMIZER_LABELS = {"sgd": "SGD (the article's)", "momentum": "SGD with momentum 0.9", "adam": "Adam",
                     "rmsprop": "RMSprop"}
 SOURCE_LABELS = {"auto": "auto (full if available)", "keras": "keras (full download)",
@@ -145,7 +143,7 @@ def show_outcome(run) -> None:
         if run.has_model:
             st.page_link("pages/2_Runs.py", label="Confusion matrix and mistakes", icon=":material/table_chart:",
                          query_params={"run": run.run_id})
-        if run.has_model and DRAW_PAGE.exists():
+        if run.has_model:
             st.page_link("pages/4_Draw.py", label="Draw a digit for this model", icon=":material/draw:",
                          query_params={"run": run.run_id})
 
@@ -266,7 +264,7 @@ if config is not None:
                             f"{SOURCE_LABELS[config.source]}")
 if clicked or compare_clicked:
     try:
-        report.check_data_path(config)
+        check_data_path(config.source, config.data_path)
         if clicked:
             follow(start_training(config, runs_dir).run_id)
         else:

@@ -5,10 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import charts, evaluation, report
-from core.data import DatasetError
-from core.runs import RunNotFound, default_runs_dir, list_runs
+from core.runs import default_runs_dir, list_runs
 
-DRAW_PAGE = Path(__file__).resolve().parent / "4_Draw.py"
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
 DELETING = "runs_deleting"  # the run whose delete confirmation is open
 BOXES = {"success": st.success, "info": st.info, "warning": st.warning, "error": st.error}
@@ -112,7 +110,7 @@ def show_actions(run) -> None:
         if report.has_tensorboard_logs(run):
             st.page_link("pages/3_TensorBoard.py", label="In TensorBoard", icon=":material/monitoring:",
                          query_params={"run": run.run_id})
-        if run.has_model and DRAW_PAGE.exists():
+        if run.has_model:
             st.page_link("pages/4_Draw.py", label="Draw a digit for it", icon=":material/draw:",
                          query_params={"run": run.run_id})
         running = run.state == "running"
@@ -132,7 +130,7 @@ def show_analysis(run) -> None:
     try:
         with st.spinner("Loading the model and its test set (the first time also imports TensorFlow)…"):
             analysis = analyse(run.run_id, str(runs_dir), evaluation.model_mtime(run))
-    except (RunNotFound, DatasetError, ValueError) as error:
+    except ValueError as error:  # RunNotFound and DatasetError included
         st.error(f"Cannot examine this run: {report.plain_message(str(error))}")
         return
     st.markdown(f"{analysis.test_size:,} test images from {analysis.data_description}: "
