@@ -1,87 +1,9 @@
-"""Hybrid Lab's home page (`streamlit run app.py`); the other pages are the files in pages/, listed in the sidebar.
+"""The app's entry point: `streamlit run app.py` serves Home.py and the pages in pages/ through one server.
 
-Streamlit's pages/ folder convention is used rather than st.navigation: with a folder named pages/, Streamlit
-decides per server start whether to route through st.navigation, depending on the first page a browser opens.
-The home page must paint fast, so this file imports only modules that never import TensorFlow.
+Streamlit finds `app` below and serves it as an ASGI application. Home.py is the main page, so the sidebar
+labels it "Home"; the pages/ folder beside it gives the other pages, in file-name order.
 """
-
-from pathlib import Path
 
 import streamlit as st
 
-from core import report
-from core.data import describe_default_source
-from core.runs import best_run, default_runs_dir, list_runs
-
-DRAW_PAGE = Path(__file__).resolve().parent / "pages" / "4_Draw.py"
-TRAIN_FIRST = "Train your first model on the Train page"
-
-
-def home() -> None:
-    """What this is, the data in use, the best run, the latest runs, and the way to every page."""
-    st.title("Hybrid Lab")
-    st.markdown(
-        "An MNIST classifier built the way a 2017 article mixed the two libraries: the network is **Keras layers "
-        "called on raw TensorFlow tensors**, and **TensorFlow owns the training** — the inputs, the loss, the "
-        "optimizer, the loop and the TensorBoard logs. Train it with the article's settings or your own, watch "
-        "the loss live, compare runs, and draw a digit for it to read."
-    )
-    runs_dir = default_runs_dir()
-    runs = list_runs(runs_dir)
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        show_data()
-        show_best_run(runs)
-    with right:
-        show_page_links()
-    show_recent_runs(runs, runs_dir)
-
-
-def show_data() -> None:
-    st.subheader("Data")
-    st.markdown(f"Training uses the **{describe_default_source('mnist')}**.")
-    if report.default_source_is_sample("mnist"):
-        st.info("The offline sample is small, so accuracy tops out lower than on full MNIST. "
-                + report.FULL_MNIST_HINT, icon=":material/info:")
-
-
-def show_best_run(runs: list) -> None:
-    st.subheader("Best run so far")
-    best = best_run(runs=runs)
-    if best is None:
-        st.markdown("No completed run yet.")
-        st.page_link("pages/1_Train.py", label=TRAIN_FIRST, icon=":material/arrow_forward:")
-        return
-    st.metric("Test accuracy", f"{best.test_accuracy:.4f}")
-    st.caption(f"{best.config.architecture()} · {best.config.optimizer} at learning rate "
-               f"{best.config.learning_rate:g} · {best.config.steps:,} steps · {report.data_label(best)} · "
-               f"run `{best.run_id}`")
-    st.page_link("pages/2_Runs.py", label="Examine it on the Runs page", icon=":material/arrow_forward:",
-                 query_params={"run": best.run_id})
-
-
-def show_page_links() -> None:
-    st.subheader("Pages")
-    st.page_link("pages/1_Train.py", label="**Train** — set up a run, watch it learn",
-                 icon=":material/model_training:")
-    st.page_link("pages/2_Runs.py", label="**Runs** — compare and examine runs",
-                 icon=":material/table_chart:")
-    st.page_link("pages/3_TensorBoard.py", label="**TensorBoard** — every run's logs",
-                 icon=":material/monitoring:")
-    if DRAW_PAGE.exists():
-        st.page_link("pages/4_Draw.py", label="**Draw** — a digit for a model to read",
-                     icon=":material/draw:")
-
-
-def show_recent_runs(runs: list, runs_dir: Path) -> None:
-    st.subheader("Recent runs")
-    if not runs:
-        st.markdown(f"No runs yet in `{runs_dir}`.")
-        st.page_link("pages/1_Train.py", label=TRAIN_FIRST, icon=":material/arrow_forward:")
-        return
-    st.markdown(report.recent_runs_markdown(runs[:5]))
-    st.page_link("pages/2_Runs.py", label=f"All {len(runs)} runs on the Runs page", icon=":material/arrow_forward:")
-
-
-st.set_page_config(page_title="Hybrid Lab", page_icon="🧪", layout="wide")
-home()
+app = st.App("Home.py")

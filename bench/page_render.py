@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.browser_support import launch_chromium, start_app, stop_app  # noqa: E402
+from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
 
 VISITS = 5
 
@@ -46,7 +46,7 @@ def time_visit(browser, url: str, text: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as runs_dir:
         for steps in (200, 300):
-            subprocess.run([sys.executable, "-m", "core.train", "--steps", str(steps), "--runs-dir", runs_dir],
+            subprocess.run([sys.executable, "-m", "core.cli", "--steps", str(steps), "--runs-dir", runs_dir],
                            check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
         url, process = start_app(runs_dir)
         try:

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from core.data import read_idx  # noqa: E402
 from core.evaluation import predict  # noqa: E402
-from core.model import load_model  # noqa: E402
+from core.network import load_model  # noqa: E402
 from core.runs import read_run  # noqa: E402
 
 DEFAULT_IDX = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
@@ -33,7 +33,7 @@ def main() -> None:
     probabilities = predict(load_model(run.model_path), images)
     accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     print(f"run {run.run_id} ({run.config.engine} engine): test accuracy on its own split "
-          f"{run.test_accuracy:.4f} ({(run.summary or {}).get('data_source')}); "
+          f"{run.test_accuracy:.4f} ({run.data_description}); "
           f"on the real MNIST test set ({len(labels):,} digits): {accuracy:.4f}")
 
 

@@ -22,8 +22,9 @@ import tensorflow as tf  # noqa: E402
 
 from core.config import TrainConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.model import build_export_model, initial_weights  # noqa: E402
-from core.training import BatchSchedule, get_engine_class, train  # noqa: E402
+from core.network import build_export_model, initial_weights  # noqa: E402
+from core.engines import engine_class  # noqa: E402
+from core.training import BatchSchedule, train  # noqa: E402
 
 WARMUP_STEPS = 100
 
@@ -51,9 +52,9 @@ def keras_fit(config, dataset, log_dir, steps, steps_per_execution=1, warm=True)
 
 def python_loop(config, dataset, log_dir, steps) -> float:
     """Steps per second of a Python loop calling a one-step tf.function, loss written every step."""
-    from core.engine import make_layers, make_optimizer, make_train_step
+    from core.engines.function import build_layers, make_optimizer, make_train_step
 
-    layers, optimizer = make_layers(config), make_optimizer(config)
+    layers, optimizer = build_layers(config), make_optimizer(config)
     optimizer.build([v for layer in layers for v in layer.trainable_variables])
     step_fn = tf.function(make_train_step(layers, optimizer, tf.constant(dataset.x_train), tf.constant(dataset.y_train)))
     writer = tf.summary.create_file_writer(str(log_dir))
@@ -74,7 +75,7 @@ def python_loop(config, dataset, log_dir, steps) -> float:
 
 def engine_chunks(config, dataset, log_dir, steps, chunk=100) -> float:
     """Steps per second of an engine's train_chunk after warm-up, `chunk` steps per call."""
-    engine = get_engine_class(config.engine)(config, dataset, log_dir)
+    engine = engine_class(config.engine)(config, dataset, log_dir)
     schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
     engine.train_chunk(schedule.take(WARMUP_STEPS), 0)
     started = time.perf_counter()
@@ -88,7 +89,7 @@ def engine_chunks(config, dataset, log_dir, steps, chunk=100) -> float:
 def end_to_end(config, dataset, runs_dir) -> float:
     """Steps per second of core.training.train as a user runs it: tracing, evaluations, files, model export."""
     run = train(config, runs_dir, dataset=dataset)
-    return run.summary["steps"] / run.summary["seconds"]
+    return run.summary.steps / run.summary.seconds
 
 
 def main() -> None:

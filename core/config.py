@@ -1,4 +1,9 @@
-"""The one configuration object: every hyperparameter of a run, its default, and its validation."""
+"""Every setting of a run, declared once as data: validation, the CLI's flags and the Train page's widgets
+are all derived from `SETTINGS`, and `TrainConfig` is built from it.
+
+Adding a setting means adding one `Setting` below (plus the engine code that honours it): its flag, its
+widget, its check and its place in config.json follow.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
@@ -17,47 +23,184 @@ SOURCES = ("auto", "keras", "offline", "path")
 
 # The article's network: 784 -> 128 -> 128 -> 10.
 ARTICLE_HIDDEN_UNITS = (128, 128)
+MAX_HIDDEN_LAYERS = 4
+MAX_STEPS = 200_000
+
+# What a widget shows, by kind: "layers" (a count and one width per layer), "stops" (a slider over
+# suggested values, which also takes any valid value a loaded config holds), "select", "slider",
+# "number" and "text".
+WIDGETS = ("layers", "stops", "select", "slider", "number", "text")
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; saved as config.json in the run folder."""
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a run: its type, default, allowed values, and the words a person sees."""
 
-    hidden_units: list[int] = field(default_factory=lambda: list(ARTICLE_HIDDEN_UNITS))  # units per hidden layer
-    activation: str = "relu"  # activation of every hidden layer; the output is always softmax
-    dropout_rate: float = 0.0  # dropout after each hidden layer (0 = none, as in the article)
-    optimizer: str = "sgd"  # sgd (the article's), momentum (SGD with 0.9), adam, rmsprop
-    learning_rate: float = 0.5  # the article's GradientDescentOptimizer(0.5)
-    batch_size: int = 50  # images per training step
-    steps: int = 1000  # training steps (batches), not epochs
-    eval_every: int = 100  # evaluate on the test split every this many steps (and at the end)
-    seed: int = 42  # seeds the weights, the batch order and dropout: same seed, same run
-    dataset: str = "mnist"  # mnist or fashion_mnist
-    source: str = "auto"  # auto, keras, offline or path
-    data_path: str | None = None  # mnist.npz or a folder of IDX files, used when source is "path"
-    engine: str = "function"  # function (TF2 tf.function) or session (the article's TF1 Session)
-    xla: bool | None = None  # function engine: compile chunks with XLA (None: from 5,000 steps on); not for session
+    name: str
+    kind: type  # int, float, str, bool, or list (of ints, for the hidden layers)
+    default: Any
+    label: str
+    help: str
+    widget: str
+    low: float | None = None  # inclusive range for numbers (for lists: each item)
+    high: float | None = None
+    choices: tuple = ()  # the allowed values, for choice settings
+    choice_labels: dict = field(default_factory=dict)  # how a choice reads on the page
+    stops: tuple = ()  # the values a "stops" slider offers
+    log_scale: bool = False  # a "stops" slider over a log scale (only changes the label)
+    max_items: int = 1  # for lists: at most this many items (at least one)
+    nullable: bool = False  # None is allowed (it means "the engine decides")
+    only_with: tuple[str, tuple] | None = None  # (other setting, its values) for which this one applies
+    flag: str | None = None  # the CLI flag, if not --name-with-dashes
+    step: float | None = None  # a number box's or slider's increment
+
+    @property
+    def cli_flag(self) -> str:
+        """The command-line flag: `--learning-rate` for learning_rate, unless the setting names another."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def applies(self, values: dict) -> bool:
+        """Whether this setting means anything with these other values (XLA only for the function engine)."""
+        if self.only_with is None:
+            return True
+        other, allowed = self.only_with
+        return values.get(other) in allowed
+
+    def describe_range(self) -> str:
+        """The allowed values in words: 'from 1 to 200,000', 'one of relu, tanh ...'."""
+        if self.choices:
+            return "one of " + ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                                         for c in self.choices)
+        if self.low is None or self.high is None:
+            return "any text" if self.kind is str else f"any {self.kind.__name__}"
+        return f"from {_number(self.low)} to {_number(self.high)}"
+
+    @property
+    def has_limits(self) -> bool:
+        """True when the setting allows only some values (a range or a list of choices)."""
+        return bool(self.choices) or self.low is not None
+
+    def check(self, value) -> None:
+        """Raise ValueError naming the setting, the value and what is allowed, if `value` is not allowed."""
+        if value is None and self.nullable:
+            return
+        if self.kind is list:
+            if not isinstance(value, list) or not 1 <= len(value) <= self.max_items:
+                raise ValueError(f"{self.name} must list 1 to {self.max_items} layers; got {value!r}")
+            for index, item in enumerate(value):
+                _check_number(f"{self.name}[{index}]", item, int, self.low, self.high)
+        elif self.choices:
+            if value not in self.choices or type(value) is not type(next(c for c in self.choices if c == value)):
+                raise ValueError(f"{self.name} must be {self.describe_range()}; got {value!r}")
+        elif self.kind in (int, float):
+            _check_number(self.name, value, self.kind, self.low, self.high)
+        elif not isinstance(value, self.kind):
+            raise ValueError(f"{self.name} must be a {self.kind.__name__}; got {value!r}")
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _check_number(name: str, value, kind: type, low, high) -> None:
+    whole = kind is int
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+            or (not whole and not math.isfinite(value)):
+        noun = "a whole number" if whole else "a number"
+        raise ValueError(f"{name} must be {noun} from {_number(low)} to {_number(high)}; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {_number(low)} to {_number(high)}; got {_number(value)}")
+
+
+def _log_stops(low_exponent: int, high_exponent: int) -> tuple[float, ...]:
+    """1-2-5 steps over the decades, and the top: 1e-5, 2e-5, 5e-5 ... 5, 10."""
+    return tuple(round(mantissa * 10.0**exponent, 10) for exponent in range(low_exponent, high_exponent)
+                 for mantissa in (1, 2, 5)) + (10.0**high_exponent,)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("hidden_units", list, list(ARTICLE_HIDDEN_UNITS), "Hidden layers",
+            "Units per hidden layer, 1 to 4 layers of 16 to 1,024 units (the article: 128, 128).", "layers",
+            low=16, high=1024, max_items=MAX_HIDDEN_LAYERS, stops=(16, 32, 64, 128, 256, 512, 1024)),
+    Setting("activation", str, "relu", "Activation", "Activation of every hidden layer; the output is softmax.",
+            "select", choices=ACTIVATIONS),
+    Setting("dropout_rate", float, 0.0, "Dropout",
+            "Share of hidden units dropped at each training step; 0 (none) in the article.", "slider",
+            low=0.0, high=0.8, step=0.05),
+    Setting("optimizer", str, "sgd", "Optimizer", "How the gradients update the weights.", "select",
+            choices=OPTIMIZERS, choice_labels={"sgd": "SGD (the article's)", "momentum": "SGD with momentum 0.9",
+                                               "adam": "Adam", "rmsprop": "RMSprop"}),
+    Setting("learning_rate", float, 0.5, "Learning rate",
+            "Size of each optimizer step (the article: 0.5 with plain SGD).", "stops",
+            low=1e-5, high=10.0, stops=_log_stops(-5, 1), log_scale=True),
+    Setting("batch_size", int, 50, "Batch size", "Images per training step.", "stops", low=1, high=4096,
+            stops=(1, 8, 16, 32, 50, 64, 100, 128, 256, 512, 1024, 2048, 4096)),
+    Setting("steps", int, 1000, "Steps", "Training steps (batches), not epochs.", "number",
+            low=1, high=MAX_STEPS, step=100),
+    Setting("eval_every", int, 100, "Evaluate every",
+            "Steps between two measures of test accuracy (there is always one at the end).", "number",
+            low=1, high=MAX_STEPS, step=50),
+    Setting("seed", int, 42, "Seed", "Fixes the initial weights, the batch order and dropout: same seed, same run.",
+            "number", low=0, high=2**31 - 1),
+    Setting("dataset", str, "mnist", "Dataset", "Handwritten digits, or Zalando's clothes in the same format.",
+            "select", choices=DATASETS, choice_labels={"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}),
+    Setting("source", str, "auto", "Source",
+            "auto: the full download if it is here, else the offline sample; path: files you name.", "select",
+            choices=SOURCES, choice_labels={"auto": "auto (full if available)", "keras": "keras (full download)",
+                                            "offline": "offline sample", "path": "my own files"}),
+    Setting("data_path", str, None, "Data path", "An mnist.npz file or a folder with the four IDX files.", "text",
+            nullable=True, only_with=("source", ("path",)), flag="--data"),
+    Setting("engine", str, "function", "Engine",
+            "function: Keras 3 layers in a tf.function step with GradientTape. session: the article's own form, "
+            "a TF1 graph with placeholders run in a Session.", "select", choices=ENGINES,
+            choice_labels={"function": "function (TF2 tf.function)", "session": "session (TF1, the article's)"}),
+    Setting("xla", bool, None, "XLA",
+            "function engine: compile each chunk of steps with XLA. Compiling takes about a second and then runs "
+            "steps about twice as fast, so auto uses it from 5,000 steps on.", "select",
+            choices=(None, True, False), choice_labels={None: "auto", True: "on", False: "off"}, nullable=True,
+            only_with=("engine", ("function",))),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def _cross_checks(values: dict) -> None:
+    """Rules between settings: options an engine cannot honour are refused by name, never ignored."""
+    if values.get("engine") == "session" and values.get("xla"):
+        raise ValueError("xla=True is a function-engine option: the session engine runs its TF1 graph as "
+                         "built; leave xla unset or false with engine 'session'")
+    if values.get("source") == "path" and not values.get("data_path"):
+        raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
+
+
+class ConfigBase:
+    """What every config class built from settings can do; `TrainConfig` is the one the app uses."""
+
+    SETTINGS: tuple[Setting, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.hidden_units, (list, tuple)):
-            self.hidden_units = list(self.hidden_units)
+        for setting in self.SETTINGS:
+            value = getattr(self, setting.name)
+            if setting.kind is list and isinstance(value, tuple):
+                setattr(self, setting.name, list(value))
         validate(self)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict of every field."""
+        """A JSON-ready dict of every setting."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build a config from a dict, rejecting unknown fields by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, values: dict):
+        """Build a config from a dict, rejecting unknown settings by name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a config is an object of settings; got {type(values).__name__}")
+        known = {setting.name for setting in cls.SETTINGS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; expected some of {sorted(known)}")
         return cls(**values)
 
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with some fields changed (validated again)."""
+    def replace(self, **changes):
+        """A copy with some settings changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def save(self, path: Path) -> None:
@@ -65,7 +208,7 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "TrainConfig":
+    def load(cls, path: Path):
         """Read a config.json written by save()."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
@@ -74,48 +217,26 @@ class TrainConfig:
         return "-".join(str(n) for n in [784, *self.hidden_units, 10])
 
 
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be from {low} to {high}; got {value}")
+def make_config_class(settings: tuple[Setting, ...], name: str = "TrainConfig") -> type:
+    """A dataclass with one field per setting, its default, and validation on construction."""
+    fields = []
+    for setting in settings:
+        default = setting.default
+        factory = (lambda value=default: list(value)) if isinstance(default, list) else (lambda value=default: value)
+        annotation = setting.kind if not setting.nullable else setting.kind | None
+        fields.append((setting.name, annotation, field(default_factory=factory)))
+    cls = dataclasses.make_dataclass(name, fields, bases=(ConfigBase,), namespace={"SETTINGS": settings})
+    cls.__module__ = __name__
+    cls.__doc__ = "Everything that defines a training run; saved as config.json in the run folder."
+    return cls
 
 
-def _check_float(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be from {low:g} to {high:g}; got {value:g}")
+def validate(config) -> None:
+    """Raise ValueError naming the setting, the value and the allowed range for the first bad setting."""
+    values = {setting.name: getattr(config, setting.name) for setting in config.SETTINGS}
+    for setting in config.SETTINGS:
+        setting.check(values[setting.name])
+    _cross_checks(values)
 
 
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def validate(config: TrainConfig) -> None:
-    """Raise ValueError naming the field, the value and the allowed range for the first bad field."""
-    units = config.hidden_units
-    if not isinstance(units, list) or not 1 <= len(units) <= 4:
-        raise ValueError(f"hidden_units must list 1 to 4 layers; got {units!r}")
-    for index, count in enumerate(units):
-        _check_int(f"hidden_units[{index}]", count, 16, 1024)
-    _check_choice("activation", config.activation, ACTIVATIONS)
-    _check_float("dropout_rate", config.dropout_rate, 0.0, 0.8)
-    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
-    _check_float("learning_rate", config.learning_rate, 1e-5, 10.0)
-    _check_int("batch_size", config.batch_size, 1, 4096)
-    _check_int("steps", config.steps, 1, 200_000)
-    _check_int("eval_every", config.eval_every, 1, 200_000)
-    _check_int("seed", config.seed, 0, 2**31 - 1)
-    _check_choice("dataset", config.dataset, DATASETS)
-    _check_choice("source", config.source, SOURCES)
-    _check_choice("engine", config.engine, ENGINES)
-    if config.xla is not None and not isinstance(config.xla, bool):
-        raise ValueError(f"xla must be true, false or null (the engine's default); got {config.xla!r}")
-    if config.engine == "session" and config.xla:
-        # Options an engine cannot honour are refused by name, never silently ignored.
-        raise ValueError("xla=True is a function-engine option: the session engine runs its TF1 graph as "
-                         "built; leave xla unset or false with engine 'session'")
-    if config.source == "path" and not config.data_path:
-        raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
+TrainConfig = make_config_class(SETTINGS)

@@ -235,7 +235,11 @@ def load_debian_fashion() -> Dataset:
 
 def check_data_path(source: str, data_path: str | None) -> None:
     """Fail early, in words, when source "path" names data files that are not there."""
-    if source == "path" and not (data_path and Path(data_path).expanduser().exists()):
+    if source != "path":
+        return
+    if not data_path:
+        raise DatasetError("no data path given; give an mnist.npz file or a folder with the four IDX files")
+    if not Path(data_path).expanduser().exists():
         raise DatasetError(f"{data_path} does not exist; give an mnist.npz file or a folder with the four IDX files")
 
 
@@ -306,3 +310,8 @@ def _cached_load_source(name: str, source: str) -> Dataset:
     if source == "keras":
         return load_keras(name)
     return load_offline_mnist() if name == "mnist" else load_debian_fashion()
+
+
+def default_source_is_sample(dataset: str = "mnist") -> bool:
+    """True when "auto" MNIST would fall back to the 5,000-digit offline sample (no full copy cached here)."""
+    return dataset == "mnist" and not (keras_cache_dir() / "mnist.npz").is_file()

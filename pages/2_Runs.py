@@ -4,12 +4,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import charts, evaluation, report
-from core.runs import default_runs_dir, list_runs
+from core import evaluation
+from core.runs import RunState, RunStoreError, default_runs_dir, delete_run, list_runs
+from ui import charts, texts
+from ui.widgets import outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
 DELETING = "runs_deleting"  # the run whose delete confirmation is open
-BOXES = {"success": st.success, "info": st.info, "warning": st.warning, "error": st.error}
 
 st.set_page_config(page_title="Runs · Hybrid Lab", layout="wide")
 st.title("Runs")
@@ -35,9 +36,9 @@ def confirm_delete(run_id: str) -> None:
     delete, cancel = st.columns(2)
     if delete.button("Delete", type="primary", icon=":material/delete:", width="stretch"):
         try:
-            report.delete_finished_run(run_id, runs_dir)
-        except ValueError as error:  # RunNotFound included: someone else deleted it first
-            st.error(str(error))
+            delete_run(run_id, runs_dir)
+        except (ValueError, RunStoreError) as error:  # RunNotFound included: someone else deleted it first
+            st.error(f"{error}.")
             return
         stop_deleting()
         st.query_params.pop("run", None)
@@ -50,12 +51,7 @@ def confirm_delete(run_id: str) -> None:
 def show_comparison(selected: list) -> None:
     """Loss curves and test accuracy of the selected runs on shared axes, and their differing settings."""
     st.header("Compare" if len(selected) > 1 else "Curves")
-    smoothing_column, scale_column = st.columns([4, 1], vertical_alignment="bottom")
-    smoothing = smoothing_column.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
-                                        persist_state="session",
-                                        help="TensorBoard's smoothing (exponential moving average); raw curves "
-                                             "stay faint behind.")
-    log_scale = scale_column.toggle("Log-scale loss", key="runs_log_loss", persist_state="session")
+    smoothing, log_scale = smoothing_control("runs")
     losses, accuracies = [], []
     for run in selected:
         metrics, evaluations = run.read_metrics(), run.read_evaluations()
@@ -73,7 +69,7 @@ def show_comparison(selected: list) -> None:
             st.caption("No evaluation was made: the run ended before its first one.")
     if len(selected) > 1:
         st.markdown("**Settings that differ**")
-        differences = report.config_diff(selected)
+        differences = texts.config_diff(selected)
         if differences:
             st.dataframe(differences, hide_index=True)
         else:
@@ -83,13 +79,12 @@ def show_comparison(selected: list) -> None:
 def show_run(run) -> None:
     """One run: how it ended, its files, and its model on the test set."""
     st.header(f"Run `{run.run_id}`")
-    result = report.outcome(run)
-    BOXES[result.kind](result.headline)
-    if result.details:
-        st.caption(result.details)
-    if run.config:
-        st.caption(f"Settings: {report.describe_config(run.config)} · data: {report.data_label(run)}")
+    outcome_box(run)
+    if run.config and not run.damaged:
+        st.caption(f"Settings: {texts.describe_config(run.config)} · data: {texts.data_label(run)}")
     show_actions(run)
+    if run.damaged:
+        return  # its files cannot be trusted, its model included
     if not run.has_model:
         st.info("This run saved no model (only completed and stopped runs do), so there is nothing to examine "
                 "on the test set.")
@@ -103,20 +98,12 @@ def show_actions(run) -> None:
         if run.has_model:
             st.download_button("model.keras", data=run.model_path.read_bytes, file_name=f"{run.run_id}.keras",
                                mime="application/octet-stream", icon=":material/download:", on_click="ignore")
-        if (run.path / "config.json").is_file():
-            st.download_button("config.json", data=(run.path / "config.json").read_bytes,
+        if run.config_path.is_file():
+            st.download_button("config.json", data=run.config_path.read_bytes,
                                file_name=f"{run.run_id}.config.json", mime="application/json",
                                icon=":material/download:", on_click="ignore")
-        if report.has_tensorboard_logs(run):
-            st.page_link("pages/3_TensorBoard.py", label="In TensorBoard", icon=":material/monitoring:",
-                         query_params={"run": run.run_id})
-        if run.has_model:
-            st.page_link("pages/4_Draw.py", label="Draw a digit for it", icon=":material/draw:",
-                         query_params={"run": run.run_id})
-        running = run.state == "running"
-        if running:
-            st.page_link("pages/1_Train.py", label="Follow it live", icon=":material/model_training:",
-                         query_params={"run": run.run_id})
+        running = run.state is RunState.RUNNING
+        run_links(run, train=running, short=True)
         if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=running,
                      help="Stop the run on the Train page first." if running else None):
             st.session_state[DELETING] = run.run_id
@@ -129,9 +116,9 @@ def show_analysis(run) -> None:
     st.subheader("On its test set")
     try:
         with st.spinner("Loading the model and its test set (the first time also imports TensorFlow)…"):
-            analysis = analyse(run.run_id, str(runs_dir), evaluation.model_mtime(run))
-    except ValueError as error:  # RunNotFound and DatasetError included
-        st.error(f"Cannot examine this run: {report.plain_message(str(error))}")
+            analysis = analyse(run.run_id, str(runs_dir), run.model_mtime)
+    except ValueError as error:  # RunNotFound, DatasetError and ModelError included
+        st.error(f"Cannot examine this run: {texts.plain_message(str(error))}")
         return
     st.markdown(f"{analysis.test_size:,} test images from {analysis.data_description}: "
                 f"**{analysis.test_size - analysis.mistake_count:,} right, {analysis.mistake_count:,} wrong** "
@@ -151,7 +138,7 @@ def show_analysis(run) -> None:
     st.markdown(f"**Misclassified test images** — the {len(analysis.mistakes)} the model was most sure about "
                 f"(of {analysis.mistake_count:,}); caption: true → predicted (confidence)")
     if analysis.mistakes:
-        st.image([evaluation.enlarge(mistake.image) for mistake in analysis.mistakes],
+        st.image([charts.enlarge(mistake.image) for mistake in analysis.mistakes],
                  caption=[f"{names[m.true_label]} → {names[m.predicted_label]} ({m.confidence:.1%})"
                           for m in analysis.mistakes], width=GALLERY_WIDTH)
     else:
@@ -163,9 +150,9 @@ def show_analysis(run) -> None:
 runs = list_runs(runs_dir)
 if not runs:
     st.info(f"No runs yet in `{runs_dir}`.")
-    st.page_link("pages/1_Train.py", label="Train your first model on the Train page", icon=":material/arrow_forward:")
+    train_first_link()
     st.stop()
-damaged = report.damaged_count(runs)
+damaged = texts.damaged_count(runs)
 if damaged:
     st.warning(f"{damaged} run folder(s) cannot be read. They are marked 'damaged' in the table, with the reason "
                "in the Problem column; the other runs are unaffected.")
@@ -173,7 +160,7 @@ if damaged:
 # Selection is by row position, so the table's key changes whenever the set of runs does (a new or deleted
 # run), which starts a fresh selection instead of pointing at the wrong rows.
 table = st.dataframe(
-    report.run_rows(runs),
+    texts.run_rows(runs),
     column_order=("started", "status", "test_accuracy", "engine", "data", "architecture", "activation", "optimizer",
                   "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
     column_config={
@@ -196,8 +183,8 @@ table = st.dataframe(
     placeholder="—",
     on_select="rerun",
     selection_mode="multi-row",
-    selection_default={"selection": {"rows": report.default_selection(runs, st.query_params.get("run"))}},
-    key=f"runs_table_{report.runs_signature(runs)}",
+    selection_default={"selection": {"rows": texts.default_selection(runs, st.query_params.get("run"))}},
+    key=f"runs_table_{texts.runs_signature(runs)}",
 )
 selected = [runs[index] for index in table.selection.rows if index < len(runs)]
 if not selected:

@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.runs import default_runs_dir, list_runs
 from core.tensorboard_server import TensorBoardError, dashboard_url, start_tensorboard, tensorboard_command
+from ui.widgets import train_first_link
 
 EMBED_HEIGHT = 900
 ALL_RUNS = "All runs"
@@ -43,5 +44,5 @@ address_column.markdown(f"TensorBoard is serving at [{server.url}]({url}), on th
 command_column.code(command, language="bash")
 if not run_ids:
     st.info("No runs yet: TensorBoard will show them as soon as the first run writes its logs.")
-    st.page_link("pages/1_Train.py", label="Train your first model on the Train page", icon=":material/arrow_forward:")
+    train_first_link()
 st.iframe(url, height=EMBED_HEIGHT, alt="TensorBoard")

@@ -5,9 +5,11 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core.charts import probability_figure
 from core.config import TrainConfig
-from core.drawing_session import (
+from core.runs import RunState, RunStoreError, default_runs_dir, load_run
+from core.worker import start_training
+from ui.charts import probability_figure
+from ui.drawing import (
     DrawingModel,
     choose_run,
     classify_drawing,
@@ -17,9 +19,6 @@ from core.drawing_session import (
     training_progress,
     training_run,
 )
-from core.evaluation import model_mtime
-from core.runs import default_runs_dir, load_run
-from core.training import start_training
 
 CANVAS_SIZE = 280  # px; ten canvas pixels to one MNIST pixel
 DEFAULT_STROKE_WIDTH = 18  # px; about an MNIST pen stroke once the digit is scaled down
@@ -35,7 +34,10 @@ def get_model(run_id: str, model_path: str, version: float) -> DrawingModel:
 
 
 def train_article_model() -> None:
-    st.session_state["draw_started_run"] = start_training(TrainConfig(), default_runs_dir()).run_id
+    try:
+        st.session_state["draw_started_run"] = start_training(TrainConfig(), default_runs_dir()).run_id
+    except RunStoreError as error:
+        st.session_state["draw_start_error"] = f"Cannot train: {error}."
 
 
 def clear_canvas() -> None:
@@ -48,7 +50,7 @@ def follow_training(run_id: str) -> None:
     progress = st.progress(0.0, text="Starting")
     # One long script run rather than a rerun per poll: each rerun of this page pays Streamlit's
     # clear_session and garbage collection, which a quarter-second poll would repeat for nothing.
-    while (run := load_run(run_id, default_runs_dir())).state == "running":
+    while (run := load_run(run_id, default_runs_dir())).state is RunState.RUNNING:
         progress.progress(*training_progress(run))
         time.sleep(POLL_SECONDS)
     st.rerun()
@@ -56,7 +58,8 @@ def follow_training(run_id: str) -> None:
 
 def offer_training() -> None:
     """With no model to draw with: train the article's network, or wait for the run already training."""
-    failure = training_failure(st.session_state.get("draw_started_run"), default_runs_dir())
+    failure = (st.session_state.pop("draw_start_error", None)
+               or training_failure(st.session_state.get("draw_started_run"), default_runs_dir()))
     if failure:
         st.error(failure)
     running = training_run(default_runs_dir())
@@ -135,8 +138,8 @@ with canvas_column:
 with result_column:
     try:
         with st.spinner("Loading the model…"):
-            model = get_model(run.run_id, str(run.model_path), model_mtime(run))
-    except (OSError, ValueError) as error:
-        st.error(f"Could not load the model of run {run.run_id}: {error}")
+            model = get_model(run.run_id, str(run.model_path), run.model_mtime)
+    except (OSError, ValueError) as error:  # ModelError: a file that is not a model of ours
+        st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
         show_prediction(model, canvas.image_data)

@@ -1,110 +1,29 @@
-"""Shared pieces of the browser tests: a real `streamlit run app.py` server and Debian's Chromium.
+"""Shared pieces of the browser tests: the app server and Chromium from bench/app_server.py, skipping a test
+cleanly where Debian's Chromium is not installed.
 
 Use from a test module like this:
 
-    @pytest.fixture(scope="module")
-    def app_url(trained_runs_dir):
-        url, process = start_app(trained_runs_dir)
-        yield url
-        stop_app(process)
-
-    def test_something(app_url):
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            ...
+    def test_something(browser, app_url):
+        page = browser.new_page()
+        ...
 """
 
 from __future__ import annotations
 
 import contextlib
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_PATH = Path("/usr/bin/chromium")  # Debian's package; CI installs it with apt, never `playwright install`
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-SERVER_START_SECONDS = 90  # a cold start imports Streamlit on a busy 2-core machine
+from bench.app_server import ChromiumMissing, free_port, running_app, start_app, stop_app  # noqa: F401
+from bench.app_server import launch_chromium as _launch_chromium
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _server_log_tail(log_path: Path, characters: int = 3000) -> str:
+def launch_chromium(playwright):
+    """Launch Debian's headless Chromium through Playwright; skips the test when it is not installed."""
     try:
-        return log_path.read_text(errors="replace")[-characters:]
-    except OSError:
-        return "(no server log)"
-
-
-def start_app(runs_dir, timeout: float = SERVER_START_SECONDS) -> tuple[str, subprocess.Popen]:
-    """Start `streamlit run app.py` on a free port with HYBRID_LAB_RUNS=runs_dir; return (url, process).
-
-    Returns once Streamlit's health endpoint answers. Stop the server with `stop_app(process)`.
-    """
-    port = free_port()
-    env = {**os.environ, "HYBRID_LAB_RUNS": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    process.log_path = Path(log.name)
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}:\n"
-                               f"{_server_log_tail(process.log_path)}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return url, process
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    stop_app(process)
-    raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s:\n"
-                       f"{_server_log_tail(process.log_path)}")
-
-
-def stop_app(process: subprocess.Popen) -> None:
-    """Stop a server from start_app: terminate, then kill if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    log_path = getattr(process, "log_path", None)
-    if log_path is not None:
-        log_path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def running_app(runs_dir):
-    """`streamlit run app.py` over `runs_dir` for the duration of a with-block; yields its URL."""
-    url, process = start_app(runs_dir)
-    try:
-        yield url
-    finally:
-        stop_app(process)
+        return _launch_chromium(playwright)
+    except ChromiumMissing as error:
+        pytest.skip(str(error))
 
 
 @contextlib.contextmanager
@@ -118,10 +37,3 @@ def chromium_browser():
             yield browser
         finally:
             browser.close()
-
-
-def launch_chromium(playwright):
-    """Launch Debian's headless Chromium through Playwright; skips the test when it is not installed."""
-    if not CHROMIUM_PATH.exists():
-        pytest.skip(f"{CHROMIUM_PATH} is missing: install Debian's chromium package (apt-get install chromium)")
-    return playwright.chromium.launch(executable_path=str(CHROMIUM_PATH), headless=True, args=CHROMIUM_ARGS)

@@ -13,13 +13,12 @@ import re
 
 import pytest
 
-from core.config import TrainConfig
 from core.training import train
 from tests.browser_support import running_app
+from tests.factories import TINY
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-TINY = TrainConfig(steps=30, eval_every=10, hidden_units=[16], source="offline")
 PAGE_PATH = "/Draw"  # Streamlit names pages/4_Draw.py's address after the file, without its number
 WAIT_MS = 60_000  # generous: the first stroke on a cold server loads TensorFlow and the model
 HINT = "Draw a digit on the canvas"

@@ -15,9 +15,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from core.config import TrainConfig
-from core.runs import list_runs, load_run, wait_for
+from core.runs import RunState, list_runs, load_run
 from core.training import train
 from tests.browser_support import running_app
+from tests.factories import wait_until_finished
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -49,7 +50,7 @@ def runs_dir(tmp_path_factory):
     for run in list_runs(directory):
         if run.state == "running":
             run.request_stop()
-            wait_for(run.run_id, directory, timeout=30)
+            wait_until_finished(run.run_id, directory, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,14 @@ def test_every_page_opens_without_an_error(app_url, runs_dir, page, path, title)
     assert_no_error_shown(page)
 
 
+def test_the_sidebar_names_every_page_and_calls_the_first_one_home(app_url, page):
+    open_page(page, app_url + "/Train", "Train")  # a page other than Home, opened first on this server
+
+    navigation = page.get_by_test_id("stSidebarNav").get_by_role("link")
+
+    assert [link.inner_text().strip() for link in navigation.all()] == ["Home", "Train", "Runs", "TensorBoard", "Draw"]
+
+
 def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, page):
     page.set_default_timeout(TRAIN_WAIT_MS)
     fill_train_form(page, app_url, SHORT_STEPS, eval_every=500)
@@ -170,7 +179,7 @@ def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, 
     assert newest.run_id == followed_run_id(page)
     assert newest.state == "completed"
     assert (newest.config.steps, newest.config.eval_every, newest.config.source) == (SHORT_STEPS, 500, "offline")
-    assert newest.summary["steps"] == SHORT_STEPS
+    assert newest.summary.steps == SHORT_STEPS
     assert accuracy.inner_text().strip() == f"Test accuracy: {newest.test_accuracy:.4f}"
     assert_no_error_shown(page)
 
@@ -189,7 +198,7 @@ def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
 
     run = load_run(run_id, runs_dir)
     assert run.state == "stopped"
-    step = run.status["step"]
+    step = run.status.step
     assert 0 < step < LONG_STEPS
     assert len(run.read_metrics()["step"]) == step  # one metrics row per step trained, none lost
     assert STOPPED.match(stopped.inner_text().strip()).group(1) == f"{step:,}"

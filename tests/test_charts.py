@@ -1,12 +1,12 @@
-"""Tests for core.charts: the figures the pages show, inspected as data (traces, axes, text), not as pixels."""
+"""Tests for ui.charts: the figures the pages show, inspected as data (traces, axes, text), not as pixels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import charts
-from core.charts import Curve
+from ui import charts
+from ui.charts import Curve
 
 
 def traces_named(figure, name):
@@ -33,9 +33,40 @@ def test_smooth_matches_tensorboards_moving_average_by_hand():
     assert smoothed[1] == pytest.approx((0.5 * 0.5 * 1.0 + 0.5 * 3.0) / (1 - 0.25))
 
 
+def test_smooth_matches_tensorboards_loop_on_a_long_noisy_series():
+    values = np.random.default_rng(0).normal(2.0, 1.0, size=500)
+    weight, last, debias, expected = 0.9, 0.0, 1.0, []
+    for value in values:  # TensorBoard's smoothing, step by step
+        last = last * weight + (1 - weight) * value
+        debias *= weight
+        expected.append(last / (1 - debias))
+
+    np.testing.assert_allclose(charts.smooth(values, weight), expected, rtol=1e-10)
+
+
 def test_smooth_rejects_a_weight_outside_zero_to_one():
     with pytest.raises(ValueError, match="smoothing weight"):
         charts.smooth([1.0], 1.0)
+
+
+def test_smooth_of_nothing_is_empty():
+    assert charts.smooth([], 0.6).tolist() == []
+
+
+def test_enlarge_repeats_pixels_into_a_crisp_uint8_image():
+    image = np.zeros((28, 28), dtype=np.float32)
+    image[0, 0] = 1.0
+
+    big = charts.enlarge(image, factor=3)
+
+    assert big.shape == (84, 84) and big.dtype == np.uint8
+    assert (big[:3, :3] == 255).all() and big[3:, :].max() == 0 and big[:, 3:].max() == 0
+
+
+def test_enlarge_clips_and_rounds_to_0_255():
+    image = np.array([[-0.5, 0.5], [1.5, 0.2]], dtype=np.float32)
+
+    assert charts.enlarge(image, factor=1).tolist() == [[0, 128], [255, 51]]
 
 
 def test_probability_figure_still_highlights_the_predicted_digit():
@@ -72,6 +103,11 @@ def test_loss_figure_draws_a_faint_raw_curve_behind_the_smoothed_one():
     np.testing.assert_allclose(smoothed.y, charts.smooth(losses, 0.6))
     assert smoothed.name == "loss (smoothed)"
     assert figure.layout.yaxis.type != "log"
+
+
+def test_palette_is_plotlys_d3_colours():
+    assert charts.PALETTE[:3] == ("#1F77B4", "#FF7F0E", "#2CA02C")
+    assert len(set(charts.PALETTE)) == len(charts.PALETTE) == 10
 
 
 def test_loss_figure_overlays_runs_in_their_own_colours_and_can_use_a_log_axis():

@@ -1,4 +1,4 @@
-"""Tests for the command line, `python -m core.train`, run as a user would run it: in a subprocess."""
+"""Tests for the command line, `python -m core.cli`, run as a user would run it: in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,24 +10,45 @@ from pathlib import Path
 
 import pytest
 
-from core.config import TrainConfig
+from core.cli import PROG, build_parser, config_from_args
+from core.config import SETTINGS, TrainConfig
 from core.runs import load_run
-from core.train import build_parser, config_from_args
+from tests.factories import TINY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--steps", "20", "--eval-every", "10", "--hidden-units", "16", "--source", "offline"]
 JSON_KEYS = {"run_id", "run_dir", "status", "test_accuracy", "steps", "seconds", "steps_per_second", "data_source"}
 
 
 def run_cli(*flags: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.train", *flags], cwd=REPO_ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "core.cli", *flags], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def flags_for(config: TrainConfig) -> list[str]:
+    """The flags a person types for `config`: one per setting that differs from the default."""
+    flags = []
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if value == setting.default:
+            continue
+        if isinstance(value, list):
+            flags += [setting.cli_flag, ",".join(map(str, value))]
+        elif isinstance(value, bool):
+            flags.append(setting.cli_flag if value else "--no-" + setting.cli_flag.removeprefix("--"))
+        else:
+            flags += [setting.cli_flag, str(value)]
+    return flags
+
+
+def test_flags_for_tiny_are_what_a_person_would_type():
+    assert flags_for(TINY) == ["--hidden-units", "16", "--steps", "35", "--eval-every", "10", "--source", "offline"]
+    assert config_from_args(build_parser().parse_args(flags_for(TINY))) == TINY
 
 
 def test_a_tiny_run_prints_one_json_line(tmp_path):
     runs_dir = tmp_path / "runs"
 
-    result = run_cli(*TINY_FLAGS, "--learning-rate", "0.3", "--seed", "5", "--json", "--runs-dir", str(runs_dir))
+    result = run_cli(*flags_for(TINY), "--learning-rate", "0.3", "--seed", "5", "--json", "--runs-dir", str(runs_dir))
 
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
@@ -35,7 +56,7 @@ def test_a_tiny_run_prints_one_json_line(tmp_path):
     report = json.loads(lines[-1])
     assert JSON_KEYS <= set(report)
     assert report["status"] == "completed"
-    assert report["steps"] == 20
+    assert report["steps"] == TINY.steps
     assert 0.0 <= report["test_accuracy"] <= 1.0
     assert report["seconds"] > 0 and report["steps_per_second"] > 0
     assert report["data_source"].startswith("offline sample: 5,000 real MNIST digits")
@@ -43,9 +64,9 @@ def test_a_tiny_run_prints_one_json_line(tmp_path):
     # The folder the CLI names holds the run, with the flags' config and the same figures.
     run = load_run(report["run_id"], runs_dir)
     assert run.state == "completed"
-    assert run.config == TrainConfig(hidden_units=[16], learning_rate=0.3, steps=20, eval_every=10, seed=5,
-                                     source="offline")
-    assert run.summary["test_accuracy"] == report["test_accuracy"]
+    assert run.config == TINY.replace(learning_rate=0.3, seed=5)
+    assert run.summary.test_accuracy == report["test_accuracy"]
+    assert run.summary.steps == TINY.steps
     assert run.has_model
     assert "completed: test accuracy" in result.stderr
     assert f"run folder: {run.path}" in result.stderr
@@ -58,6 +79,8 @@ BAD_FLAGS = [  # flags, the name the message must give, the value it must quote 
     (["--activation", "foo"], "activation", "foo"),
     (["--batch-size", "0"], "batch_size", "0"),
     (["--steps", "0"], "steps", "0"),
+    (["--steps", "300000"], "steps must be from 1 to 200,000", "300,000"),
+    (["--xla", "--engine", "sesion"], "--engine", "sesion"),
     (["--data", "/nonexistent"], "--data", "/nonexistent"),
     (["--dropout-rate", "0.95"], "dropout_rate", "0.95"),
     (["--engine", "session", "--xla"], "xla", "session"),
@@ -73,7 +96,7 @@ def test_a_bad_value_exits_2_with_one_line_naming_it(tmp_path, flags, named, quo
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line, got:\n{result.stderr}"  # no usage text, no TensorFlow log
-    assert lines[0].startswith("python -m core.train: error:")
+    assert lines[0].startswith("python -m core.cli: error:")
     assert named in lines[0] and quoted in lines[0]
     assert result.stdout == ""
     assert not runs_dir.exists()  # nothing was created for a run that never started
@@ -114,3 +137,13 @@ def test_every_config_field_has_a_flag():
                if renamed.get(field.name, "--" + field.name.replace("_", "-")) not in flags]
 
     assert missing == []
+
+
+def test_help_lists_every_settings_flag():
+    result = run_cli("--help", timeout=30)
+
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: {PROG}")
+    for setting in SETTINGS:
+        assert setting.cli_flag in result.stdout, f"{setting.cli_flag} is not in --help"
+    assert "--no-xla" in result.stdout

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SOURCES, TrainConfig
+from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SETTINGS_BY_NAME, SOURCES, TrainConfig
 
 
 def test_defaults_are_the_articles():
@@ -54,10 +54,12 @@ def test_edges_of_every_range_are_accepted():
 
 
 def _shown(value) -> list[str]:
-    """The ways a message may quote the bad value: repr, str, or %g for numbers."""
+    """The ways a message may quote the bad value: repr, str, %g for numbers, or with thousands separators."""
     forms = [repr(value), str(value)]
     if isinstance(value, float) and math.isfinite(value):
         forms.append(f"{value:g}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        forms.append(f"{value:,}")
     return forms
 
 
@@ -107,6 +109,43 @@ def test_a_value_out_of_range_is_rejected_naming_the_field_and_the_value(field_n
     else:
         shown = _shown(value)
     assert any(form in message for form in shown), f"{message!r} does not quote the value {value!r}"
+
+
+MESSAGES = [  # the exact sentence a person reads: the setting, what is allowed, and what they gave
+    ({"steps": 0}, "steps must be from 1 to 200,000; got 0"),
+    ({"steps": 200_001}, "steps must be from 1 to 200,000; got 200,001"),
+    ({"activation": "x"}, "activation must be one of relu, tanh, sigmoid, elu; got 'x'"),
+    ({"xla": "yes"}, "xla must be one of null, true, false; got 'yes'"),
+    ({"hidden_units": []}, "hidden_units must list 1 to 4 layers; got []"),
+    ({"hidden_units": [128, 8]}, "hidden_units[1] must be from 16 to 1,024; got 8"),
+    ({"learning_rate": "0.5"}, "learning_rate must be a number from 1e-05 to 10; got '0.5'"),
+    ({"batch_size": 1.5}, "batch_size must be a whole number from 1 to 4,096; got 1.5"),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), MESSAGES, ids=[repr(values) for values, _ in MESSAGES])
+def test_a_bad_value_is_refused_in_one_plain_sentence(values, expected):
+    with pytest.raises(ValueError) as raised:
+        TrainConfig(**values)
+
+    assert str(raised.value) == expected
+
+
+def test_each_setting_describes_its_range_and_flag_in_words():
+    assert SETTINGS_BY_NAME["steps"].describe_range() == "from 1 to 200,000"
+    assert SETTINGS_BY_NAME["learning_rate"].describe_range() == "from 1e-05 to 10"
+    assert SETTINGS_BY_NAME["optimizer"].describe_range() == "one of sgd, momentum, adam, rmsprop"
+    assert SETTINGS_BY_NAME["xla"].describe_range() == "one of null, true, false"
+    assert SETTINGS_BY_NAME["learning_rate"].cli_flag == "--learning-rate"
+    assert SETTINGS_BY_NAME["data_path"].cli_flag == "--data"
+
+
+def test_xla_and_data_path_apply_only_with_their_engine_and_source():
+    xla, data_path = SETTINGS_BY_NAME["xla"], SETTINGS_BY_NAME["data_path"]
+
+    assert xla.applies({"engine": "function"}) and not xla.applies({"engine": "session"})
+    assert data_path.applies({"source": "path"}) and not data_path.applies({"source": "auto"})
+    assert SETTINGS_BY_NAME["steps"].applies({})
 
 
 def test_hidden_units_given_as_a_number_is_a_value_error_naming_the_field():

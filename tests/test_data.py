@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 import core.data
-from core.data import DatasetError, describe_default_source, load_dataset, read_idx, read_idx_folder, read_npz
+from core.data import (
+    DatasetError,
+    check_data_path,
+    default_source_is_sample,
+    describe_default_source,
+    load_dataset,
+    read_idx,
+    read_idx_folder,
+    read_npz,
+)
 
 MNIST_TEST_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -239,6 +248,19 @@ def test_load_dataset_reads_a_replaced_file_again(tmp_path):
     assert len(first.y_train) == 10 and len(second.y_train) == 6
 
 
+def test_check_data_path_refuses_a_missing_path_only_for_source_path(tmp_path):
+    missing = tmp_path / "missing.npz"
+
+    with pytest.raises(DatasetError) as raised:
+        check_data_path("path", str(missing))
+    assert str(missing) in str(raised.value) and "does not exist" in str(raised.value)
+    with pytest.raises(DatasetError):
+        check_data_path("path", None)
+    check_data_path("offline", str(missing))  # other sources ignore the path
+    write_idx_folder(tmp_path / "idx")
+    check_data_path("path", str(tmp_path / "idx"))
+
+
 def test_unknown_dataset_or_source_is_a_dataset_error():
     with pytest.raises(DatasetError, match="cifar"):
         load_dataset("cifar", "offline")
@@ -334,6 +356,17 @@ def test_describe_default_source_names_the_offline_sample_without_a_cache(no_ker
     text = describe_default_source("mnist")
 
     assert text.startswith("offline sample: 5,000 real MNIST digits")
+
+
+def test_default_source_is_the_sample_until_full_mnist_is_in_the_keras_cache(no_keras_cache):
+    assert default_source_is_sample("mnist")
+    assert not default_source_is_sample("fashion_mnist")  # there is no Fashion-MNIST sample to fall back to
+
+    no_keras_cache.mkdir(parents=True)
+    x, y = random_split(15, seed=11)
+    np.savez(no_keras_cache / "mnist.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+
+    assert not default_source_is_sample("mnist")
 
 
 # --- real datasets on this machine ----------------------------------------------------------------

@@ -279,7 +279,7 @@ def mnist_test_set():
 def mnist_model(tmp_path_factory):
     """The article's run, trained by the project's own engine on the offline sample, loaded from model.keras."""
     from core.config import TrainConfig
-    from core.model import load_model
+    from core.network import load_model
     from core.training import train
 
     run = train(TrainConfig(source="offline"), tmp_path_factory.mktemp("runs"))

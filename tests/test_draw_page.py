@@ -1,4 +1,4 @@
-"""The Draw page (AppTest) and what it calls in core.drawing_session.
+"""The Draw page (AppTest) and what it calls in ui.drawing.
 
 AppTest cannot draw, but it can hand the canvas a drawing: the canvas (a components-v2 widget) keeps its
 value in session_state under its key, as {"drawing": {"raw": fabric_json, "data": png_data_url}}, which
@@ -12,6 +12,7 @@ import io
 import json
 import re
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,10 +20,14 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-import core.training
+import core.worker
 from core.config import TrainConfig
 from core.digits import classify, preprocess_drawing
-from core.drawing_session import (
+from core.network import load_model
+from core.runs import CONFIG_FILE, RUNS_DIR_ENV, SUMMARY_FILE, RunState, load_run
+from core.training import train
+from tests.factories import TINY, make_run, rewrite_json
+from ui.drawing import (
     DrawingModel,
     choose_run,
     classify_drawing,
@@ -31,18 +36,15 @@ from core.drawing_session import (
     training_progress,
     training_run,
 )
-from core.model import load_model
-from core.runs import RUNS_DIR_ENV, create_run, load_run
-from core.training import train
 
-PAGE = "../pages/4_Draw.py"  # AppTest resolves it against this file
-TINY = TrainConfig(steps=30, eval_every=10, hidden_units=[16], source="offline")
+HOME = str(Path(__file__).resolve().parents[1] / "Home.py")
+PAGE = "pages/4_Draw.py"
 CANVAS_SIZE = 280
 PAGE_TIMEOUT = 120  # seconds; the first run of a module imports TensorFlow and loads a model
 HINT = "Draw a digit on the canvas"
 
 
-# --- fixtures and helpers --------------------------------------------------------------------
+# --- fixtures and helpers ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def tiny_runs_dir(tmp_path_factory):
     """A runs directory holding one tiny completed run."""
     runs_dir = tmp_path_factory.mktemp("runs")
     run = train(TINY, runs_dir)
-    assert run.state == "completed", run.status
+    assert run.state == RunState.COMPLETED, run.status
     return runs_dir
 
 
@@ -88,8 +90,15 @@ def plotly_array(values) -> np.ndarray:
     return np.asarray(values)
 
 
+def draw_page() -> AppTest:
+    """The app, switched to the Draw page, not run yet (so that a test can set session state first)."""
+    page = AppTest.from_file(HOME, default_timeout=PAGE_TIMEOUT)
+    page.switch_page(PAGE)
+    return page
+
+
 def open_page(query_run: str | None = None) -> AppTest:
-    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page = draw_page()
     if query_run is not None:
         page.query_params["run"] = query_run
     return page.run()
@@ -103,7 +112,7 @@ def prediction_headers(page: AppTest) -> list[str]:
     return [text for text in texts(page.header) if text.startswith("Prediction:")]
 
 
-# --- the page without a model ------------------------------------------------------------------
+# --- the page without a model -------------------------------------------------------------
 
 
 def test_with_no_runs_the_page_offers_to_train_the_article_model(tmp_path, monkeypatch):
@@ -122,25 +131,27 @@ def test_with_no_runs_the_page_offers_to_train_the_article_model(tmp_path, monke
 def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
-    started = []
 
     def start_tiny_training(config, runs_dir=None):
         # The page asks for the article's configuration; a tiny offline one keeps the test quick.
-        assert config == TrainConfig()
+        asked.append(config)
         run = real_start_training(TINY, runs_dir)
         started.append(run.run_id)
         return run
 
-    real_start_training = core.training.start_training
-    monkeypatch.setattr(core.training, "start_training", start_tiny_training)
+    asked, started = [], []
+    # The page runs `from core.worker import start_training` on every script run, so it picks this up.
+    real_start_training = core.worker.start_training
+    monkeypatch.setattr(core.worker, "start_training", start_tiny_training)
     page = open_page()
 
     # The page follows the run until it ends, then reruns itself and offers the new model.
     page.button(key="draw_train").click().run()
 
     assert not page.exception
+    assert asked == [TrainConfig()]
     assert len(started) == 1
-    assert load_run(started[0], runs_dir).state == "completed"
+    assert load_run(started[0], runs_dir).state == RunState.COMPLETED
     assert page.selectbox(key="draw_run").value == started[0]
     assert any(HINT in text for text in texts(page.info))
 
@@ -148,9 +159,8 @@ def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_pat
 def test_a_failed_training_is_reported_and_can_be_retried(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
-    failed = create_run(TINY, runs_dir)
-    failed.write_status("failed", "DatasetError: no MNIST available")
-    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    failed = make_run(runs_dir, state=RunState.FAILED, test_accuracy=None, message="DatasetError: no MNIST available")
+    page = draw_page()
     page.session_state["draw_started_run"] = failed.run_id
 
     page.run()
@@ -160,7 +170,7 @@ def test_a_failed_training_is_reported_and_can_be_retried(tmp_path, monkeypatch)
     assert not page.button(key="draw_train").disabled
 
 
-# --- the page with a trained run ---------------------------------------------------------------
+# --- the page with a trained run ----------------------------------------------------------
 
 
 def test_the_select_box_defaults_to_the_trained_run_and_an_empty_canvas_gets_a_hint(runs_dir):
@@ -178,7 +188,7 @@ def test_the_select_box_defaults_to_the_trained_run_and_an_empty_canvas_gets_a_h
 
 def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_image(runs_dir):
     drawing = seven_drawing()
-    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page = draw_page()
     page.session_state["draw_canvas_0"] = canvas_value(drawing)
 
     page.run()
@@ -199,7 +209,7 @@ def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_i
 
 
 def test_a_blank_canvas_after_the_toolbar_reset_shows_the_hint_again(runs_dir):
-    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page = draw_page()
     page.session_state["draw_canvas_0"] = canvas_value(np.zeros((CANVAS_SIZE, CANVAS_SIZE, 4), np.uint8))
 
     page.run()
@@ -210,7 +220,7 @@ def test_a_blank_canvas_after_the_toolbar_reset_shows_the_hint_again(runs_dir):
 
 
 def test_clear_empties_the_canvas(runs_dir):
-    page = AppTest.from_file(PAGE, default_timeout=PAGE_TIMEOUT)
+    page = draw_page()
     page.session_state["draw_canvas_0"] = canvas_value(seven_drawing())
     page.run()
     assert prediction_headers(page)
@@ -230,8 +240,7 @@ def test_a_link_to_a_run_selects_it(runs_dir, tmp_path, monkeypatch):
     best_id = only_run_id(runs_dir)
     linked = other_dir / f"{best_id[:-4]}-cpy"
     shutil.copytree(other_dir / best_id, linked)
-    summary = json.loads((linked / "summary.json").read_text())
-    (linked / "summary.json").write_text(json.dumps({**summary, "test_accuracy": summary["test_accuracy"] / 2}))
+    rewrite_json(linked / SUMMARY_FILE, lambda summary: {**summary, "test_accuracy": summary["test_accuracy"] / 2})
     monkeypatch.setenv(RUNS_DIR_ENV, str(other_dir))
 
     assert open_page().selectbox(key="draw_run").value == best_id
@@ -251,7 +260,7 @@ def test_a_link_to_an_unknown_run_warns_and_selects_the_best_run(runs_dir):
     assert "there is no run 'no-such-run'" in warning
 
 
-# --- core.drawing_session ----------------------------------------------------------------------
+# --- ui.drawing ----------------------------------------------------------------------------
 
 
 def test_choose_run_explains_why_a_linked_run_cannot_draw(runs_dir, tmp_path):
@@ -259,9 +268,8 @@ def test_choose_run_explains_why_a_linked_run_cannot_draw(runs_dir, tmp_path):
     shutil.copytree(runs_dir, other_dir)
     fashion = other_dir / "fashion-run"
     shutil.copytree(other_dir / only_run_id(runs_dir), fashion)
-    config = json.loads((fashion / "config.json").read_text())
-    (fashion / "config.json").write_text(json.dumps({**config, "dataset": "fashion_mnist"}))
-    running = create_run(TINY, other_dir)
+    rewrite_json(fashion / CONFIG_FILE, lambda config: {**config, "dataset": "fashion_mnist"})
+    running = make_run(other_dir, state=RunState.RUNNING)  # created by this process, which is alive
 
     fashion_choice = choose_run(other_dir, "fashion-run")
     running_choice = choose_run(other_dir, running.run_id)
@@ -281,12 +289,13 @@ def test_choose_run_with_no_runs_has_nothing_to_select(tmp_path):
 
 
 def test_training_progress_and_failure_read_the_run_folder(tmp_path):
-    run = create_run(TINY, tmp_path)
-    run.write_status("running", "training", step=12, total_steps=30)
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    run.write_status(RunState.RUNNING, "training", step=14, total_steps=TINY.steps)
 
-    assert training_progress(load_run(run.run_id, tmp_path)) == (0.4, "Training: step 12 of 30")
+    assert TINY.steps == 35
+    assert training_progress(load_run(run.run_id, tmp_path)) == (0.4, "Training: step 14 of 35")
     assert training_failure(run.run_id, tmp_path) is None
-    run.write_status("diverged", "the loss became nan")
+    run.write_status(RunState.DIVERGED, "the loss became nan")
     assert training_failure(run.run_id, tmp_path) == "Training the model ended diverged: the loss became nan."
     assert training_failure(None, tmp_path) is None
 

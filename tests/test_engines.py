@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from core.config import TrainConfig
-from core.model import load_model
+from core.engines import engine_class
+from core.engines.function import XLA_MIN_STEPS, FunctionEngine, uses_xla
+from core.engines.session import SessionEngine
+from core.network import load_model
 from core.training import train
 from tests.tensorboard_events import RunEvents, name_scopes, node_names
 
@@ -27,8 +30,8 @@ def engine_runs(tmp_path_factory):
 def test_both_engines_complete_the_article_run(engine_runs):
     for engine, run in engine_runs.items():
         assert run.state == "completed", (engine, run.status)
-        assert run.summary["engine"] == engine
-        assert run.summary["steps"] == AGREEMENT_STEPS
+        assert run.summary.engine == engine
+        assert run.summary.steps == AGREEMENT_STEPS
 
 
 def test_per_step_losses_agree_within_1e_4_relative(engine_runs):
@@ -45,7 +48,7 @@ def test_per_step_losses_agree_within_1e_4_relative(engine_runs):
 
 
 def test_final_test_accuracies_agree_within_half_a_point(engine_runs):
-    accuracies = [run.summary["test_accuracy"] for run in engine_runs.values()]
+    accuracies = [run.summary.test_accuracy for run in engine_runs.values()]
     assert min(accuracies) > 0.9
     assert abs(accuracies[0] - accuracies[1]) <= 0.005
 
@@ -81,12 +84,10 @@ def test_xla_path_stays_close_to_the_plain_graph(tmp_path, engine_runs):
     xla_losses = np.array(run.read_metrics()["loss"])
     plain_losses = np.array(engine_runs["function"].read_metrics()["loss"][:200])
     assert np.allclose(xla_losses[:20], plain_losses[:20], rtol=1e-3)
-    assert run.summary["test_accuracy"] > 0.85
+    assert run.summary.test_accuracy > 0.85
 
 
 def test_xla_by_default_only_for_runs_long_enough_to_repay_compiling():
-    from core.engine import XLA_MIN_STEPS, uses_xla
-
     assert not uses_xla(TrainConfig())  # the article's 1,000 steps finish sooner on the plain graph
     assert uses_xla(TrainConfig(steps=XLA_MIN_STEPS))
     assert not uses_xla(TrainConfig(steps=XLA_MIN_STEPS, xla=False))
@@ -96,3 +97,11 @@ def test_xla_by_default_only_for_runs_long_enough_to_repay_compiling():
 def test_session_engine_refuses_xla_by_name():
     with pytest.raises(ValueError, match="xla"):
         TrainConfig(engine="session", xla=True)
+
+
+def test_engine_class_picks_the_engine_a_config_names():
+    assert engine_class("function") is FunctionEngine
+    assert engine_class("session") is SessionEngine
+    assert FunctionEngine.name == "function" and SessionEngine.name == "session"
+    with pytest.raises(ValueError, match="engine must be one of function, session; got 'eager'"):
+        engine_class("eager")

@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 
 from core import evaluation
-from core.config import TrainConfig
 from core.data import load_dataset
-from core.runs import RunNotFound
+from core.network import ModelError, load_model
+from core.runs import RunNotFound, RunState
 from core.training import train
-
-TINY = TrainConfig(hidden_units=[32], steps=60, eval_every=30, source="offline")
-# SGD at the top learning rate on a deep, wide ReLU net overflows within a few steps (see test_training).
-DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], learning_rate=10.0, steps=60, eval_every=20,
-                        source="offline")
+from tests.factories import DIVERGING, TINY, make_run
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +73,6 @@ def test_class_names_are_digits_or_garments():
     assert evaluation.class_names("fashion_mnist")[9] == "Ankle boot"
 
 
-def test_enlarge_repeats_pixels_into_a_crisp_uint8_image():
-    image = np.zeros((28, 28), dtype=np.float32)
-    image[0, 0] = 1.0
-
-    big = evaluation.enlarge(image, factor=3)
-
-    assert big.shape == (84, 84) and big.dtype == np.uint8
-    assert (big[:3, :3] == 255).all() and big[3:, :].max() == 0 and big[:, 3:].max() == 0
-
-
 # --- a real run: its saved model must score what training measured ------------------------------------
 
 
@@ -116,8 +102,6 @@ def test_mistakes_are_real_test_images_with_their_labels(tiny, runs_dir):
 
 
 def test_predict_in_batches_equals_one_call(tiny):
-    from core.model import load_model
-
     model = load_model(tiny.model_path)
     images = load_dataset("mnist", "offline").x_test[:300]
 
@@ -129,28 +113,36 @@ def test_predict_in_batches_equals_one_call(tiny):
 
 def test_a_run_without_a_model_says_so(runs_dir):
     diverged = train(DIVERGING, runs_dir)
-    assert diverged.state == "diverged"
+    assert diverged.state is RunState.DIVERGED
 
     with pytest.raises(ValueError, match="saved no model"):
         evaluation.analyse_run(diverged.run_id, runs_dir)
 
 
 def test_unknown_and_damaged_runs_raise_plain_errors(runs_dir):
-    damaged = runs_dir / "20260101-000000-dead-func-sgd-16"
-    damaged.mkdir()
-    (damaged / "config.json").write_text("{not json")
+    damaged = make_run(runs_dir, TINY, model=True)
+    damaged.config_path.write_text("{not json")  # a hand edit gone wrong
 
     with pytest.raises(RunNotFound):
         evaluation.analyse_run("no-such-run", runs_dir)
-    with pytest.raises(ValueError, match="cannot be read"):
-        evaluation.analyse_run(damaged.name, runs_dir)
+    with pytest.raises(ValueError, match=r"cannot be read \(config.json is not readable JSON"):
+        evaluation.analyse_run(damaged.run_id, runs_dir)
+
+
+def test_a_model_file_that_is_not_a_model_raises_a_model_error_naming_it(runs_dir):
+    run = make_run(runs_dir, TINY, model=True)  # a placeholder model.keras: has_model, but not loadable
+
+    with pytest.raises(ModelError, match="not a Keras model file") as raised:
+        evaluation.analyse_run(run.run_id, runs_dir)
+
+    assert f"{run.run_id}/model.keras" in str(raised.value)
 
 
 def test_model_mtime_changes_the_cache_key_when_the_model_is_rewritten(tiny):
-    before = evaluation.model_mtime(tiny)
+    before = tiny.model_mtime
     assert before > 0
 
     stat = tiny.model_path.stat()
     os.utime(tiny.model_path, (stat.st_atime, stat.st_mtime + 10))
 
-    assert evaluation.model_mtime(tiny) == pytest.approx(before + 10)
+    assert tiny.model_mtime == pytest.approx(before + 10)

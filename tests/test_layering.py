@@ -1,5 +1,6 @@
-"""The direction of imports: pages call core, core never imports streamlit, and what the home page needs from
-core does not pull in TensorFlow (a ~5 s import the first paint must not wait for)."""
+"""The direction of imports, in three layers: pages (and Home.py, app.py) lay out widgets; `ui` supports the
+pages and may import streamlit; `core` is the domain and imports neither streamlit nor `ui`. What the home
+page needs does not pull in TensorFlow (a ~5 s import the first paint must not wait for)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,29 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CORE_FILES = sorted((REPO_ROOT / "core").glob("*.py"))
+CORE_FILES = sorted((REPO_ROOT / "core").rglob("*.py"))
+PAGE_FILES = [REPO_ROOT / "Home.py", REPO_ROOT / "app.py", *sorted((REPO_ROOT / "pages").glob("*.py"))]
+BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
-LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.training", "core.train", "core.report"]
+LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
+                 "core.engines", "ui.texts"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 
-def imported_packages(source: str) -> set[str]:
-    """Top-level package names of every import statement in a module, wherever it sits (functions too)."""
-    packages = set()
+def imported_modules(source: str) -> set[str]:
+    """Dotted names of every absolute import statement in a module, wherever it sits (functions too)."""
+    modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            packages |= {alias.name.split(".")[0] for alias in node.names}
+            modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            packages.add(node.module.split(".")[0])
-    return packages
+            modules.add(node.module)
+    return modules
+
+
+def imported_packages(source: str) -> set[str]:
+    """Top-level package names of every import statement in a module."""
+    return {name.split(".")[0] for name in imported_modules(source)}
 
 
 def test_the_import_finder_sees_every_form_of_import():
@@ -32,14 +41,31 @@ def test_the_import_finder_sees_every_form_of_import():
 
     assert imported_packages(source) == {"streamlit", "plotly"}
     assert imported_packages('"""No streamlit here."""\nimport numpy\n') == {"numpy"}
+    assert imported_modules("from ui import texts\nimport core.runs\n") == {"ui", "core.runs"}
 
 
-def test_core_never_imports_streamlit():
-    assert REPO_ROOT / "core" / "config.py" in CORE_FILES and len(CORE_FILES) >= 8
+def test_core_imports_neither_streamlit_nor_the_page_support_package():
+    assert REPO_ROOT / "core" / "config.py" in CORE_FILES and REPO_ROOT / "core" / "engines" / "session.py" in CORE_FILES
 
-    offenders = [path.name for path in CORE_FILES if "streamlit" in imported_packages(path.read_text())]
+    offenders = {path.relative_to(REPO_ROOT).as_posix(): sorted({"streamlit", "ui"} & imported_packages(path.read_text()))
+                 for path in CORE_FILES}
 
-    assert offenders == [], f"core modules importing streamlit: {offenders}; move the UI part to pages/"
+    assert {name: found for name, found in offenders.items() if found} == {}, "move the UI part to ui/"
+
+
+def test_pages_hold_no_training_logic_of_their_own():
+    """Pages call core and ui; they never reach into an engine or the training loop directly."""
+    reaching_in = {path.name: sorted(name for name in imported_modules(path.read_text())
+                                     if name.startswith(("core.engines", "core.training", "tensorflow", "keras")))
+                   for path in PAGE_FILES}
+
+    assert {name: found for name, found in reaching_in.items() if found} == {}
+
+
+def test_benchmarks_do_not_import_the_tests():
+    offenders = [path.name for path in BENCH_FILES if "tests" in imported_packages(path.read_text())]
+
+    assert offenders == []
 
 
 def test_home_page_modules_do_not_import_tensorflow():
@@ -58,4 +84,3 @@ def test_home_page_modules_do_not_import_tensorflow():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-

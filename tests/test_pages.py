@@ -1,8 +1,8 @@
 """Every page through Streamlit's AppTest, on real runs made once per module, plus what the pages say.
 
-Pages are run as the app runs them: app.py first, then `switch_page`, with HYBRID_LAB_RUNS pointing at a
+Pages are run as the app runs them: Home.py first, then `switch_page`, with HYBRID_LAB_RUNS pointing at a
 temporary runs directory. The Train page is driven through its widgets and followed to the end of a run that
-trains in a background thread, so the test polls, as the browser does.
+trains in a background worker process, so the test polls, as the browser does.
 """
 
 from __future__ import annotations
@@ -17,29 +17,28 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import report, train_form, tensorboard_server
-from core.config import TrainConfig
-from core.runs import Run, list_runs, load_run, wait_for
+from core import tensorboard_server
+from core.config import SETTINGS_BY_NAME, TrainConfig
+from core.runs import CONFIG_FILE, METRICS_FIELDS, CsvFollower, Run, RunState, Status, list_runs, load_run
 from core.training import train
+from tests.factories import DIVERGING, TINY, finished_summary, make_run, wait_until_finished
+from ui import texts as page_texts
+from ui.form import config_from_form, form_values, stops_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP = str(REPO_ROOT / "app.py")
-PAGES = ["app.py", "pages/1_Train.py", "pages/2_Runs.py", "pages/3_TensorBoard.py"]
+HOME = str(REPO_ROOT / "Home.py")
+PAGES = ["Home.py", "pages/1_Train.py", "pages/2_Runs.py", "pages/3_TensorBoard.py", "pages/4_Draw.py"]
 TIMEOUT = 60  # seconds for one script run: the first one to load a model also imports TensorFlow
-TINY = TrainConfig(hidden_units=[16], steps=30, eval_every=10, source="offline")
-# SGD at the top learning rate on a deep, wide ReLU net overflows within a few steps (see test_training).
-DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], learning_rate=10.0, steps=60, eval_every=20,
-                        source="offline")
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------------
 
 
-def make_damaged(runs_dir: Path) -> Path:
-    folder = runs_dir / "20200101-000000-dead-func-sgd-16"
-    folder.mkdir()
-    (folder / "config.json").write_text("{not json")
-    return folder
+def make_damaged(runs_dir: Path) -> Run:
+    """A run folder whose config.json was cut short: written through the store, then broken."""
+    run = make_run(runs_dir)
+    (run.path / CONFIG_FILE).write_text("{not json")
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +50,8 @@ def populated(tmp_path_factory):
     diverged = train(DIVERGING, runs_dir)
     failed = train(TINY.replace(source="path", data_path=str(runs_dir / "missing.npz")), runs_dir)
     damaged = make_damaged(runs_dir)
-    assert [completed.state, adam.state, diverged.state, failed.state] == ["completed", "completed", "diverged",
-                                                                          "failed"]
+    assert [completed.state, adam.state, diverged.state, failed.state] == [
+        RunState.COMPLETED, RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED]
     return SimpleNamespace(runs_dir=runs_dir, completed=completed, adam=adam, diverged=diverged, failed=failed,
                            damaged=damaged)
 
@@ -65,8 +64,8 @@ def empty_runs_dir(tmp_path):
 def open_page(page: str, runs_dir: Path, monkeypatch, **query) -> AppTest:
     """Run the app on `page` with runs in `runs_dir` and these query parameters."""
     monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if page != "app.py":
+    app = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    if page != "Home.py":
         app.switch_page(page)
     for name, value in query.items():
         app.query_params[name] = value
@@ -99,8 +98,10 @@ def test_every_page_renders_with_no_runs(page, empty_runs_dir, monkeypatch):
 
     assert_no_exception(app)
     assert not app.error
-    if page != "pages/1_Train.py":
+    if page not in ("pages/1_Train.py", "pages/4_Draw.py"):
         assert "Train your first model" in texts(app)
+    if page == "pages/4_Draw.py":
+        assert [button.label for button in app.button] == ["Train the article's model"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -112,37 +113,38 @@ def test_every_page_renders_with_several_runs_and_a_damaged_one(page, populated,
 
 
 def test_home_says_what_this_is_the_data_the_best_run_and_the_latest_runs(populated, monkeypatch):
-    app = open_page("app.py", populated.runs_dir, monkeypatch)
+    app = open_page("Home.py", populated.runs_dir, monkeypatch)
 
     shown = texts(app)
     assert "Keras layers called on raw TensorFlow tensors" in shown
     assert "TensorFlow owns the training" in shown
     assert "offline sample: 5,000 real MNIST digits" in shown and "To train on full MNIST" in shown
-    best = max(populated.completed.test_accuracy, populated.adam.test_accuracy)
-    assert app.metric[0].value == f"{best:.4f}"
+    best = max(populated.completed, populated.adam, key=lambda run: run.test_accuracy)
+    assert app.metric[0].value == f"{best.test_accuracy:.4f}"
+    assert f"run `{best.run_id}`" in shown
     table = next(element.value for element in app.markdown if element.value.startswith("| Started"))
     rows = table.splitlines()[2:]
     assert len(rows) == 5 and any("damaged (unreadable)" in row for row in rows)
     assert any(f"{populated.adam.test_accuracy:.4f}" in row and "adam at 0.01" in row for row in rows)
-    assert {"Train", "Runs", "TensorBoard"} <= {label.split("**")[1] for label in shown.splitlines()
-                                                if label.startswith("**")}
+    assert any("diverged (loss blew up)" in row for row in rows) and any("| failed |" in row for row in rows)
+    assert {"Train", "Runs", "TensorBoard", "Draw"} <= {label.split("**")[1] for label in shown.splitlines()
+                                                        if label.startswith("**")}
 
 
 def test_home_page_does_not_import_tensorflow(populated):
     probe = (
-        "import json, os, sys, time\n"
+        "import json, os, sys\n"
         f"os.environ['HYBRID_LAB_RUNS'] = {str(populated.runs_dir)!r}\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "start = time.perf_counter()\n"
-        f"app = AppTest.from_file({APP!r}, default_timeout=30).run()\n"
-        "print(json.dumps({'seconds': time.perf_counter() - start, 'exception': len(app.exception),\n"
+        f"app = AppTest.from_file({HOME!r}, default_timeout=30).run()\n"
+        "print(json.dumps({'exception': len(app.exception), 'metrics': len(app.metric),\n"
         "                  'heavy': [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]}))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcome["exception"] == 0 and outcome["heavy"] == []
+    assert outcome == {"exception": 0, "metrics": 1, "heavy": []}
 
 
 # --- Runs --------------------------------------------------------------------------------------------
@@ -153,11 +155,13 @@ def test_runs_table_lists_every_run_newest_first_and_flags_the_damaged_one(popul
 
     table = app.dataframe[0].value
     assert list(table["run"]) == [run.run_id for run in list_runs(populated.runs_dir)]
-    damaged = table[table["run"] == populated.damaged.name].iloc[0]
-    assert damaged["status"] == "damaged (unreadable)" and "JSONDecodeError" in damaged["problem"]
+    assert len(table) == 5
+    damaged = table[table["run"] == populated.damaged.run_id].iloc[0]
+    assert damaged["status"] == "damaged (unreadable)"
+    assert "config.json is not readable JSON" in damaged["problem"] and "JSONDecodeError" in damaged["problem"]
     assert "1 run folder(s) cannot be read" in app.warning[0].value
     assert set(table.columns) >= {"started", "engine", "data", "architecture", "optimizer", "learning_rate",
-                                  "batch_size", "steps", "status", "test_accuracy", "seconds"}
+                                  "batch_size", "steps", "status", "test_accuracy", "seconds", "problem"}
 
 
 def test_runs_page_examines_the_run_in_the_address_on_its_test_set(populated, monkeypatch):
@@ -190,7 +194,7 @@ def test_selecting_two_runs_overlays_them_and_lists_only_the_settings_that_diffe
     app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch)
     rows = [index for index, run in enumerate(runs) if run.run_id in (populated.completed.run_id,
                                                                        populated.adam.run_id)]
-    app.session_state[f"runs_table_{report.runs_signature(runs)}"] = {"selection": {"rows": rows, "columns": []}}
+    app.session_state[f"runs_table_{page_texts.runs_signature(runs)}"] = {"selection": {"rows": rows, "columns": []}}
     app.run()
 
     assert_no_exception(app)
@@ -231,14 +235,18 @@ def poll(app: AppTest, done, seconds: float = 60) -> AppTest:
     return app
 
 
-def fill_tiny_form(app: AppTest) -> None:
-    """Set the Train page's widgets to a tiny offline run: one layer of 16 units, 30 steps."""
-    app.slider(key="form_layer_count").set_value(1)
-    app.select_slider(key="form_units_0").set_value(16)
-    app.number_input(key="form_steps").set_value(30)
-    app.number_input(key="form_eval_every").set_value(10)
+def fill_tiny_form(app: AppTest, steps: int = TINY.steps) -> None:
+    """Set the Train page's widgets to the tiny offline run: one layer of 16 units, evaluated every 10 steps."""
+    app.slider(key="form_layer_count").set_value(len(TINY.hidden_units))
+    app.select_slider(key="form_units_0").set_value(TINY.hidden_units[0])
+    app.number_input(key="form_steps").set_value(steps)
+    app.number_input(key="form_eval_every").set_value(TINY.eval_every)
     app.selectbox(key="form_source").set_value("offline")
     app.run()
+
+
+def train_button(app: AppTest):
+    return next(button for button in app.button if button.label == "Train")
 
 
 def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, monkeypatch):
@@ -246,19 +254,21 @@ def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, mo
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     fill_tiny_form(app)
 
-    next(button for button in app.button if button.label == "Train").click().run()
+    train_button(app).click().run()
     poll(app, lambda page: "Test accuracy:" in texts(page))
 
     assert_no_exception(app)
     run = load_run(app.query_params["run"], runs_dir)
-    assert run.state == "completed"
-    assert (run.config.hidden_units, run.config.steps, run.config.eval_every) == ([16], 30, 10)
+    assert run.state == RunState.COMPLETED
+    assert (run.config.hidden_units, run.config.steps, run.config.eval_every) == (TINY.hidden_units, TINY.steps,
+                                                                                  TINY.eval_every)
     assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
-    assert "30 steps in" in texts(app) and "steps/s" in texts(app)
+    assert f"{TINY.steps} steps in" in texts(app) and "steps/s" in texts(app)
     links = {link.proto.label: link.proto for link in app.get("page_link")}
     assert links["See this run in TensorBoard"].page == "TensorBoard"
     assert f"run={run.run_id}" in links["See this run in TensorBoard"].query_string
     assert f"run={run.run_id}" in links["Confusion matrix and mistakes"].query_string
+    assert f"run={run.run_id}" in links["Draw a digit for this model"].query_string
 
 
 def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path, monkeypatch):
@@ -273,7 +283,7 @@ def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path,
     run_ids = app.query_params["compare"].split(",")
     runs = [load_run(run_id, runs_dir) for run_id in run_ids]
     assert sorted(run.config.engine for run in runs) == ["function", "session"]
-    assert all(run.state == "completed" and run.config.steps == 30 for run in runs)
+    assert all(run.state == RunState.COMPLETED and run.config.steps == TINY.steps for run in runs)
     shown = texts(app)
     assert "Engines compared" in shown
     for run in runs:
@@ -281,31 +291,26 @@ def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path,
     legend = {trace["name"] for chart in app.get("plotly_chart")
               for trace in json.loads(chart.proto.spec)["data"]}
     assert {"function engine", "session engine"} <= legend
-    # 30 steps on the plain graph with SGD: the two constructions give bit-identical losses.
-    assert "identical over all 30 steps" in shown
+    # A few steps on the plain graph with SGD: the two constructions give bit-identical losses.
+    assert f"identical over all {TINY.steps} steps" in shown
 
 
-def test_stop_ends_a_long_run_quickly_and_keeps_what_it_logged(tmp_path, monkeypatch):
+def test_stop_ends_a_long_run_and_keeps_what_it_logged(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
-    app.slider(key="form_layer_count").set_value(1)
-    app.select_slider(key="form_units_0").set_value(16)
-    app.number_input(key="form_steps").set_value(200_000)
-    app.selectbox(key="form_source").set_value("offline")
-    app.run()
-    next(button for button in app.button if button.label == "Train").click().run()
+    fill_tiny_form(app, steps=200_000)
+    train_button(app).click().run()
     run_id = app.query_params["run"]
     poll(app, lambda page: "steps/s" in texts(page))  # past TensorFlow's start-up: steps are being made
 
     app.button(key="train_stop").click().run()
-    asked = time.monotonic()
-    run = wait_for(run_id, runs_dir, timeout=30)
-    stopped_after = time.monotonic() - asked
+    run = wait_until_finished(run_id, runs_dir, timeout=60)
     poll(app, lambda page: "Stopped at step" in texts(page))
 
-    assert run.state == "stopped" and stopped_after < 5
-    assert 0 < run.status["step"] < 200_000
-    assert len(run.read_metrics()["step"]) == run.status["step"] and run.has_model
+    assert run.state == RunState.STOPPED
+    assert 0 < run.step < 200_000
+    assert len(run.read_metrics()["step"]) == run.step and run.has_model
+    assert f"Stopped at step {run.step:,} of 200,000." in texts(app)
 
 
 def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated, monkeypatch):
@@ -315,6 +320,7 @@ def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated,
     assert f"Test accuracy: {populated.adam.test_accuracy:.4f}" in texts(app)
     assert app.selectbox(key="form_optimizer").value == "adam"
     assert app.select_slider(key="form_units_0").value == 32
+    assert app.select_slider(key="form_learning_rate").value == 0.01
 
 
 def test_train_page_explains_a_diverged_run_and_suggests_a_smaller_learning_rate(populated, monkeypatch):
@@ -327,7 +333,8 @@ def test_an_unknown_run_in_the_address_is_a_warning_not_a_crash(populated, monke
     app = open_page("pages/1_Train.py", populated.runs_dir, monkeypatch, run="20990101-000000-none")
 
     assert_no_exception(app)
-    assert "does not exist" in app.warning[0].value
+    warning = app.warning[0].value
+    assert "cannot be shown" in warning and "no run '20990101-000000-none'" in warning
     assert "run" not in app.query_params
 
 
@@ -336,7 +343,9 @@ def test_reset_restores_the_articles_settings(tmp_path, monkeypatch):
     app.selectbox(key="form_optimizer").set_value("adam")
     app.select_slider(key="form_learning_rate").set_value(0.001)
     app.slider(key="form_layer_count").set_value(3)
+    app.selectbox(key="form_xla").set_value("on")
     app.run()
+    assert "784-128-128-128-10" in texts(app)
 
     next(button for button in app.button if button.label == "Reset to the article's settings").click().run()
 
@@ -344,7 +353,23 @@ def test_reset_restores_the_articles_settings(tmp_path, monkeypatch):
     assert app.selectbox(key="form_optimizer").value == article.optimizer
     assert app.select_slider(key="form_learning_rate").value == article.learning_rate
     assert app.slider(key="form_layer_count").value == len(article.hidden_units)
+    assert app.selectbox(key="form_xla").value == "auto"
     assert "784-128-128-10" in texts(app)
+
+
+def test_a_number_out_of_range_or_cleared_is_named_under_its_box_and_blocks_training(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+
+    app.number_input(key="form_steps").set_value(999_999).run()
+    assert "Steps must be from 1 to 200,000; got 999,999." in [error.value for error in app.error]
+    assert train_button(app).disabled
+
+    app.number_input(key="form_steps").set_value(None).run()
+    assert "Steps is empty: enter a value from 1 to 200,000." in [error.value for error in app.error]
+    assert train_button(app).disabled
+    assert_no_exception(app)
+    assert list_runs(runs_dir) == []
 
 
 def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypatch):
@@ -353,10 +378,33 @@ def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypa
     app.selectbox(key="form_source").set_value("path").run()
     app.text_input(key="form_data_path").input(str(tmp_path / "nowhere.npz")).run()
 
-    next(button for button in app.button if button.label == "Train").click().run()
+    train_button(app).click().run()
 
-    assert "nowhere.npz does not exist" in app.error[0].value
+    assert any("nowhere.npz does not exist" in error.value for error in app.error)
     assert list_runs(runs_dir) == []
+
+
+def test_train_goes_through_core_worker_start_training(tmp_path, monkeypatch):
+    """The page starts runs through core.worker.start_training (patched here: no worker process)."""
+    import core.worker
+
+    runs_dir = tmp_path / "runs"
+    started = []
+
+    def record(config, runs_directory=None):
+        started.append(config)
+        return make_run(runs_directory, config)
+
+    monkeypatch.setattr(core.worker, "start_training", record)
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    fill_tiny_form(app)
+
+    train_button(app).click().run()
+
+    assert_no_exception(app)
+    assert started == [TINY]
+    assert load_run(app.query_params["run"], runs_dir).config == started[0]
+    assert "Test accuracy: 0.9000" in texts(app)
 
 
 # --- TensorBoard -------------------------------------------------------------------------------------
@@ -395,26 +443,35 @@ def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
     assert tensorboard_server.tensorboard_command(Path("/tmp/my runs")) == "tensorboard --logdir '/tmp/my runs'"
 
 
-# --- what the pages say (core.report) ----------------------------------------------------------------
+# --- what the pages say (ui.form, ui.texts) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("xla", [None, True, False])
-def test_the_form_round_trips_the_xla_choice(xla):
+@pytest.mark.parametrize(("xla", "label"), [(None, "auto"), (True, "on"), (False, "off")])
+def test_the_form_round_trips_the_xla_choice(xla, label):
     config = TrainConfig(xla=xla)
-    assert train_form.config_from_form(train_form.form_values(config)).xla is xla
+    values = form_values(config)
+
+    assert values["form_xla"] == label
+    assert config_from_form(values) == (config, {})
+    assert config_from_form(values)[0].xla is xla
 
 
 def test_the_form_round_trips_every_config_field():
     config = TrainConfig(hidden_units=[64, 32, 16], activation="tanh", dropout_rate=0.2, optimizer="rmsprop",
                          learning_rate=0.003, batch_size=128, steps=500, eval_every=50, seed=7,
                          dataset="fashion_mnist", source="keras", engine="session")
+    values = form_values(config)
 
-    assert train_form.config_from_form(train_form.form_values(config)) == config
-    assert 0.003 in train_form.learning_rate_choices(0.003) and 0.5 in train_form.LEARNING_RATES
+    assert (values["form_layer_count"], values["form_units_0"], values["form_units_2"], values["form_steps"]) == (
+        3, 64, 16, 500)
+    assert config_from_form(values) == (config, {})
+    learning_rate = SETTINGS_BY_NAME["learning_rate"]
+    assert 0.003 in stops_with(learning_rate, 0.003) and 0.003 not in learning_rate.stops
+    assert 0.5 in learning_rate.stops
 
 
 def test_the_learning_rate_slider_is_logarithmic_from_1e_5_to_10():
-    rates = train_form.LEARNING_RATES
+    rates = SETTINGS_BY_NAME["learning_rate"].stops
 
     assert rates[0] == 1e-5 and rates[-1] == 10.0 and list(rates) == sorted(rates)
     assert max(b / a for a, b in zip(rates, rates[1:])) <= 2.5
@@ -423,7 +480,7 @@ def test_the_learning_rate_slider_is_logarithmic_from_1e_5_to_10():
 def test_metrics_follower_reads_only_complete_new_lines(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss,batch_accuracy\n0,2.3,0.1\n1,2.0,0.2\n2,1.")
-    follower = report.MetricsFollower(path)
+    follower = CsvFollower(path, METRICS_FIELDS)
 
     assert follower.read()["step"] == [0, 1]
     with open(path, "a") as handle:
@@ -431,42 +488,38 @@ def test_metrics_follower_reads_only_complete_new_lines(tmp_path):
 
     assert follower.read() == {"step": [0, 1, 2, 3], "loss": [2.3, 2.0, 1.5, 1.2],
                                "batch_accuracy": [0.1, 0.2, 0.3, 0.5]}
-    assert report.MetricsFollower(tmp_path / "missing.csv").read()["step"] == []
+    assert CsvFollower(tmp_path / "missing.csv", METRICS_FIELDS).read()["step"] == []
 
 
 def test_progress_says_steps_speed_and_time_left(tmp_path):
-    run = Run("r", tmp_path, TINY, {"status": "running", "step": 400, "total_steps": 1000,
-                                    "steps_per_second": 200.0})
+    run = Run("r", tmp_path, TINY, Status(RunState.RUNNING, step=400, total_steps=1000, steps_per_second=200.0))
 
-    view = report.progress_view(run)
+    view = page_texts.progress_view(run)
 
     assert view.fraction == pytest.approx(0.4)
     assert view.text == "Step 400 of 1,000 · 200 steps/s · about 3.0 s left"
 
 
 def test_a_completed_run_at_chance_level_is_a_warning_that_names_the_learning_rate(tmp_path):
-    run = Run("r", tmp_path, TINY.replace(learning_rate=10.0), {"status": "completed"},
-              {"test_accuracy": 0.1, "steps": 30, "seconds": 1.0, "steps_per_second": 30.0})
+    config = TINY.replace(learning_rate=10.0)
+    run = Run("r", tmp_path, config, Status(RunState.COMPLETED),
+              finished_summary(config, 0.1, steps=30, seconds=1.0, steps_per_second=30.0))
 
-    result = report.outcome(run)
+    result = page_texts.outcome(run)
 
-    assert (result.kind, result.headline) == ("warning", "Test accuracy: 0.1000")
+    assert (result.tone, result.headline) == ("bad", "Test accuracy: 0.1000")
     assert "chance level" in result.details and "learning rate (10)" in result.details
 
 
 def test_format_seconds_reads_like_a_person_would_say_it():
-    assert [report.format_seconds(s) for s in (0.84, 42, 185, 3720, None)] == [
+    assert [page_texts.format_seconds(s) for s in (0.84, 42, 185, 3720, None)] == [
         "0.8 s", "42 s", "3 min 05 s", "1 h 02 min", "—"]
 
 
 def test_the_home_table_of_recent_runs_names_engine_and_accuracy(tmp_path):
-    from core.runs import create_run
+    run = make_run(tmp_path, TrainConfig(engine="session", steps=300), test_accuracy=0.9123)
 
-    run = create_run(TrainConfig(engine="session", steps=300), tmp_path)
-    run.write_summary({"test_accuracy": 0.9123, "steps": 300, "seconds": 2.0})
-    run.write_status("completed", "done")
-
-    table = report.recent_runs_markdown([load_run(run.run_id, tmp_path)])
+    table = page_texts.recent_runs_markdown([load_run(run.run_id, tmp_path)])
     header, rule, row = table.splitlines()
     assert header.split("|")[4].strip() == "Engine"
-    assert "| 0.9123 | session | 784-128-128-10 | sgd at 0.5 | 300 |" in row
+    assert "| completed | 0.9123 | session | 784-128-128-10 | sgd at 0.5 | 300 |" in row

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,18 +18,32 @@ import pytest
 import core.runs
 from core.config import TrainConfig
 from core.runs import (
-    Run,
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATUS_FILE,
+    SUMMARY_FILE,
+    CsvFollower,
     RunNotFound,
+    RunState,
+    RunStoreError,
+    Status,
+    Summary,
     best_run,
     create_run,
     default_runs_dir,
     delete_run,
+    is_run_id,
     list_runs,
     load_run,
-    wait_for,
+    load_runs,
+    read_run,
+    write_json_atomic,
 )
+from tests.factories import TINY, dead_pid, finished_summary, make_run, rewrite_json
 
-TINY = TrainConfig(steps=30, eval_every=10, hidden_units=[16], source="offline")
+METRICS_HEADER = "step,loss,batch_accuracy"
 
 
 @pytest.fixture
@@ -44,25 +60,17 @@ def ticking_clock(monkeypatch):
     monkeypatch.setattr(core.runs, "datetime", Clock)
 
 
-def dead_pid() -> int:
-    """The id of a process that has just ended."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """Make core.runs see a clock stopped at one second, as for runs created within the same second."""
+    frozen = datetime(2024, 5, 1, 12, 0, 0)
 
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return frozen
 
-def fake_run(runs_dir: Path, run_id: str, status: str, test_accuracy: float | None = None, model: bool = True,
-             dataset: str = "mnist") -> Path:
-    """A run folder written by hand, as a finished (or running) training would leave it."""
-    path = runs_dir / run_id
-    path.mkdir(parents=True)
-    TINY.replace(dataset=dataset).save(path / "config.json")
-    (path / "status.json").write_text(json.dumps({"status": status, "message": "", "pid": os.getpid()}))
-    if test_accuracy is not None:
-        (path / "summary.json").write_text(json.dumps({"test_accuracy": test_accuracy, "steps": 30}))
-    if model:
-        (path / "model.keras").write_bytes(b"placeholder: best_run only checks that the file exists")
-    return path
+    monkeypatch.setattr(core.runs, "datetime", FrozenClock)
 
 
 # --- creating and listing ------------------------------------------------------------------------
@@ -72,46 +80,51 @@ def test_create_run_writes_config_and_a_running_status(tmp_path):
     run = create_run(TINY, tmp_path)
 
     assert run.path == tmp_path / run.run_id and run.path.is_dir()
-    assert TrainConfig.load(run.path / "config.json") == TINY
-    status = json.loads((run.path / "status.json").read_text())
-    assert status["status"] == "running"
+    assert TrainConfig.load(run.path / CONFIG_FILE) == TINY
+    status = json.loads((run.path / STATUS_FILE).read_text())
+    assert status["status"] == "running"  # the state's JSON key is "status"
     assert status["pid"] == os.getpid()
-    assert status["step"] == 0 and status["total_steps"] == 30
+    assert status["step"] == 0 and status["total_steps"] == TINY.steps
     assert status["started_at"]
     assert "func-sgd-16" in run.run_id  # the id says what the run is, for a folder listing
+    assert is_run_id(run.run_id)
 
     again = load_run(run.run_id, tmp_path)
-    assert again.state == "running" and again.config == TINY and again.summary is None
+    assert again.state is RunState.RUNNING and again.config == TINY and again.summary is None
+    assert isinstance(again.status, Status) and again.status.pid == os.getpid()
+    assert again.damaged is None
 
 
 def test_list_runs_is_newest_first(tmp_path, ticking_clock):
-    created = [create_run(TINY.replace(seed=seed), tmp_path).run_id for seed in range(4)]
+    created = [make_run(tmp_path, TINY.replace(seed=seed)).run_id for seed in range(4)]
 
     listed = [run.run_id for run in list_runs(tmp_path)]
 
     assert listed == created[::-1]
 
 
-def test_list_runs_is_newest_first_within_one_second(tmp_path, monkeypatch):
+def test_list_runs_is_newest_first_within_one_second(tmp_path, monkeypatch, frozen_clock):
     # Tokens that sort against creation order (as random ones do half of the time).
     tokens = iter(["ffff", "eeee", "0000", "1111"])
     monkeypatch.setattr(core.runs.secrets, "token_hex", lambda nbytes=None: next(tokens, "abcdef"))
-    frozen = datetime(2024, 5, 1, 12, 0, 0)
-
-    class FrozenClock(datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return frozen
-
-    monkeypatch.setattr(core.runs, "datetime", FrozenClock)
-    first = create_run(TINY, tmp_path).run_id
-    second = create_run(TINY, tmp_path).run_id
+    first = make_run(tmp_path).run_id
+    second = make_run(tmp_path).run_id
 
     assert [run.run_id for run in list_runs(tmp_path)] == [second, first]
 
 
 def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
     assert list_runs(tmp_path / "never-made") == []
+
+
+def test_list_runs_ignores_names_that_are_not_run_ids(tmp_path):
+    good = make_run(tmp_path)
+    # Readable run folders under names the store never gives: a visitor could not ask for them by id.
+    for name in (".trash", "with space", "x" * 101, "ünïcode", "-dash-first"):
+        shutil.copytree(good.path, tmp_path / name)
+    (tmp_path / "20240101-000000-abcd-a-file").write_text("a file named like a run")
+
+    assert [run.run_id for run in list_runs(tmp_path)] == [good.run_id]
 
 
 def test_default_runs_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -121,70 +134,315 @@ def test_default_runs_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_runs_dir() == Path("runs")
 
 
+def test_create_run_into_a_file_says_it_is_a_file(tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs_dir.write_text("not a folder")
+
+    with pytest.raises(RunStoreError) as raised:
+        create_run(TINY, runs_dir)
+
+    assert str(runs_dir) in str(raised.value) and "is a file" in str(raised.value)
+    assert isinstance(raised.value, OSError)
+    assert runs_dir.read_text() == "not a folder"
+
+
+def test_create_run_into_a_read_only_folder_leaves_nothing(tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    runs_dir.chmod(0o500)
+    try:
+        if os.geteuid() == 0 or os.access(runs_dir, os.W_OK):
+            pytest.skip("running as root (as in CI): chmod does not stop root from writing")
+        with pytest.raises(RunStoreError, match=str(runs_dir)):
+            create_run(TINY, runs_dir)
+        assert list(runs_dir.iterdir()) == []
+    finally:
+        runs_dir.chmod(0o700)
+
+
+def test_create_run_refused_its_folder_says_so(tmp_path, monkeypatch):
+    # What a read-only runs directory does to a user who is not root, simulated so that it runs as root too.
+    make_folder = Path.mkdir
+
+    def refuse_run_folders(self, *args, **kwargs):
+        if self.parent == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return make_folder(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse_run_folders)
+
+    with pytest.raises(RunStoreError, match="Permission denied") as raised:
+        create_run(TINY, tmp_path)
+
+    assert str(tmp_path) in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_run_that_fails_half_way_leaves_no_folder(tmp_path, monkeypatch):
+    # The folder is made, then writing config.json fails (a full disk): the half-made folder must go,
+    # or it would be listed as a damaged run. This runs as root too, unlike the read-only test above.
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TrainConfig, "save", full_disk)
+
+    with pytest.raises(RunStoreError, match="No space left on device"):
+        create_run(TINY, tmp_path)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_run_never_deletes_a_run_whose_id_it_collides_with(tmp_path, monkeypatch, frozen_clock):
+    # Same second, same config and the same two random bytes: one chance in 65,536 per pair of runs.
+    monkeypatch.setattr(core.runs.secrets, "token_hex", lambda nbytes=None: "abcd")
+    first = make_run(tmp_path, model=True)
+
+    try:
+        create_run(TINY, tmp_path)
+    except RunStoreError:
+        pass  # refusing is fine; destroying the other run is not
+
+    assert first.path.is_dir() and first.has_model
+    assert load_run(first.run_id, tmp_path).state is RunState.COMPLETED
+
+
+# --- the typed records -------------------------------------------------------------------------------
+
+
+def test_status_and_summary_round_trip_through_json(tmp_path):
+    run = make_run(tmp_path, state=RunState.STOPPED, message="stopped at step 20", test_accuracy=0.5)
+    on_disk = json.loads((run.path / STATUS_FILE).read_text())
+
+    assert on_disk["status"] == "stopped" and "state" not in on_disk
+    assert Status.from_json(on_disk) == run.status
+    summary = finished_summary(TINY, 0.5)
+    assert Summary.from_json(json.loads((run.path / SUMMARY_FILE).read_text())) == summary
+    reread = load_run(run.run_id, tmp_path)
+    assert reread.summary == summary and reread.test_accuracy == 0.5 and reread.step == TINY.steps
+    assert reread.data_description == summary.data_source
+
+
+def test_run_states_compare_equal_to_their_words():
+    assert RunState.COMPLETED == "completed" and RunState("diverged") is RunState.DIVERGED
+    assert [state for state in RunState if not state.finished] == [RunState.RUNNING]
+
+
+def test_write_status_refuses_damaged_and_unknown_states(tmp_path):
+    run = make_run(tmp_path)
+
+    with pytest.raises(ValueError, match="damaged"):
+        run.write_status(RunState.DAMAGED)
+    with pytest.raises(ValueError, match="finished"):
+        run.write_status("finished")
+    assert load_run(run.run_id, tmp_path).state is RunState.COMPLETED
+
+
 # --- damaged folders -------------------------------------------------------------------------------
 
 
-def test_damaged_folders_are_listed_as_damaged_not_raised(tmp_path):
-    good = create_run(TINY, tmp_path)
-    good.write_status("completed", "fine")
-    no_config = fake_run(tmp_path, "20240101-000001-aaaa-no-config", "completed", 0.9)
-    (no_config / "config.json").unlink()
-    garbage_status = fake_run(tmp_path, "20240101-000002-bbbb-garbage-status", "completed", 0.9)
-    (garbage_status / "status.json").write_text("{ this is not json")
-    bad_summary = fake_run(tmp_path, "20240101-000003-cccc-bad-summary", "completed", 0.9)
-    (bad_summary / "summary.json").write_text('{"test_accuracy": 0.9')
-    bad_config = fake_run(tmp_path, "20240101-000004-dddd-bad-config", "completed", 0.9)
-    (bad_config / "config.json").write_text(json.dumps({**TINY.to_dict(), "learning_rate": 99}))
-    list_status = fake_run(tmp_path, "20240101-000005-eeee-list-status", "completed", 0.9)
-    (list_status / "status.json").write_text("[1, 2]")
+def _summary(**changes):
+    return lambda path: rewrite_json(path / SUMMARY_FILE, lambda values: {**values, **changes})
+
+
+def _status(**changes):
+    return lambda path: rewrite_json(path / STATUS_FILE, lambda values: {**values, **changes})
+
+
+def _without(name, key):
+    return lambda path: rewrite_json(path / name, lambda values: {k: v for k, v in values.items() if k != key})
+
+
+def _text(name, text):
+    return lambda path: (path / name).write_text(text)
+
+
+def _random_bytes(name):
+    return lambda path: (path / name).write_bytes(os.urandom(4096))
+
+
+def _folder(name):
+    def edit(path):
+        (path / name).unlink()
+        (path / name).mkdir()
+    return edit
+
+
+# (edit of a good run's copy, words the reason must hold: the file first, then the field or value)
+DAMAGE = {
+    "accuracy-word": (_summary(test_accuracy="high"), [SUMMARY_FILE, "test_accuracy", "'high'", "from 0 to 1"]),
+    "accuracy-nan": (_summary(test_accuracy=float("nan")), [SUMMARY_FILE, "test_accuracy", "nan"]),
+    "accuracy-5": (_summary(test_accuracy=5), [SUMMARY_FILE, "test_accuracy", "5"]),
+    "accuracy-negative": (_summary(test_accuracy=-0.1), [SUMMARY_FILE, "test_accuracy", "-0.1"]),
+    "accuracy-true": (_summary(test_accuracy=True), [SUMMARY_FILE, "test_accuracy", "True"]),
+    "data-sizes-word": (_summary(data_sizes="z"), [SUMMARY_FILE, "data_sizes", "'z'"]),
+    "steps-word": (_summary(steps="x"), [SUMMARY_FILE, "steps", "'x'"]),
+    "summary-engine": (_summary(engine="pytorch"), [SUMMARY_FILE, "engine", "pytorch"]),
+    "summary-source": (_summary(source=[]), [SUMMARY_FILE, "source"]),
+    "summary-missing-field": (_without(SUMMARY_FILE, "test_loss"), [SUMMARY_FILE, "test_loss"]),
+    "summary-list": (_text(SUMMARY_FILE, "[0.9, 0.3]"), [SUMMARY_FILE, "list"]),
+    "summary-half-written": (_text(SUMMARY_FILE, '{"test_accuracy": 0.9'), [SUMMARY_FILE, "JSON"]),
+    "summary-folder": (_folder(SUMMARY_FILE), [SUMMARY_FILE, "not a file"]),
+    "message-null": (_text(STATUS_FILE, '{"status": "failed", "message": null}'), [STATUS_FILE, "message", "None"]),
+    "status-number": (_status(status=5), [STATUS_FILE, "status", "5"]),
+    "status-exploded": (_status(status="exploded"), [STATUS_FILE, "status", "exploded"]),
+    "status-damaged": (_status(status="damaged"), [STATUS_FILE, "status", "damaged"]),  # read, never written
+    "status-empty-object": (_text(STATUS_FILE, "{}"), [STATUS_FILE, "no status"]),
+    "status-list": (_text(STATUS_FILE, "[1, 2]"), [STATUS_FILE, "list"]),
+    "status-half-written": (_text(STATUS_FILE, "{ this is not json"), [STATUS_FILE, "JSON"]),
+    "status-empty-file": (_text(STATUS_FILE, ""), [STATUS_FILE, "JSON"]),
+    "status-random-bytes": (_random_bytes(STATUS_FILE), [STATUS_FILE]),
+    "status-missing": (lambda path: (path / STATUS_FILE).unlink(), [STATUS_FILE, "missing"]),
+    "step-word": (_status(step="x"), [STATUS_FILE, "step", "'x'"]),
+    "step-negative": (_status(step=-1), [STATUS_FILE, "step", "-1"]),
+    "pid-word": (_status(pid="x"), [STATUS_FILE, "pid", "'x'"]),
+    "started-at-word": (_status(started_at="yesterday"), [STATUS_FILE, "started_at", "yesterday"]),
+    "config-missing": (lambda path: (path / CONFIG_FILE).unlink(), [CONFIG_FILE, "missing"]),
+    "config-unknown-field": (_text(CONFIG_FILE, json.dumps({**TINY.to_dict(), "colour": "blue"})),
+                             [CONFIG_FILE, "unknown", "colour"]),
+    "config-bad-value": (_text(CONFIG_FILE, json.dumps({**TINY.to_dict(), "learning_rate": 99})),
+                         [CONFIG_FILE, "learning_rate", "99"]),
+    "config-random-bytes": (_random_bytes(CONFIG_FILE), [CONFIG_FILE]),
+    "metrics-random-bytes": (_random_bytes(METRICS_FILE), [METRICS_FILE, "header", METRICS_HEADER]),
+    "metrics-other-header": (_text(METRICS_FILE, "epoch,loss\n1,2.0\n"), [METRICS_FILE, "header"]),
+    "evaluations-random-bytes": (_random_bytes(EVALUATIONS_FILE), [EVALUATIONS_FILE, "header"]),
+    "metrics-folder": (_folder(METRICS_FILE), [METRICS_FILE, "not a file"]),
+    "model-folder": (_folder(MODEL_FILE), [MODEL_FILE, "not a file"]),
+}
+DAMAGE_CASES = [pytest.param(edit, words, id=name) for name, (edit, words) in DAMAGE.items()] + [
+    pytest.param(_text(STATUS_FILE, "[" * 100_000), [STATUS_FILE, "JSON"], id="status-deeply-nested"),
+]
+
+
+@pytest.fixture
+def good_run(tmp_path):
+    """A completed run with everything a finished training leaves: status, summary, metrics, evaluations, model."""
+    run = make_run(tmp_path, model=True)
+    run.append_metrics([(0, 2.3, 0.1), (1, 2.1, 0.2)])
+    run.append_evaluation(10, 0.75, 0.8125)
+    return run
+
+
+@pytest.mark.parametrize("damage, words", DAMAGE_CASES)
+def test_a_damaged_folder_is_listed_with_the_reason_in_words(tmp_path, good_run, damage, words):
+    damaged_path = tmp_path / f"{good_run.run_id}-copy"
+    shutil.copytree(good_run.path, damaged_path)
+    damage(damaged_path)
 
     runs = {run.run_id: run for run in list_runs(tmp_path)}
 
-    assert runs[good.run_id].state == "completed" and runs[good.run_id].damaged is None
-    for path in (no_config, garbage_status, bad_summary, bad_config, list_status):
-        run = runs[path.name]
-        assert run.state == "damaged", path.name
-        assert run.damaged, path.name
-    assert "config.json" in runs[no_config.name].damaged
-    assert "summary.json" in runs[bad_summary.name].damaged
-    assert "learning_rate" in runs[bad_config.name].damaged
-    assert "status.json" in runs[list_status.name].damaged
-    # A damaged run never wins best_run, and loading it by id does not raise either.
-    assert best_run(tmp_path) is None
-    assert load_run(garbage_status.name, tmp_path).state == "damaged"
+    assert set(runs) == {good_run.run_id, damaged_path.name}
+    good = runs[good_run.run_id]
+    assert good.state is RunState.COMPLETED and good.damaged is None and good.test_accuracy == 0.9
+    damaged = runs[damaged_path.name]
+    assert damaged.state is RunState.DAMAGED
+    reason = damaged.damaged
+    assert reason and reason.startswith(words[0]), reason  # the file first, then what is wrong with it
+    for word in words[1:]:
+        assert word in reason, reason
+    assert "\n" not in reason and "Traceback" not in reason and len(reason) < 400, reason
+    assert damaged.message == reason  # what a page shows as the run's message
+    # Reading by id or by path gives the same answer and never raises; a damaged run never wins.
+    assert load_run(damaged_path.name, tmp_path).damaged == reason
+    assert read_run(damaged_path).damaged == reason
+    assert best_run(tmp_path).run_id == good_run.run_id
+    assert [run.run_id for run in load_runs([damaged_path.name, good_run.run_id], tmp_path)] == [good_run.run_id]
 
 
-def test_damaged_message_names_the_unreadable_file(tmp_path):
-    path = fake_run(tmp_path, "20240101-000002-bbbb-garbage-status", "completed", 0.9)
-    (path / "status.json").write_text("{ this is not json")
+@pytest.mark.parametrize("being_written, complete_steps", [
+    pytest.param("", [], id="empty"),
+    pytest.param("step,lo", [], id="half-a-header"),
+    pytest.param(METRICS_HEADER + "\r\n", [], id="header-only"),
+    pytest.param(METRICS_HEADER + "\r\n0,2.3,0.1\r\n1,2.2,0.2\r\n2,2.1", [0, 1], id="half-a-row"),
+    pytest.param(METRICS_HEADER + "\r\n0,2.3,0.1\r\n1,2.2,0.2\r", [0], id="row-without-its-newline"),  # \r, no \n yet
+])
+def test_metrics_being_written_are_not_damage(tmp_path, being_written, complete_steps):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    (run.path / METRICS_FILE).write_text(being_written, newline="")
 
-    assert "status.json" in load_run(path.name, tmp_path).damaged
+    reread = load_run(run.run_id, tmp_path)
+
+    assert reread.damaged is None and reread.state is RunState.RUNNING
+    assert reread.read_metrics()["step"] == complete_steps
 
 
-def test_dotted_folders_are_not_runs(tmp_path):
-    (tmp_path / ".trash").mkdir()
-    (tmp_path / "notes.txt").write_text("not a folder")
-    run = create_run(TINY, tmp_path)
+def test_csv_follower_reads_only_complete_rows_and_then_the_rows_added_since(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    follower = run.follow_metrics()
+    assert isinstance(follower, CsvFollower)
+    assert follower.read() == {"step": [], "loss": [], "batch_accuracy": []}  # no metrics.csv yet
 
-    assert [r.run_id for r in list_runs(tmp_path)] == [run.run_id]
+    run.append_metrics([(0, 2.3, 0.1), (1, 2.2, 0.2)])
+    with open(run.path / METRICS_FILE, "a", newline="") as handle:
+        handle.write("2,2.1")  # the trainer is writing this row right now
+    first = {name: list(values) for name, values in follower.read().items()}
+    with open(run.path / METRICS_FILE, "a", newline="") as handle:
+        handle.write(",0.3\r\n")  # ... and has finished it
+    run.append_metrics([(3, 2.0, 0.4)])
+    second = follower.read()
+
+    assert first == {"step": [0, 1], "loss": [2.3, 2.2], "batch_accuracy": [0.1, 0.2]}
+    assert second == {"step": [0, 1, 2, 3], "loss": [2.3, 2.2, 2.1, 2.0], "batch_accuracy": [0.1, 0.2, 0.3, 0.4]}
+    assert follower.read()["step"] == [0, 1, 2, 3]  # nothing new: nothing added twice
 
 
-# --- loading and deleting ------------------------------------------------------------------------
+# --- hostile ids -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hostile", [
+    "x" * 300, "", ".", "..", "../elsewhere", "a/b", "a/../b", "/etc", ".hidden", "./x", "a\\b", "a\x00b",
+    "run id", "x" * 101, None, 7,
+])
+def test_load_run_refuses_ids_that_could_not_be_runs_before_touching_the_file_system(tmp_path, hostile):
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("stat", "lstat", "listdir", "scandir"):
+            patch.setattr(os, name, lambda *args, **kwargs: pytest.fail(f"touched the file system for {hostile!r}"))
+        patch.setattr(core.runs, "read_run", lambda path: pytest.fail(f"read a folder for {hostile!r}"))
+        with pytest.raises(RunNotFound) as raised:
+            load_run(hostile, tmp_path)
+
+    assert "not a run id" in str(raised.value)
+    assert len(str(raised.value)) < 80  # a 300-character id is not echoed back whole
+    assert not is_run_id(hostile)
+
+
+def test_ids_with_dots_and_slashes_are_refused_even_where_a_run_folder_exists(tmp_path):
+    runs_dir = tmp_path / "runs"
+    elsewhere = make_run(tmp_path / "elsewhere")
+    hidden = runs_dir / ".hidden"
+    shutil.copytree(elsewhere.path, hidden)
+
+    for reachable in (f"../elsewhere/{elsewhere.run_id}", ".hidden", f"./{elsewhere.run_id}",
+                      str(elsewhere.path)):
+        with pytest.raises(RunNotFound):
+            load_run(reachable, runs_dir)
+    assert list_runs(runs_dir) == []
+    assert load_run(elsewhere.run_id, elsewhere.path.parent).state is RunState.COMPLETED  # the folders are fine
 
 
 def test_load_run_of_an_unknown_id_raises_run_not_found(tmp_path):
-    create_run(TINY, tmp_path)
+    make_run(tmp_path)
 
     with pytest.raises(RunNotFound, match="20990101-000000-zzzz"):
         load_run("20990101-000000-zzzz", tmp_path)
-    for not_an_id in ("", "../etc", ".hidden", "a/b"):
-        with pytest.raises(RunNotFound):
-            load_run(not_an_id, tmp_path)
     assert issubclass(RunNotFound, ValueError)  # pages catch ValueError subclasses by name
 
 
+def test_load_runs_keeps_the_readable_ones_in_the_order_asked(tmp_path):
+    first, second = make_run(tmp_path), make_run(tmp_path, TINY.replace(seed=1), state=RunState.RUNNING)
+    damaged = make_run(tmp_path, TINY.replace(seed=2))
+    (damaged.path / CONFIG_FILE).unlink()
+
+    ids = [second.run_id, "20990101-000000-zzzz", damaged.run_id, "../etc", first.run_id]
+
+    assert [run.run_id for run in load_runs(ids, tmp_path)] == [second.run_id, first.run_id]
+    assert load_runs([], tmp_path) == []
+
+
+# --- deleting ------------------------------------------------------------------------------------------
+
+
 def test_delete_run_removes_the_folder(tmp_path):
-    keep, remove = create_run(TINY, tmp_path), create_run(TINY.replace(seed=1), tmp_path)
+    keep, remove = make_run(tmp_path), make_run(tmp_path, TINY.replace(seed=1), model=True)
     remove.append_metrics([(0, 2.3, 0.1)])
 
     delete_run(remove.run_id, tmp_path)
@@ -195,39 +453,91 @@ def test_delete_run_removes_the_folder(tmp_path):
         delete_run(remove.run_id, tmp_path)
 
 
+def test_delete_run_refuses_a_run_still_training(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)  # its pid is this process: alive
+
+    with pytest.raises(ValueError, match="still training"):
+        delete_run(run.run_id, tmp_path)
+    assert load_run(run.run_id, tmp_path).state is RunState.RUNNING
+
+    run.write_status(RunState.STOPPED, "stopped at step 0")
+    delete_run(run.run_id, tmp_path)
+    assert not run.path.exists()
+
+
+def test_delete_run_of_an_interrupted_run_removes_it(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING, pid=dead_pid())
+    assert load_run(run.run_id, tmp_path).state is RunState.INTERRUPTED
+
+    delete_run(run.run_id, tmp_path)
+
+    assert not run.path.exists()
+
+
+def test_delete_run_of_a_symlinked_folder_removes_only_the_link(tmp_path):
+    outside = make_run(tmp_path / "outside", model=True)
+    files = sorted(p.name for p in outside.path.iterdir())
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    link = runs_dir / outside.run_id
+    link.symlink_to(outside.path, target_is_directory=True)
+    assert [run.run_id for run in list_runs(runs_dir)] == [outside.run_id]
+
+    delete_run(outside.run_id, runs_dir)
+
+    assert not os.path.lexists(link)
+    assert sorted(p.name for p in outside.path.iterdir()) == files
+    assert load_run(outside.run_id, outside.path.parent).has_model
+
+
+def test_delete_run_does_not_follow_a_link_inside_the_folder(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    run = make_run(tmp_path / "runs")
+    (run.path / "data").symlink_to(precious, target_is_directory=True)
+
+    delete_run(run.run_id, tmp_path / "runs")
+
+    assert not run.path.exists()
+    assert (precious / "data.txt").read_text() == "keep me"
+
+
 # --- best_run --------------------------------------------------------------------------------------
 
 
 def test_best_run_is_the_most_accurate_completed_run_with_a_model(tmp_path):
-    fake_run(tmp_path, "20240101-000001-aaaa", "completed", 0.90)
-    fake_run(tmp_path, "20240101-000002-bbbb", "completed", 0.95)
-    fake_run(tmp_path, "20240101-000003-cccc", "completed", 0.99, model=False)  # no model to draw with
-    fake_run(tmp_path, "20240101-000004-dddd", "running", 0.999)  # pid is this process: still running
-    fake_run(tmp_path, "20240101-000005-eeee", "failed", 0.98)
-    fake_run(tmp_path, "20240101-000006-ffff", "stopped", 0.97)
-    fake_run(tmp_path, "20240101-000007-gggg", "diverged", None)
-    fake_run(tmp_path, "20240101-000008-hhhh", "completed", 0.96, dataset="fashion_mnist")
+    make_run(tmp_path, test_accuracy=0.90, model=True)
+    mnist_best = make_run(tmp_path, test_accuracy=0.95, model=True)
+    make_run(tmp_path, test_accuracy=0.99)  # no model to draw with
+    running = make_run(tmp_path, state=RunState.RUNNING, model=True)  # pid is this process: still running
+    running.write_summary(finished_summary(TINY, 0.999))
+    make_run(tmp_path, state=RunState.FAILED, test_accuracy=0.98, model=True)
+    make_run(tmp_path, state=RunState.STOPPED, test_accuracy=0.97, model=True)
+    make_run(tmp_path, state=RunState.DIVERGED, test_accuracy=None, model=True)
+    fashion = make_run(tmp_path, TINY.replace(dataset="fashion_mnist"), test_accuracy=0.96, model=True)
     (tmp_path / "20240101-000009-iiii").mkdir()  # damaged
+    assert load_run(running.run_id, tmp_path).state is RunState.RUNNING
 
-    assert best_run(tmp_path).run_id == "20240101-000008-hhhh"
-    assert best_run(tmp_path, dataset="mnist").run_id == "20240101-000002-bbbb"
-    assert best_run(tmp_path, dataset="fashion_mnist").run_id == "20240101-000008-hhhh"
+    assert best_run(tmp_path).run_id == fashion.run_id
+    assert best_run(tmp_path, dataset="mnist").run_id == mnist_best.run_id
+    assert best_run(tmp_path, dataset="fashion_mnist").run_id == fashion.run_id
 
 
 def test_best_run_picks_among_the_runs_it_is_given(tmp_path):
-    fake_run(tmp_path, "20240101-000001-aaaa", "completed", 0.90)
-    fake_run(tmp_path, "20240101-000002-bbbb", "completed", 0.95)
+    worse = make_run(tmp_path, test_accuracy=0.90, model=True)
+    better = make_run(tmp_path, test_accuracy=0.95, model=True)
     listed = list_runs(tmp_path)
 
-    assert best_run(runs=listed).run_id == "20240101-000002-bbbb"
-    assert best_run(runs=[run for run in listed if run.run_id.endswith("aaaa")]).run_id == "20240101-000001-aaaa"
+    assert best_run(runs=listed).run_id == better.run_id
+    assert best_run(runs=[run for run in listed if run.run_id == worse.run_id]).run_id == worse.run_id
     assert best_run(tmp_path, runs=[]) is None  # the given list wins over the folder
 
 
 def test_best_run_of_no_finished_runs_is_none(tmp_path):
     assert best_run(tmp_path) is None
-    fake_run(tmp_path, "20240101-000004-dddd", "running", 0.999)
-    fake_run(tmp_path, "20240101-000005-eeee", "failed", 0.98)
+    make_run(tmp_path, state=RunState.RUNNING, model=True)
+    make_run(tmp_path, state=RunState.FAILED, test_accuracy=0.98, model=True)
 
     assert best_run(tmp_path) is None
 
@@ -237,7 +547,7 @@ def test_best_run_of_no_finished_runs_is_none(tmp_path):
 
 def test_status_is_written_atomically_while_someone_reads_it(tmp_path):
     run = create_run(TINY, tmp_path)
-    status_file = run.path / "status.json"
+    status_file = run.path / STATUS_FILE
     done = threading.Event()
 
     def keep_writing():
@@ -260,52 +570,121 @@ def test_status_is_written_atomically_while_someone_reads_it(tmp_path):
     assert reads > 5
     assert broken == []
     assert json.loads(status_file.read_text())["step"] == 399
-    leftovers = sorted(p.name for p in run.path.iterdir() if p.name not in ("config.json", "status.json"))
+    leftovers = sorted(p.name for p in run.path.iterdir() if p.name not in (CONFIG_FILE, STATUS_FILE))
     assert leftovers == []  # no temp files left behind
+
+
+def test_write_json_atomic_leaves_no_temp_file_when_the_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / STATUS_FILE
+    target.write_text('{"status": "running"}')
+    seen = []
+
+    def failing_replace(source, destination):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(core.runs.os, "replace", failing_replace)
+
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"status": "completed"})
+
+    assert len(seen) == 1 and any(name.endswith(".tmp") for name in seen[0])  # there was a temp file ...
+    assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]  # ... and it is gone
+    assert json.loads(target.read_text()) == {"status": "running"}
 
 
 def test_write_status_keeps_start_time_and_progress(tmp_path):
     run = create_run(TINY, tmp_path)
-    started_at = run.status["started_at"]
+    started_at = run.status.started_at
 
-    run.write_progress(20, 30, 456.0)
-    run.write_status("completed", "test accuracy 0.5000 after 30 steps", step=30)
+    run.write_progress(20, TINY.steps, 456.0)
+    run.write_status(RunState.COMPLETED, "test accuracy 0.5000 after 35 steps", step=TINY.steps)
 
     status = load_run(run.run_id, tmp_path).status
-    assert status["status"] == "completed"
-    assert status["started_at"] == started_at
-    assert status["steps_per_second"] == 456.0 and status["step"] == 30
-    assert status["finished_at"]
-    with pytest.raises(ValueError, match="finished"):
-        run.write_status("finished")
+    assert status.state is RunState.COMPLETED
+    assert status.started_at == started_at
+    assert status.steps_per_second == 456.0 and status.step == TINY.steps
+    assert status.finished_at
+    assert status.message == "test accuracy 0.5000 after 35 steps"
 
 
-def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
-    run = create_run(TINY, tmp_path)
-    run.write_status("running", "training", pid=dead_pid(), step=12)
+def test_seconds_of_finished_and_running_runs(tmp_path):
+    finished = make_run(tmp_path)
+    failed = make_run(tmp_path, state=RunState.FAILED, message="boom")
+    (failed.path / SUMMARY_FILE).unlink()
+    running = make_run(tmp_path, state=RunState.RUNNING)
+    started = datetime.fromisoformat(running.status.started_at)
+
+    assert load_run(finished.run_id, tmp_path).seconds() == finished_summary(TINY).seconds
+    reread = load_run(failed.run_id, tmp_path)
+    ended = datetime.fromisoformat(reread.status.finished_at) - datetime.fromisoformat(reread.status.started_at)
+    assert reread.seconds() == ended.total_seconds()
+    assert load_run(running.run_id, tmp_path).seconds(now=started + timedelta(seconds=7)) == 7.0
+
+
+def test_seconds_of_a_run_with_a_time_zone_in_its_status_does_not_raise(tmp_path):
+    run = make_run(tmp_path, state=RunState.FAILED, message="boom")
+    (run.path / SUMMARY_FILE).unlink()
+    rewrite_json(run.path / STATUS_FILE, lambda values: {**values, "started_at": "2024-01-01T00:00:00+00:00"})
 
     reread = load_run(run.run_id, tmp_path)
 
-    assert reread.state == "interrupted"
-    assert "ended" in reread.status["message"]
-    assert reread.status["step"] == 12
+    # Either the store calls the time damage, or it can tell how long the run took (the Runs table asks).
+    assert reread.damaged or reread.seconds() is not None
+
+
+def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    run.write_status(RunState.RUNNING, "training", pid=dead_pid(), step=12)
+
+    reread = load_run(run.run_id, tmp_path)
+
+    assert reread.state is RunState.INTERRUPTED and reread.damaged is None
+    assert "ended" in reread.message
+    assert reread.status.step == 12 and reread.step == 12
     # ... but a run whose process is alive (this one) is still running.
-    run.write_status("running", "training", pid=os.getpid())
-    assert load_run(run.run_id, tmp_path).state == "running"
+    run.write_status(RunState.RUNNING, "training", pid=os.getpid())
+    assert load_run(run.run_id, tmp_path).state is RunState.RUNNING
 
 
 def test_a_finished_run_stays_finished_whatever_its_pid(tmp_path):
-    run = create_run(TINY, tmp_path)
-    run.write_status("completed", "done", pid=dead_pid())
+    run = make_run(tmp_path, pid=dead_pid())
 
-    assert load_run(run.run_id, tmp_path).state == "completed"
+    assert load_run(run.run_id, tmp_path).state is RunState.COMPLETED
+
+
+def test_a_status_written_through_another_view_is_seen_through_the_folder(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    trainer_view = load_run(run.run_id, tmp_path)  # e.g. the worker process's own Run object
+
+    trainer_view.write_status(RunState.STOPPED, f"stopped at step 3 of {TINY.steps}", step=3)
+
+    final = load_run(run.run_id, tmp_path)
+    assert final.state is RunState.STOPPED
+    assert final.status.step == 3 and final.status.pid == os.getpid()
+
+
+def test_a_running_status_whose_worker_exited_unreaped_reads_as_interrupted(tmp_path):
+    # A worker that died without writing its last status is a zombie until its parent waits for it:
+    # it still "exists" for os.kill, but must not keep its run "running".
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.05)
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    run.write_status(RunState.RUNNING, "training", pid=child.pid)
+    try:
+        assert load_run(run.run_id, tmp_path).state is RunState.INTERRUPTED
+    finally:
+        child.wait()
 
 
 # --- metrics and evaluations -----------------------------------------------------------------------
 
 
 def test_metrics_and_evaluations_round_trip(tmp_path):
-    run = create_run(TINY, tmp_path)
+    run = make_run(tmp_path, state=RunState.RUNNING)
     assert run.read_metrics() == {"step": [], "loss": [], "batch_accuracy": []}
 
     run.append_metrics([(0, 2.30, 0.10), (1, 2.10, 0.20)])
@@ -313,23 +692,16 @@ def test_metrics_and_evaluations_round_trip(tmp_path):
     run.append_evaluation(10, 0.75, 0.8125)
     run.append_evaluation(20, 0.5, 0.875)
 
-    metrics = load_run(run.run_id, tmp_path).read_metrics()
-    assert metrics == {"step": [0, 1, 2], "loss": [2.30, 2.10, 1.90], "batch_accuracy": [0.10, 0.20, 0.35]}
+    reread = load_run(run.run_id, tmp_path)
+    assert reread.damaged is None
+    assert reread.read_metrics() == {"step": [0, 1, 2], "loss": [2.30, 2.10, 1.90],
+                                     "batch_accuracy": [0.10, 0.20, 0.35]}
     assert run.read_evaluations() == {"step": [10, 20], "test_loss": [0.75, 0.5], "test_accuracy": [0.8125, 0.875]}
-    assert (run.path / "metrics.csv").read_text().splitlines()[0] == "step,loss,batch_accuracy"
-
-
-def test_read_metrics_skips_a_half_written_row(tmp_path):
-    run = create_run(TINY, tmp_path)
-    run.append_metrics([(0, 2.3, 0.1), (1, 2.2, 0.2)])
-    with open(run.path / "metrics.csv", "a") as handle:
-        handle.write("2,2.1")  # a row another process is writing right now
-
-    assert run.read_metrics()["step"] == [0, 1]
+    assert (run.path / METRICS_FILE).read_text().splitlines()[0] == METRICS_HEADER
 
 
 def test_metrics_keep_full_float_precision(tmp_path):
-    run = create_run(TINY, tmp_path)
+    run = make_run(tmp_path, state=RunState.RUNNING)
     loss = 2.302585092994046
 
     run.append_metrics([(0, loss, 1 / 3)])
@@ -342,7 +714,7 @@ def test_metrics_keep_full_float_precision(tmp_path):
 
 
 def test_request_stop_is_seen_through_the_folder(tmp_path):
-    run = create_run(TINY, tmp_path)
+    run = make_run(tmp_path, state=RunState.RUNNING)
     other_view = load_run(run.run_id, tmp_path)  # e.g. the training thread's own Run object
     assert not run.stop_requested() and not other_view.stop_requested()
 
@@ -350,41 +722,3 @@ def test_request_stop_is_seen_through_the_folder(tmp_path):
 
     assert other_view.stop_requested()
     assert load_run(run.run_id, tmp_path).stop_requested()
-
-
-def test_wait_for_returns_a_finished_run_and_gives_up_after_its_timeout(tmp_path):
-    finished = create_run(TINY, tmp_path)
-    finished.write_status("completed", "done")
-    running = create_run(TINY.replace(seed=1), tmp_path)
-
-    assert wait_for(finished.run_id, tmp_path, timeout=5).state == "completed"
-    assert wait_for(running.run_id, tmp_path, timeout=0.3).state == "running"
-
-
-def test_wait_for_follows_a_run_finished_by_another_thread(tmp_path):
-    run = create_run(TINY, tmp_path)
-    finisher = threading.Timer(0.3, lambda: Run(run.run_id, run.path, TINY, dict(run.status)).write_status(
-        "stopped", "stopped at step 3 of 30", step=3))
-    finisher.start()
-
-    final = wait_for(run.run_id, tmp_path, timeout=10)
-    finisher.join()
-
-    assert final.state == "stopped"
-    assert final.status["step"] == 3
-
-
-def test_a_running_status_whose_worker_exited_unreaped_reads_as_interrupted(tmp_path):
-    # A worker that died without writing its last status is a zombie until its parent waits for it:
-    # it still "exists" for os.kill, but must not keep its run "running".
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-        assert time.monotonic() < deadline, "the child never exited"
-        time.sleep(0.05)
-    run = create_run(TrainConfig(steps=10, hidden_units=[16]), tmp_path)
-    run.write_status("running", "training", pid=child.pid)
-    try:
-        assert load_run(run.run_id, tmp_path).state == "interrupted"
-    finally:
-        child.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -9,20 +10,18 @@ import keras
 import numpy as np
 import pytest
 
+from core.advice import CHANCE_LEVEL_ACCURACY
 from core.config import TrainConfig
 from core.data import load_dataset, read_idx
-from core.runs import load_run, wait_for
-from core.training import is_training, start_training, train
+from core.network import weight_names
+from core.runs import RunState, load_run
+from core.training import train
+from core.worker import start_training
+from tests.factories import DIVERGING, TINY, TINY_EVALUATION_STEPS, wait_until_finished
 from tests.tensorboard_events import SCALARS, HISTOGRAMS, IMAGES, RunEvents, name_scopes, node_names
 
 MNIST_TEST_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
-# 35 steps, so the last evaluation (step 35) is not on the eval_every grid (10, 20, 30).
-TINY = TrainConfig(hidden_units=[16], steps=35, eval_every=10, source="offline")
-TINY_EVALUATION_STEPS = [10, 20, 30, 35]
-# SGD at the top learning rate on a deep, wide ReLU net: the activations overflow within a few steps for
-# every seed tried (0, 1, 7, 42); smaller nets at rate 10 mostly die quietly at 10% accuracy instead.
-DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], optimizer="sgd", learning_rate=10.0, steps=60,
-                        eval_every=20, source="offline")
+# TINY trains 35 steps, so its last evaluation (step 35) is not on the eval_every grid (10, 20, 30).
 ARTICLE_SCOPES = {"input", "NN", "loss", "train"}  # the article's tf.name_scope blocks
 WEIGHT_TAGS = {"weights/hidden_1/kernel", "weights/hidden_1/bias",
                "weights/probabilities/kernel", "weights/probabilities/bias"}
@@ -58,18 +57,18 @@ def test_tiny_run_completes_with_a_summary(tiny):
     run, _ = tiny
     reread = load_run(run.run_id, run.path.parent)
 
-    assert reread.state == "completed", reread.status
-    assert reread.status["step"] == 35 and reread.status["finished_at"]
+    assert reread.state is RunState.COMPLETED, reread.status
+    assert reread.status.step == 35 and reread.status.finished_at
     summary = reread.summary
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
-    assert summary["test_accuracy"] > 0.3  # 35 steps of SGD at 0.5 already beat chance (0.1) by far
-    assert summary["test_loss"] > 0
-    assert summary["steps"] == 35
-    assert summary["steps_per_second"] > 0 and summary["seconds"] > 0
-    assert summary["data_source"].startswith("offline sample: 5,000 real MNIST digits")
-    assert summary["data_sizes"] == {"train": 4000, "test": 1000}
-    assert summary["engine"] == "function"
-    assert f"{summary['test_accuracy']:.4f}" in reread.status["message"]
+    assert 0.0 <= summary.test_accuracy <= 1.0
+    assert summary.test_accuracy > 0.3  # 35 steps of SGD at 0.5 already beat chance (0.1) by far
+    assert summary.test_loss > 0
+    assert summary.steps == 35
+    assert summary.steps_per_second > 0 and summary.seconds > 0
+    assert summary.data_source.startswith("offline sample: 5,000 real MNIST digits")
+    assert summary.data_sizes == {"train": 4000, "test": 1000}
+    assert summary.engine == "function"
+    assert f"{summary.test_accuracy:.4f}" in reread.status.message
     assert reread.config == TINY
 
 
@@ -89,8 +88,8 @@ def test_evaluations_at_every_eval_every_and_at_the_end(tiny):
     evaluations = run.read_evaluations()
 
     assert evaluations["step"] == TINY_EVALUATION_STEPS
-    assert evaluations["test_accuracy"][-1] == run.summary["test_accuracy"]
-    assert evaluations["test_loss"][-1] == pytest.approx(run.summary["test_loss"])
+    assert evaluations["test_accuracy"][-1] == run.summary.test_accuracy
+    assert evaluations["test_loss"][-1] == pytest.approx(run.summary.test_loss)
 
 
 def test_saved_model_maps_images_to_probabilities(tiny, offline):
@@ -113,7 +112,7 @@ def test_saved_model_scores_what_the_summary_says(tiny, offline):
     accuracy = accuracy_of(model, offline.x_test, offline.y_test)
 
     # The engine's own predictions and the exported model share the weights; allow one digit of float noise.
-    assert abs(accuracy - run.summary["test_accuracy"]) <= 0.001
+    assert abs(accuracy - run.summary.test_accuracy) <= 0.001
 
 
 def test_progress_reports_increase_to_the_last_step(tiny):
@@ -164,6 +163,7 @@ def test_tensorboard_has_the_evaluation_summaries_at_each_evaluation(tiny, tiny_
                                [by_step["test_loss"][step] for step in TINY_EVALUATION_STEPS], rtol=1e-6)
     assert learning_rate == [(step, 0.5) for step in TINY_EVALUATION_STEPS]
     assert tiny_events.tags(HISTOGRAMS) == WEIGHT_TAGS
+    assert WEIGHT_TAGS == {f"weights/{name}" for name in weight_names(TINY)}  # the network's own names
     for tag in WEIGHT_TAGS:
         assert tiny_events.steps(tag) == TINY_EVALUATION_STEPS
     assert tiny_events.tags(IMAGES) == {"test_predictions"}
@@ -228,18 +228,19 @@ def test_event_reader_also_reads_legacy_filewriter_scalars(tmp_path):
 def test_a_diverging_run_is_marked_diverged_and_keeps_its_metrics(tmp_path):
     run = train(DIVERGING, tmp_path)  # must not raise
 
-    assert run.state == "diverged", run.status
-    message = run.status["message"]
+    assert run.state is RunState.DIVERGED, run.status
+    message = run.status.message
     assert "learning rate 10" in message and "smaller learning rate" in message
+    assert message.endswith("such as 1")  # a tenth of the learning rate
     metrics = run.read_metrics()
-    diverged_at = run.status["step"]
+    diverged_at = run.status.step
     assert 0 < diverged_at < DIVERGING.steps
     assert metrics["step"] == list(range(diverged_at))  # every finite step is kept, none after
     assert all(np.isfinite(metrics["loss"]))
     assert f"step {diverged_at}" in message
-    assert run.summary["test_accuracy"] is None and run.summary["steps"] == diverged_at
+    assert run.summary.test_accuracy is None and run.summary.steps == diverged_at
     assert not run.has_model  # a model of NaN weights is not offered for drawing
-    assert load_run(run.run_id, tmp_path).state == "diverged"
+    assert load_run(run.run_id, tmp_path).state is RunState.DIVERGED
 
 
 def test_a_run_that_learns_nothing_says_so(tmp_path):
@@ -248,16 +249,16 @@ def test_a_run_that_learns_nothing_says_so(tmp_path):
     config = TrainConfig(learning_rate=10.0, steps=100, eval_every=50, hidden_units=[64], source="offline")
     run = train(config, tmp_path)
 
-    assert run.state == "completed", run.status
-    assert run.summary["test_accuracy"] <= 0.15
-    assert "no better than guessing" in run.status["message"]
-    assert "try 1" in run.status["message"]
+    assert run.state is RunState.COMPLETED, run.status
+    assert run.summary.test_accuracy <= CHANCE_LEVEL_ACCURACY
+    assert "no better than guessing" in run.status.message
+    assert "try 1" in run.status.message
 
 
 def test_a_run_that_learns_has_no_chance_level_warning(tmp_path):
     run = train(TrainConfig(steps=100, eval_every=50, hidden_units=[64], source="offline"), tmp_path)
-    assert run.summary["test_accuracy"] > 0.5
-    assert "guessing" not in run.status["message"]
+    assert run.summary.test_accuracy > 0.5
+    assert "guessing" not in run.status.message
 
 
 def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
@@ -266,47 +267,64 @@ def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
 
     run = train(config, tmp_path / "runs")  # must not raise
 
-    assert run.state == "failed"
-    message = run.status["message"]
+    assert run.state is RunState.FAILED
+    message = run.status.message
     assert str(missing) in message and "does not exist" in message
     assert "\n" not in message and "Traceback" not in message
     assert "Traceback" in (run.path / "error.txt").read_text()  # the details are kept for whoever debugs
-    assert load_run(run.run_id, tmp_path / "runs").state == "failed"
+    assert load_run(run.run_id, tmp_path / "runs").state is RunState.FAILED
     assert not run.has_model
+
+
+def process_ended(pid: int) -> bool:
+    """True once a process is gone or a zombie (exited, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def test_stop_keeps_the_metrics_and_saves_a_model(tmp_path):
     config = TrainConfig(hidden_units=[16], steps=200_000, eval_every=50_000, source="offline")
     run = start_training(config, tmp_path)
-    assert is_training(run.run_id)
-    deadline = time.monotonic() + 60
-    while load_run(run.run_id, tmp_path).status.get("step", 0) == 0 and time.monotonic() < deadline:
+    # It trains in a worker process of its own, not in this one.
+    assert run.state is RunState.RUNNING
+    worker_pid = run.status.pid
+    assert worker_pid and worker_pid != os.getpid()
+    deadline = time.monotonic() + 300
+    current = load_run(run.run_id, tmp_path)
+    while current.state is RunState.RUNNING and current.status.step == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
+        current = load_run(run.run_id, tmp_path)
+    assert current.state is RunState.RUNNING and current.status.step > 0, (current.status, current.damaged)
 
     run.request_stop()
-    final = wait_for(run.run_id, tmp_path, timeout=60)
+    final = wait_until_finished(run.run_id, tmp_path, timeout=300)
 
-    assert final.state == "stopped", final.status
-    stopped_at = final.summary["steps"]
+    assert final.state is RunState.STOPPED, final.status
+    assert final.status.pid == worker_pid
+    stopped_at = final.summary.steps
     assert 0 < stopped_at < config.steps
-    assert final.status["message"] == f"stopped at step {stopped_at} of {config.steps}"
+    assert final.status.message == f"stopped at step {stopped_at} of {config.steps}"
     assert final.read_metrics()["step"] == list(range(stopped_at))
     assert final.read_evaluations()["step"] == [stopped_at]
-    assert 0.0 <= final.summary["test_accuracy"] <= 1.0
+    assert 0.0 <= final.summary.test_accuracy <= 1.0
     assert final.has_model
     model = keras.models.load_model(final.model_path)
     assert model(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
-    deadline = time.monotonic() + 10
-    while is_training(run.run_id) and time.monotonic() < deadline:
+    # The worker process ends once its run is stopped.
+    deadline = time.monotonic() + 60
+    while not process_ended(worker_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not is_training(run.run_id)
+    assert process_ended(worker_pid)
 
 
 def test_should_stop_before_the_first_step_stops_at_zero(tmp_path):
     run = train(TINY, tmp_path, should_stop=lambda: True)
 
-    assert run.state == "stopped"
-    assert run.status["step"] == 0 and run.read_metrics()["step"] == []
+    assert run.state is RunState.STOPPED
+    assert run.status.step == 0 and run.read_metrics()["step"] == []
     assert not run.has_model  # nothing was trained
 
 
@@ -335,11 +353,11 @@ def article_run(tmp_path_factory):
 
 
 def test_article_defaults_reach_92_percent_on_the_offline_test_split(article_run):
-    assert article_run.state == "completed", article_run.status
+    assert article_run.state is RunState.COMPLETED, article_run.status
     assert article_run.config.architecture() == "784-128-128-10"
-    assert article_run.summary["steps"] == 1000
-    assert article_run.summary["data_sizes"] == {"train": 4000, "test": 1000}
-    assert article_run.summary["test_accuracy"] >= 0.92
+    assert article_run.summary.steps == 1000
+    assert article_run.summary.data_sizes == {"train": 4000, "test": 1000}
+    assert article_run.summary.test_accuracy >= 0.92
     assert article_run.read_evaluations()["step"] == list(range(100, 1001, 100))
     assert len(article_run.read_metrics()["step"]) == 1000
 

@@ -13,18 +13,17 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from core.config import TrainConfig
-from core.data import Dataset
-from core.model import CLASSES, build_export_model, initial_weights, layer_sizes
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from core.data import Dataset
+from core.engines import chunk_steps_for
+from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers
+
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
-MAX_CHUNK_STEPS = 100
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
-ASSUMED_FLOPS_PER_SECOND = 60e9
 
 
-def make_optimizer(config: TrainConfig):
+def make_optimizer(config):
     """The optimizer the config names, at its learning rate."""
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(config.learning_rate)
@@ -35,21 +34,16 @@ def make_optimizer(config: TrainConfig):
     return keras.optimizers.RMSprop(config.learning_rate)
 
 
-def make_layers(config: TrainConfig) -> list:
-    """The article's stack of Dense layers (plus optional dropout), built and set to the shared weights."""
-    layers = []
-    for index, units in enumerate(config.hidden_units):
-        layers.append(keras.layers.Dense(units, activation=config.activation, name=f"hidden_{index + 1}"))
-        if config.dropout_rate > 0:
-            layers.append(keras.layers.Dropout(config.dropout_rate, seed=config.seed + index, name=f"dropout_{index + 1}"))
-    layers.append(keras.layers.Dense(CLASSES, activation="softmax", name="probabilities"))
-    width = 784
+def build_layers(config) -> list:
+    """The network's Keras 3 layers (core.network), built and set to the shared initial weights."""
+    layers = make_layers(config, keras.layers)
+    width = IMAGE_PIXELS
     for layer in layers:
         layer.build((None, width))
         width = getattr(layer, "units", width)
     dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
     weights = initial_weights(config)
-    for layer, (kernel, bias) in zip(dense, zip(weights[0::2], weights[1::2])):
+    for layer, kernel, bias in zip(dense, weights[0::2], weights[1::2]):
         layer.set_weights([kernel, bias])
     return layers
 
@@ -68,7 +62,7 @@ def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Ten
 
     def train_step(batch_indices):
         with tf.name_scope("input"):
-            images = tf.reshape(tf.gather(x_train, batch_indices), (-1, 784))
+            images = tf.reshape(tf.gather(x_train, batch_indices), (-1, IMAGE_PIXELS))
             labels = tf.one_hot(tf.gather(y_train, batch_indices), CLASSES)
         with tf.GradientTape() as tape:
             with tf.name_scope("NN"):
@@ -85,19 +79,7 @@ def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Ten
     return train_step
 
 
-def chunk_steps_for(config: TrainConfig) -> int:
-    """How many steps one graph call runs: about 0.2 s of work, at most 100.
-
-    The estimate counts the multiply-adds of forward and backward passes (6 FLOPs per weight per image)
-    against a conservative 60 GFLOP/s for these CPUs, so that progress reports stay frequent even for the
-    largest networks, where a single step may take longer than that.
-    """
-    weights = sum(fan_in * fan_out for fan_in, fan_out in layer_sizes(config))
-    flops_per_step = 6 * config.batch_size * weights
-    return int(min(MAX_CHUNK_STEPS, max(1, 0.2 * ASSUMED_FLOPS_PER_SECOND // flops_per_step)))
-
-
-def uses_xla(config: TrainConfig) -> bool:
+def uses_xla(config) -> bool:
     """Whether full chunks go through XLA: as the config says, or by default only for runs long enough.
 
     Compiling costs about a second here and then saves about a quarter of a millisecond per step, so it
@@ -111,12 +93,12 @@ class FunctionEngine:
 
     name = "function"
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, log_dir):
+    def __init__(self, config, dataset: Dataset, log_dir):
         self.config = config
         self.writer = writer = tf.summary.create_file_writer(str(log_dir))
         self.x_train = tf.constant(dataset.x_train)
         self.y_train = tf.constant(dataset.y_train)
-        self.layers = make_layers(config)
+        self.layers = build_layers(config)
         self.optimizer = make_optimizer(config)
         self.optimizer.build([v for layer in self.layers for v in layer.trainable_variables])
         train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train)
@@ -179,25 +161,15 @@ class FunctionEngine:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
-        flat = tf.constant(images.reshape(len(images), 784), tf.float32)
+        flat = tf.constant(images.reshape(len(images), IMAGE_PIXELS), tf.float32)
         return self._predict(flat).numpy()
 
     def weights(self) -> list[np.ndarray]:
         """Kernels and biases of the Dense layers, in order."""
         return [w for layer in self.layers if isinstance(layer, keras.layers.Dense) for w in layer.get_weights()]
 
-    def named_weights(self) -> dict[str, np.ndarray]:
-        """Weights by a readable name (hidden_1/kernel ...), for histograms."""
-        dense = [layer for layer in self.layers if isinstance(layer, keras.layers.Dense)]
-        return {f"{layer.name}/{part}": value
-                for layer in dense for part, value in zip(("kernel", "bias"), layer.get_weights())}
-
-    def export_model(self, path) -> None:
-        """Save the trained weights as model.keras under the shared contract."""
-        build_export_model(self.config, self.weights()).save(path)
-
     def write_summaries(self, step: int, protos: list) -> None:
-        """Write ready-made summary protos (see core/summaries.py) at `step`."""
+        """Write ready-made summary protos (see core/tensorboard_summaries.py) at `step`."""
         with self.writer.as_default():
             for proto in protos:
                 tf.summary.experimental.write_raw_pb(proto.SerializeToString(), step=step)
@@ -205,3 +177,6 @@ class FunctionEngine:
     def close(self) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+
+ENGINE = FunctionEngine

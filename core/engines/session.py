@@ -16,10 +16,9 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.api._v1.keras import backend as K  # the TF1 API of tf_keras: where set_session lives
 
-from core.config import TrainConfig
 from core.data import Dataset
-from core.engine import chunk_steps_for
-from core.model import CLASSES, build_export_model, initial_weights
+from core.engines import chunk_steps_for
+from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers
 
 v1 = tf.compat.v1
 # tf_keras keeps one global session; registering ours (as the article does) and building the layers must
@@ -29,7 +28,7 @@ _set_session_lock = threading.Lock()
 PREDICT_BATCH = 5000
 
 
-def make_v1_optimizer(config: TrainConfig):
+def make_v1_optimizer(config):
     """The tf.compat.v1.train optimizer the config names, with Keras 3's constants so both engines agree."""
     if config.optimizer == "sgd":
         return v1.train.GradientDescentOptimizer(config.learning_rate)
@@ -45,10 +44,10 @@ class SessionEngine:
 
     name = "session"
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, log_dir):
+    def __init__(self, config, dataset: Dataset, log_dir):
         self.config = config
         self.chunk_steps = chunk_steps_for(config)
-        self.x_train = dataset.x_train.reshape(len(dataset.x_train), 784)
+        self.x_train = dataset.x_train.reshape(len(dataset.x_train), IMAGE_PIXELS)
         self.y_train = np.eye(CLASSES, dtype=np.float32)[dataset.y_train]
         self.graph = tf.Graph()
         with self.graph.as_default(), _set_session_lock:
@@ -63,25 +62,19 @@ class SessionEngine:
         self.graph.finalize()  # nothing may add ops while training, as in TF1 best practice
 
     def _build_graph(self) -> None:
-        config = self.config
         with tf.name_scope("input"):
             # These placeholders are the same as Keras' input layer (the article's words).
-            self.images = v1.placeholder(tf.float32, shape=(None, 784), name="img")
+            self.images = v1.placeholder(tf.float32, shape=(None, IMAGE_PIXELS), name="img")
             self.labels = v1.placeholder(tf.float32, shape=(None, CLASSES), name="labels")
             self.training = v1.placeholder_with_default(False, shape=(), name="training")
         # Keras layers can be called on TensorFlow tensors.
-        self.dense_layers = []
+        layers = make_layers(self.config, tf_keras.layers)
         with tf.name_scope("NN"):
             x = self.images
-            for index, units in enumerate(config.hidden_units):
-                layer = tf_keras.layers.Dense(units, activation=config.activation, name=f"hidden_{index + 1}")
-                self.dense_layers.append(layer)
-                x = layer(x)
-                if config.dropout_rate > 0:
-                    x = tf_keras.layers.Dropout(config.dropout_rate, seed=config.seed + index)(x, training=self.training)
-            output = tf_keras.layers.Dense(CLASSES, activation="softmax", name="probabilities")
-            self.dense_layers.append(output)
-            self.predictions = output(x)
+            for layer in layers:
+                x = layer(x, training=self.training) if isinstance(layer, tf_keras.layers.Dropout) else layer(x)
+            self.predictions = x
+        self.dense_layers = [layer for layer in layers if isinstance(layer, tf_keras.layers.Dense)]
         with tf.name_scope("loss"):
             self.loss = tf.reduce_mean(tf_keras.losses.categorical_crossentropy(self.labels, self.predictions))
         with tf.name_scope("accuracy"):
@@ -93,7 +86,7 @@ class SessionEngine:
             tf.raw_ops.ScalarSummary(tags="batch_accuracy", values=self.accuracy, name="accuracy_summary"),
         ])
         with tf.name_scope("train"):
-            self.train_step = make_v1_optimizer(config).minimize(self.loss)
+            self.train_step = make_v1_optimizer(self.config).minimize(self.loss)
         self.variables = [v for layer in self.dense_layers for v in (layer.kernel, layer.bias)]
         self._weight_inputs = [v1.placeholder(v.dtype.base_dtype, v.shape) for v in self.variables]
         self._assign_weights = [v.assign(p) for v, p in zip(self.variables, self._weight_inputs)]
@@ -120,7 +113,7 @@ class SessionEngine:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
-        flat = images.reshape(len(images), 784)
+        flat = images.reshape(len(images), IMAGE_PIXELS)
         parts = [self.sess.run(self.predictions, {self.images: flat[i:i + PREDICT_BATCH]})
                  for i in range(0, len(flat), PREDICT_BATCH)]
         return np.concatenate(parts)
@@ -129,21 +122,15 @@ class SessionEngine:
         """Kernels and biases of the Dense layers, in order."""
         return self.sess.run(self.variables)
 
-    def named_weights(self) -> dict[str, np.ndarray]:
-        """Weights by a readable name (hidden_1/kernel ...), for histograms."""
-        values = iter(self.weights())
-        return {f"{layer.name}/{part}": next(values) for layer in self.dense_layers for part in ("kernel", "bias")}
-
     def write_summaries(self, step: int, protos: list) -> None:
-        """Write ready-made summary protos (see core/summaries.py) through the run's FileWriter."""
+        """Write ready-made summary protos (see core/tensorboard_summaries.py) through the run's FileWriter."""
         for proto in protos:
             self.writer.add_summary(proto.SerializeToString(), global_step=step)
-
-    def export_model(self, path) -> None:
-        """Copy the trained weights into the Keras 3 model of the shared contract and save model.keras."""
-        build_export_model(self.config, self.weights()).save(path)
 
     def close(self) -> None:
         """Flush the event file and release the session."""
         self.writer.close()
         self.sess.close()
+
+
+ENGINE = SessionEngine

@@ -1,27 +1,32 @@
-"""Plotly figures the pages show. Figures only: no streamlit here, so tests can inspect them."""
+"""Plotly figures and pictures the pages show. Figures only: no streamlit here, so tests can inspect them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+PALETTE = tuple(plotly.colors.qualitative.D3)  # Plotly's own default colours, the ones TensorBoard users know
 
 
 def smooth(values, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0."""
-    values = np.asarray(values, dtype=float)
+    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0.
+
+    TensorBoard's debiased average is exactly pandas' adjusted EWM with alpha = 1 - weight.
+    """
     if not 0.0 <= weight < 1.0:
         raise ValueError(f"smoothing weight must be from 0 to just under 1; got {weight}")
-    smoothed = np.empty_like(values)
-    last, debias = 0.0, 1.0
-    for index, value in enumerate(values):
-        last = last * weight + (1 - weight) * value
-        debias *= weight
-        smoothed[index] = last / (1 - debias) if weight > 0 else value
-    return smoothed
+    values = pd.Series(np.asarray(values, dtype=float))
+    return values.ewm(alpha=1.0 - weight, adjust=True).mean().to_numpy()
+
+
+def enlarge(image: np.ndarray, factor: int = 3) -> np.ndarray:
+    """A 28x28 [0, 1] image as uint8, each pixel repeated factor x factor, so it stays crisp on screen."""
+    pixels = np.round(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return pixels.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def probability_figure(probabilities) -> go.Figure:

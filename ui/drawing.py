@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from core.digits import DIGIT_SIZE, EmptyDrawingError, classify, preprocess_drawing
-from core.evaluation import enlarge
-from core.model import load_model
-from core.runs import Run, RunNotFound, best_run, list_runs, load_run
+from core.network import load_model
+from core.runs import Run, RunNotFound, RunState, best_run, list_runs, load_run
+from ui.charts import enlarge
 
 # A digit classifier is only meaningful on digits: Fashion-MNIST runs are not offered for drawing.
 DRAWING_DATASET = "mnist"
@@ -63,22 +63,17 @@ class Prediction:
 
 def is_drawable(run: Run) -> bool:
     """True for a completed MNIST run with a saved model."""
-    return (
-        run.state == "completed"
-        and run.has_model
-        and run.config is not None
-        and run.config.dataset == DRAWING_DATASET
-    )
+    return run.state is RunState.COMPLETED and run.has_model and run.config.dataset == DRAWING_DATASET
 
 
 def _why_not_drawable(run: Run) -> str:
     if run.damaged:
         return f"run {run.run_id} could not be read ({run.damaged})"
-    if run.state == "running":
+    if run.state is RunState.RUNNING:
         return f"run {run.run_id} is still training"
-    if run.state != "completed":
-        return f"run {run.run_id} ended {run.state} ({run.status.get('message') or run.damaged or 'no details'})"
-    if run.config is not None and run.config.dataset != DRAWING_DATASET:
+    if run.state is not RunState.COMPLETED:
+        return f"run {run.run_id} ended {run.state} ({run.message or 'no details'})"
+    if run.config.dataset != DRAWING_DATASET:
         return f"run {run.run_id} learned {run.config.dataset}, not handwritten digits"
     return f"run {run.run_id} has no saved model"
 
@@ -92,8 +87,8 @@ def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None
         return RunChoice(runs, requested_run_id or default_run_id)
     try:
         reason = _why_not_drawable(load_run(requested_run_id, runs_dir))
-    except RunNotFound:
-        reason = f"there is no run {requested_run_id!r}"
+    except RunNotFound as error:
+        reason = str(error)
     fallback = "the most accurate run is selected instead" if runs else "there is no run to draw with yet"
     return RunChoice(runs, default_run_id, f"The link asked for a run to draw with, but {reason}; {fallback}.")
 
@@ -107,16 +102,15 @@ def run_label(run: Run) -> str:
 def training_run(runs_dir: Path | None = None) -> Run | None:
     """The newest MNIST run still training, whose model the page can wait for."""
     for run in list_runs(runs_dir):
-        if run.state == "running" and run.config is not None and run.config.dataset == DRAWING_DATASET:
+        if run.state is RunState.RUNNING and run.config.dataset == DRAWING_DATASET:
             return run
     return None
 
 
 def training_progress(run: Run) -> tuple[float, str]:
     """A running run's progress as a 0-1 fraction and a sentence, read from its status.json."""
-    step = int(run.status.get("step") or 0)
-    total_steps = int(run.status.get("total_steps") or (run.config.steps if run.config else 0) or 1)
-    message = run.status.get("message") or "starting"
+    step, total_steps = run.step, max(run.total_steps, 1)
+    message = run.message or "starting"
     if message == "training":
         message = f"training: step {step:,} of {total_steps:,}"
     return min(1.0, step / total_steps), message.capitalize()
@@ -130,9 +124,9 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
         run = load_run(run_id, runs_dir)
     except RunNotFound:
         return None
-    if run.state in ("running", "completed"):
+    if run.state in (RunState.RUNNING, RunState.COMPLETED):
         return None
-    return f"Training the model ended {run.state}: {run.status.get('message') or run.damaged or 'no details'}."
+    return f"Training the model ended {run.state}: {run.message or 'no details'}."
 
 
 class DrawingModel:

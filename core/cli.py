@@ -1,0 +1,138 @@
+"""Command line: train one run and report it. `python -m core.cli --help` lists every flag.
+
+The flags are derived from core.config's settings: one flag per setting, with its choices, default and help,
+so a new setting gets its flag without an edit here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core.config import SETTINGS, Setting, TrainConfig
+from core.data import DatasetError, check_data_path
+from core.runs import RunState, default_runs_dir
+
+PROG = "python -m core.cli"
+BAR_WIDTH = 30
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line and exit code 2, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers such as 128,128; got {text!r}") from None
+
+
+def _help(setting: Setting, config_class) -> str:
+    default = getattr(config_class(), setting.name)
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    labels = setting.choice_labels
+    words = f"{setting.help} Allowed: {setting.describe_range()}." if setting.has_limits else setting.help
+    if labels and setting.kind is bool:
+        return f"{words} Default: {labels.get(default, default)}."
+    return f"{words} Default: {'unset' if shown is None else shown}."
+
+
+def add_setting_flag(parser: argparse.ArgumentParser, setting: Setting, config_class) -> None:
+    """One flag for one setting; defaults stay None so that only the flags given override the config's."""
+    flag, help_text = setting.cli_flag, _help(setting, config_class).replace("%", "%%")
+    if setting.kind is bool:
+        parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=None,
+                            help=help_text)
+    elif setting.kind is list:
+        parser.add_argument(flag, dest=setting.name, type=_integers, default=None, help=help_text)
+    elif setting.choices:
+        parser.add_argument(flag, dest=setting.name, choices=setting.choices, default=None, help=help_text)
+    else:
+        parser.add_argument(flag, dest=setting.name, type=setting.kind, default=None, help=help_text)
+
+
+def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
+    """Flags for every setting of `config_class`, defaulting to the article's settings."""
+    parser = OneLineParser(prog=PROG, description="Train the hybrid Keras-on-TensorFlow network.")
+    for setting in config_class.SETTINGS:
+        add_setting_flag(parser, setting, config_class)
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where run folders go (default ./runs or $HYBRID_LAB_RUNS)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line with the result at the end")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, config_class=TrainConfig):
+    """The config the flags describe (ValueError names a bad value); --data alone implies source 'path'."""
+    given = {setting.name: getattr(args, setting.name) for setting in config_class.SETTINGS
+             if getattr(args, setting.name, None) is not None}
+    if given.get("data_path") and "source" not in given:
+        given["source"] = "path"
+    return config_class(**given)
+
+
+def progress_line(progress) -> str:
+    """A text progress bar: steps, steps/s, time left and the latest loss."""
+    filled = int(BAR_WIDTH * progress.fraction)
+    left = progress.seconds_left
+    return (f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {progress.step}/{progress.total_steps} steps "
+            f"{progress.steps_per_second:,.0f} steps/s {left:,.1f} s left  loss {progress.loss:.4f}   ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, train, print the outcome; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        check_data_path(config.source, config.data_path)
+    except DatasetError as error:
+        parser.error(f"--data {error}")
+    runs_dir = args.runs_dir or default_runs_dir()
+
+    # The first Ctrl-C asks the run to stop after its current chunk (kept as "stopped"); a second one quits.
+    interrupted = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("\nstopping after the current chunk of steps (Ctrl-C again to quit now)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    print(f"training {config.architecture()} ({config.engine} engine) into {runs_dir}", file=sys.stderr)
+    from core.training import train  # deferred: imports TensorFlow
+
+    run = train(config, runs_dir, on_progress=lambda p: print(progress_line(p), end="", file=sys.stderr,
+                                                              flush=True),
+                should_stop=interrupted.is_set)
+    print(file=sys.stderr)
+    summary = run.summary
+    print(f"{run.state}: {run.message}", file=sys.stderr)
+    if run.data_description:
+        print(f"data: {run.data_description}", file=sys.stderr)
+    print(f"run folder: {run.path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "run_id": run.run_id, "run_dir": str(run.path), "status": str(run.state),
+            "test_accuracy": run.test_accuracy, "steps": run.step,
+            "seconds": summary.seconds if summary else None,
+            "steps_per_second": summary.steps_per_second if summary else None,
+            "data_source": run.data_description, "message": run.message,
+        }))
+    return 0 if run.state in (RunState.COMPLETED, RunState.STOPPED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

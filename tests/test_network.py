@@ -1,0 +1,221 @@
+"""Tests for core.network: one network definition that both engines and the exported model.keras follow,
+and a model loader that refuses files that are missing, not models, not ours, or that name code to run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+from core.config import TrainConfig
+from core.data import load_dataset
+from core.engines import engine_class, named_weights
+from core.network import (
+    ModelError,
+    build_export_model,
+    initial_weights,
+    layer_sizes,
+    layer_specs,
+    load_model,
+    weight_names,
+)
+from tests.factories import TINY
+
+ARTICLE = TrainConfig()  # 784-128-128-10, relu, no dropout
+# Two hidden layers with dropout between them: the names must skip the weightless dropout layers.
+WITH_DROPOUT = TrainConfig(hidden_units=[32, 16], dropout_rate=0.25, steps=10, eval_every=10, source="offline")
+
+
+# --- the layers, their names and sizes --------------------------------------------------------------
+
+
+def test_article_layers_are_two_hidden_relu_layers_and_a_softmax_output():
+    specs = layer_specs(ARTICLE)
+
+    assert [spec.name for spec in specs] == ["hidden_1", "hidden_2", "probabilities"]
+    assert [spec.kind for spec in specs] == ["dense", "dense", "dense"]
+    assert [spec.units for spec in specs] == [128, 128, 10]
+    assert [spec.activation for spec in specs] == ["relu", "relu", "softmax"]
+    assert layer_sizes(ARTICLE) == [(784, 128), (128, 128), (128, 10)]
+
+
+def test_dropout_follows_every_hidden_layer_when_the_rate_is_above_zero():
+    specs = layer_specs(WITH_DROPOUT)
+
+    assert [spec.name for spec in specs] == ["hidden_1", "dropout_1", "hidden_2", "dropout_2", "probabilities"]
+    dropouts = [spec for spec in specs if spec.kind == "dropout"]
+    assert [spec.rate for spec in dropouts] == [0.25, 0.25]
+    assert len({spec.seed for spec in dropouts}) == 2  # each layer its own mask
+    assert [spec.name for spec in layer_specs(WITH_DROPOUT.replace(dropout_rate=0.0))] == [
+        "hidden_1", "hidden_2", "probabilities"]
+
+
+def test_weight_names_are_kernel_and_bias_of_each_dense_layer_in_order():
+    assert weight_names(ARTICLE) == ["hidden_1/kernel", "hidden_1/bias", "hidden_2/kernel", "hidden_2/bias",
+                                     "probabilities/kernel", "probabilities/bias"]
+    assert weight_names(WITH_DROPOUT) == weight_names(ARTICLE)  # dropout has no weights
+
+
+def test_initial_weights_have_the_layer_sizes_and_follow_the_seed():
+    weights = initial_weights(WITH_DROPOUT)
+
+    assert [w.shape for w in weights] == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
+    assert all(w.dtype == np.float32 for w in weights)
+    assert all((bias == 0).all() for bias in weights[1::2])
+    limit = np.sqrt(6.0 / (784 + 32))  # Glorot uniform
+    assert 0 < np.abs(weights[0]).max() <= limit
+    again = initial_weights(WITH_DROPOUT)
+    other = initial_weights(WITH_DROPOUT.replace(seed=WITH_DROPOUT.seed + 1))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, again))
+    assert not np.array_equal(weights[0], other[0])
+
+
+# --- both engines build that network ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    """The offline sample cut down to 500 training and 100 test digits: enough to build an engine."""
+    offline = load_dataset("mnist", "offline")
+    return dataclasses.replace(offline, x_train=offline.x_train[:500], y_train=offline.y_train[:500],
+                               x_test=offline.x_test[:100], y_test=offline.y_test[:100])
+
+
+@pytest.mark.parametrize("engine_name", ["function", "session"])
+def test_each_engines_weights_carry_the_network_names_and_sizes(engine_name, small_dataset, tmp_path):
+    engine = engine_class(engine_name)(WITH_DROPOUT, small_dataset, tmp_path)
+    try:
+        weights = named_weights(engine, WITH_DROPOUT)
+        probabilities = engine.predict(small_dataset.x_test[:3])
+    finally:
+        engine.close()
+
+    assert list(weights) == weight_names(WITH_DROPOUT)
+    expected_shapes = [shape for fan_in, fan_out in layer_sizes(WITH_DROPOUT) for shape in ((fan_in, fan_out), (fan_out,))]
+    assert [value.shape for value in weights.values()] == expected_shapes
+    # Both engines start from the shared initial weights, in the same order as the names.
+    for value, initial in zip(weights.values(), initial_weights(WITH_DROPOUT)):
+        np.testing.assert_array_equal(value, initial)
+    assert probabilities.shape == (3, 10)
+
+
+# --- the exported model --------------------------------------------------------------------------
+
+
+def test_exported_model_layers_are_named_as_the_specs_and_hold_the_weights():
+    weights = initial_weights(WITH_DROPOUT)
+
+    model = build_export_model(WITH_DROPOUT, weights)
+
+    assert [layer.name for layer in model.layers] == ["flatten", *(spec.name for spec in layer_specs(WITH_DROPOUT))]
+    kernel, bias = model.get_layer("hidden_2").get_weights()
+    np.testing.assert_array_equal(kernel, weights[2])
+    np.testing.assert_array_equal(bias, weights[3])
+    assert model.get_layer("probabilities").get_config()["activation"] == "softmax"
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A valid model.keras of the TINY network, saved as the trainer saves one."""
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_export_model(TINY, initial_weights(TINY)).save(path)
+    return path
+
+
+def test_a_saved_model_loads_and_maps_digits_to_ten_probabilities(saved_model):
+    model = load_model(saved_model)
+    images = np.random.default_rng(0).random((2, 28, 28), dtype=np.float32)
+
+    probabilities = np.asarray(model(images, training=False))
+
+    assert probabilities.shape == (2, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert [layer.name for layer in model.layers] == ["flatten", "hidden_1", "probabilities"]
+
+
+# --- load_model refuses what it cannot use, naming the file ------------------------------------------
+
+
+def refused(path) -> str:
+    """The ModelError message load_model gives for `path` (failing the test if it loads)."""
+    with pytest.raises(ModelError) as raised:
+        load_model(path)
+    assert isinstance(raised.value, ValueError)
+    message = str(raised.value)
+    assert f"{path.parent.name}/{path.name}" in message  # the run and the file...
+    assert str(path.parent.parent) not in message  # ...but not where the server keeps them
+    return message
+
+
+def test_a_missing_file_is_a_model_error(tmp_path):
+    assert "missing" in refused(tmp_path / "model.keras")
+
+
+def test_random_bytes_are_a_model_error(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(np.random.default_rng(1).bytes(4096))
+
+    assert "not a Keras model file" in refused(path)
+
+
+def test_a_zip_that_is_not_a_keras_model_is_a_model_error(tmp_path):
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "a zip archive, but no model in it")
+
+    assert "cannot be loaded" in refused(path)
+
+
+def test_a_model_with_the_wrong_shapes_is_a_model_error(tmp_path):
+    import keras
+
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]).save(path)
+
+    assert "expected (None, 28, 28) -> (None, 10)" in refused(path)
+
+
+def tampered_copy(original, target, marker):
+    """`original` with its first Dense layer's config.json entry renamed to os.system(touch marker)."""
+    with zipfile.ZipFile(original) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    config = json.loads(members["config.json"])
+    layers = config["config"]["layers"]
+    dense = next(layer for layer in layers if layer["class_name"] == "Dense")
+    dense.update({"module": "os", "class_name": "system", "registered_name": None,
+                  "config": {"command": f"touch {marker}"}})
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_a_model_naming_arbitrary_code_is_refused_without_running_it(saved_model, tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "model.keras"
+    tampered_copy(saved_model, path, marker)
+    # The edit is really in the file: the layer now names os.system.
+    with zipfile.ZipFile(path) as archive:
+        assert '"module": "os", "class_name": "system"' in archive.read("config.json").decode()
+
+    message = refused(path)
+
+    assert "cannot be loaded" in message
+    assert not marker.exists(), "loading the model ran the command it named"
+
+
+def test_a_model_without_an_input_shape_is_a_model_error(tmp_path):
+    import keras
+
+    path = tmp_path / "model.keras"
+    # A valid Keras file, but of a Sequential that was never built: it has no input shape to check.
+    unbuilt = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras warns that the model was never built
+        unbuilt.save(path)
+
+    refused(path)

@@ -1,0 +1,166 @@
+"""The Train page's settings form, derived from core.config's settings: one widget per setting.
+
+Each setting's `widget` picks the widget; its label, help, range, choices and stops come from the setting.
+Widget values live in session state under `form_<name>` (the hidden layers under a count and one width per
+layer). Reading the form back checks each value against its setting, so a number typed out of range gets
+its message under its box instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import streamlit as st
+
+from core.config import Setting, TrainConfig
+
+KEY_PREFIX = "form_"
+LAYER_COUNT_KEY = "form_layer_count"
+KEEP = {"persist_state": "session"}  # widget values survive a visit to another page
+
+
+def _key(name: str) -> str:
+    return KEY_PREFIX + name
+
+
+def _unit_key(index: int) -> str:
+    return f"{KEY_PREFIX}units_{index}"
+
+
+def _uses_labels(setting: Setting) -> bool:
+    """Choice widgets show labels as options when the values are not all text (XLA: None, True, False)."""
+    return not all(isinstance(choice, str) for choice in setting.choices)
+
+
+def _label(setting: Setting, value) -> str:
+    return setting.choice_labels.get(value, str(value))
+
+
+def stops_with(setting: Setting, value) -> list:
+    """The values a stops slider offers, plus `value` if a loaded config uses one that is not a stop."""
+    return sorted(set(setting.stops) | ({value} if value is not None else set()))
+
+
+# ------------------------------------------------------------------------------------------- values
+
+
+def form_values(config) -> dict:
+    """The session-state values that show `config` in the form (unused layer sliders keep the default)."""
+    values = {}
+    for setting in config.SETTINGS:
+        value = getattr(config, setting.name)
+        if setting.widget == "layers":
+            values[LAYER_COUNT_KEY] = len(value)
+            spare = setting.default[0] if setting.default else setting.stops[0]
+            for index in range(setting.max_items):
+                values[_unit_key(index)] = value[index] if index < len(value) else spare
+        elif setting.choices and _uses_labels(setting):
+            values[_key(setting.name)] = _label(setting, value)
+        elif setting.widget == "text":
+            values[_key(setting.name)] = value or ""
+        else:
+            values[_key(setting.name)] = value
+    return values
+
+
+def _value_of(setting: Setting, state) -> object:
+    if setting.widget == "layers":
+        return [state[_unit_key(index)] for index in range(state[LAYER_COUNT_KEY])]
+    raw = state[_key(setting.name)]
+    if setting.choices and _uses_labels(setting):
+        return next((choice for choice in setting.choices if _label(setting, choice) == raw), raw)
+    if setting.widget == "text":
+        return (raw or "").strip() or None
+    return raw
+
+
+def config_from_form(state, config_class=TrainConfig) -> tuple[object | None, dict[str, str]]:
+    """The config the form describes, or None and a message per setting that is wrong (or across settings)."""
+    values, errors = {}, {}
+    for setting in config_class.SETTINGS:
+        value = _value_of(setting, state)
+        if value is None and not setting.nullable:
+            errors[setting.name] = f"{setting.label} is empty: enter a value {setting.describe_range()}."
+            continue
+        try:
+            setting.check(value)
+        except ValueError as error:
+            errors[setting.name] = str(error).replace(setting.name, setting.label, 1) + "."
+        values[setting.name] = value
+    # A setting that does not apply to the others (XLA with the session engine) takes its default.
+    for setting in config_class.SETTINGS:
+        if not setting.applies(values):
+            values[setting.name] = setting.default
+            errors.pop(setting.name, None)
+    if errors:
+        return None, errors
+    try:
+        return config_class(**values), {}
+    except ValueError as error:
+        return None, {"": str(error)}
+
+
+# ------------------------------------------------------------------------------------------- widgets
+
+
+def put_form(config) -> None:
+    """Show `config` in the form's widgets."""
+    st.session_state.update(form_values(config))
+
+
+def _layers_widget(setting: Setting) -> None:
+    st.slider(setting.label, 1, setting.max_items, key=LAYER_COUNT_KEY, help=setting.help, **KEEP)
+    columns = st.columns(2)
+    for index in range(st.session_state[LAYER_COUNT_KEY]):
+        key = _unit_key(index)
+        columns[index % 2].select_slider(f"Units, layer {index + 1}", stops_with(setting, st.session_state[key]),
+                                         key=key, **KEEP)
+
+
+def _setting_widget(setting: Setting, applies: bool) -> None:
+    key, label, help_text = _key(setting.name), setting.label, setting.help
+    if setting.widget == "layers":
+        _layers_widget(setting)
+    elif setting.widget == "select":
+        options = [_label(setting, c) for c in setting.choices] if _uses_labels(setting) else list(setting.choices)
+        st.selectbox(label, options, format_func=lambda value: _label(setting, value), key=key, help=help_text,
+                     disabled=not applies, **KEEP)
+    elif setting.widget == "stops":
+        st.select_slider(label + (" (log scale)" if setting.log_scale else ""),
+                         stops_with(setting, st.session_state.get(key)), format_func=lambda value: f"{value:g}",
+                         key=key, help=help_text, **KEEP)
+    elif setting.widget == "slider":
+        st.slider(label, setting.low, setting.high, step=setting.step, key=key, help=help_text, **KEEP)
+    elif setting.widget == "number":
+        # No min/max on the box: Streamlit would quietly ignore a number typed out of range while the box
+        # still showed it. The value is checked against the setting when the form is read, in words.
+        st.number_input(label, value=None, step=setting.kind(setting.step if setting.step is not None else 1), key=key,
+                        help=help_text,
+                        placeholder=setting.describe_range(), **KEEP)
+    elif setting.widget == "text" and applies:
+        st.text_input(label, key=key, help=help_text, **KEEP)
+
+
+def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict], str | None]] | None = None,
+                  hidden: tuple[str, ...] = ()) -> tuple[object | None, dict[str, str]]:
+    """One widget per setting, in declaration order, each followed by its error; returns the config read back.
+
+    `captions` adds a line under a setting's widget (from the values so far); `hidden` leaves settings out
+    (they keep their defaults).
+    """
+    captions = captions or {}
+    for key, value in form_values(config_class()).items():
+        st.session_state.setdefault(key, value)
+    values = {setting.name: _value_of(setting, st.session_state) for setting in config_class.SETTINGS}
+    config, errors = config_from_form(st.session_state, config_class)
+    for setting in config_class.SETTINGS:
+        if setting.name in hidden:
+            continue
+        _setting_widget(setting, setting.applies(values))
+        if setting.name in errors:
+            st.error(errors[setting.name], icon=":material/error:")
+        caption = captions.get(setting.name)
+        text = caption(values) if caption else None
+        if text:
+            st.caption(text)
+    return config, errors

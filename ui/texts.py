@@ -1,0 +1,267 @@
+"""What the pages say about runs, in plain words: labels, table rows, progress, outcomes, config diffs.
+
+Text only: nothing here draws, and nothing imports streamlit or TensorFlow, so the home page can use it
+before its first paint. Everything about a run comes from the run store's typed records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.advice import is_chance_level
+from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
+from core.data import DATASET_TITLES
+from core.runs import Run, RunState
+
+# Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
+STATE_LABELS = {
+    RunState.RUNNING: "running",
+    RunState.COMPLETED: "completed",
+    RunState.STOPPED: "stopped",
+    RunState.DIVERGED: "diverged (loss blew up)",
+    RunState.FAILED: "failed",
+    RunState.INTERRUPTED: "interrupted",
+    RunState.DAMAGED: "damaged (unreadable)",
+}
+FULL_MNIST_HINT = (
+    "To train on full MNIST (70,000 digits), run once on a machine with network access: "
+    "`python -c \"import keras; keras.datasets.mnist.load_data()\"` (it saves `~/.keras/datasets/mnist.npz`), "
+    "or pick the source *path* and give an `mnist.npz` or a folder of the four IDX files."
+)
+TRAIN_FIRST = "Train your first model on the Train page"
+SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files"}
+# Exception names the trainer puts in front of a failure message; people do not need them.
+_ERROR_PREFIXES = ("DatasetError: ", "ValueError: ", "RunNotFound: ", "RunStoreError: ", "OSError: ")
+
+
+def choice_label(setting_name: str, value) -> str:
+    """How a setting's value reads on a page: 'SGD (the article's)' for optimizer 'sgd'."""
+    return SETTINGS_BY_NAME[setting_name].choice_labels.get(value, str(value))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'0.8 s', '42 s', '3 min 05 s', '1 h 02 min'; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def plain_message(message: str) -> str:
+    """A status message without the exception class name the trainer puts in front of it."""
+    for prefix in _ERROR_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def data_label(run: Run) -> str:
+    """Which data a run trained on, as its folder tells it: the loaded source if known, else the request."""
+    if run.data_description:
+        return run.data_description
+    if run.config is None:
+        return "unknown data"
+    return f"{DATASET_TITLES[run.config.dataset]}, source {run.config.source} (not loaded yet)"
+
+
+def short_data_label(run: Run) -> str:
+    """A table-sized version of data_label: 'MNIST · offline sample (5,000)'."""
+    if run.config is None:
+        return "—"
+    if run.summary is not None:
+        kind = SOURCE_KINDS[run.summary.source]
+        count = f" ({sum(run.summary.data_sizes.values()):,})"
+    else:  # a run still training: only its description is known, which starts with the kind
+        described = run.data_description or ""
+        kind = ("offline sample" if described.startswith("offline sample") else "full" if described.startswith("full ")
+                else "own files" if run.config.source == "path" else f"source {run.config.source}")
+        count = ""
+    return f"{DATASET_TITLES[run.config.dataset]} · {kind}{count}"
+
+
+def describe_config(config: TrainConfig, with_engine: bool = True) -> str:
+    """One line with the settings that matter most: '784-128-128-10 · relu · sgd at learning rate 0.5 · ...'."""
+    line = (f"{config.architecture()} · {config.activation} · {config.optimizer} at learning rate "
+            f"{config.learning_rate:g} · batch {config.batch_size} · {config.steps:,} steps")
+    return f"{line} · {config.engine} engine" if with_engine else line
+
+
+def loss_agreement(runs: list[Run]) -> str | None:
+    """How closely the runs' per-step losses agree over the steps they share, in words (None: nothing shared)."""
+    series = [run.read_metrics()["loss"] for run in runs]
+    shared = min((len(losses) for losses in series), default=0)
+    if len(series) < 2 or shared == 0:
+        return None
+    first = series[0][:shared]
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for other in series[1:] for a, b in zip(first, other[:shared]))
+    if worst == 0:
+        return f"The per-step losses are identical over all {shared:,} steps, so the lines lie on top of each other."
+    return f"Largest relative difference of the per-step losses over {shared:,} steps: {worst:.2g}."
+
+
+# ------------------------------------------------------------------------------------------- runs table
+
+
+def run_row(run: Run) -> dict:
+    """One row of the runs table; a damaged run gets a row too, with what is wrong in `problem`."""
+    config = run.config if not run.damaged else None
+    state = run.state
+    problem = run.damaged or ("" if state in (RunState.COMPLETED, RunState.RUNNING) else plain_message(run.message))
+    status = run.status
+    return {
+        "run": run.run_id,
+        "started": datetime.fromisoformat(status.started_at) if status and status.started_at else None,
+        "status": STATE_LABELS[state],
+        "test_accuracy": run.test_accuracy,
+        "engine": config.engine if config else None,
+        "data": short_data_label(run) if config else "—",
+        "architecture": config.architecture() if config else None,
+        "activation": config.activation if config else None,
+        "optimizer": config.optimizer if config else None,
+        "learning_rate": config.learning_rate if config else None,
+        "batch_size": config.batch_size if config else None,
+        "steps": run.step if status else None,
+        "total_steps": config.steps if config else None,
+        "seconds": run.seconds() if status else None,
+        "problem": problem,
+    }
+
+
+def run_rows(runs: list[Run]) -> list[dict]:
+    """Rows for a list of runs, in the order given (list_runs gives newest first)."""
+    return [run_row(run) for run in runs]
+
+
+def runs_signature(runs: list[Run]) -> str:
+    """A short fingerprint of which runs exist: a table selection by row position is only valid with it."""
+    return hashlib.sha1("\n".join(run.run_id for run in runs).encode()).hexdigest()[:10]
+
+
+def default_selection(runs: list[Run], wanted: str | None = None) -> list[int]:
+    """Rows to select on arrival: the run asked for (?run=), else the newest run that has a model."""
+    ids = [run.run_id for run in runs]
+    if wanted in ids:
+        return [ids.index(wanted)]
+    return next(([index] for index, run in enumerate(runs) if run.has_model and not run.damaged), [])
+
+
+def recent_runs_markdown(runs: list[Run]) -> str:
+    """A small Markdown table of runs for the home page (no dataframe: it paints without loading pandas)."""
+    lines = ["| Started | Status | Test accuracy | Engine | Network | Optimizer | Steps | Time |",
+             "|---|---|--:|---|---|---|--:|--:|"]
+    for row in run_rows(runs):
+        accuracy = f"{row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else "—"
+        optimizer = f"{row['optimizer']} at {row['learning_rate']:g}" if row["optimizer"] else "—"
+        steps = f"{row['steps']:,}" if row["steps"] is not None else "—"
+        started = row["started"].strftime("%b %d, %H:%M") if row["started"] else "—"
+        lines.append(f"| {started} | {row['status']} | {accuracy} | {row['engine'] or '—'} | "
+                     f"{row['architecture'] or '—'} | {optimizer} | "
+                     f"{steps} | {format_seconds(row['seconds'])} |")
+    return "\n".join(lines)
+
+
+def damaged_count(runs: list[Run]) -> int:
+    """How many run folders could not be read."""
+    return sum(1 for run in runs if run.state is RunState.DAMAGED)
+
+
+def config_diff(runs: list[Run]) -> list[dict]:
+    """The settings whose values differ between runs: one row per setting, one column per run."""
+    readable = [run for run in runs if run.config is not None and not run.damaged]
+    if len(readable) < 2:
+        return []
+    rows = []
+    for setting in SETTINGS:
+        column = [getattr(run.config, setting.name) for run in readable]
+        if any(value != column[0] for value in column[1:]):
+            rows.append({"field": setting.name, **{run.run_id: _show(value) for run, value in zip(readable, column)}})
+    return rows
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return "-".join(str(item) for item in value)
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------------------- live state
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    """What a progress bar shows for a run: how full, and a line of text."""
+
+    fraction: float
+    text: str
+
+
+def progress_view(run: Run) -> ProgressView:
+    """Steps done, steps/s and time left for a running run; the phase it is in before the first step."""
+    status = run.status
+    step = status.step if status else 0
+    total = max(status.total_steps if status and status.total_steps else run.total_steps, 1)
+    speed = status.steps_per_second if status and status.steps_per_second else 0.0
+    fraction = min(1.0, step / total)
+    if run.stop_requested():
+        return ProgressView(fraction, f"Stopping at step {step:,} of {total:,}…")
+    if step == 0:
+        phase = run.message or "starting"
+        hint = " (a new run's worker imports TensorFlow and builds its graph first: a few seconds)"
+        return ProgressView(0.0, f"{phase.capitalize()}…{hint}")
+    left = (total - step) / speed if speed > 0 else None
+    return ProgressView(fraction,
+                        f"Step {step:,} of {total:,} · {speed:,.0f} steps/s · about {format_seconds(left)} left")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished run ended, for a page: `tone` is good, neutral, bad or broken."""
+
+    tone: str
+    headline: str
+    details: str = ""
+
+
+def outcome(run: Run) -> Outcome:
+    """The end of a run in plain words; 'Test accuracy: 0.9412' for a completed one."""
+    state = run.state
+    summary = run.summary
+    message = plain_message(run.message)
+    timing = ""
+    if summary and summary.steps and summary.seconds and summary.steps_per_second:
+        timing = (f"{summary.steps:,} steps in {format_seconds(summary.seconds)} "
+                  f"({summary.steps_per_second:,.0f} steps/s)")
+    accuracy = run.test_accuracy
+    if state is RunState.COMPLETED and accuracy is not None and is_chance_level(accuracy):
+        return Outcome("bad", f"Test accuracy: {accuracy:.4f}",
+                       (f"{timing}. " if timing else "") + "That is chance level for ten classes: the network "
+                       f"learned nothing. Check the learning rate ({run.config.learning_rate:g}): too large and the "
+                       "steps overshoot, too small and the weights barely move.")
+    if state is RunState.COMPLETED and accuracy is not None:
+        return Outcome("good", f"Test accuracy: {accuracy:.4f}", timing)
+    if state is RunState.STOPPED:
+        scored = f" Test accuracy: {accuracy:.4f} for the model as it was." if accuracy is not None else ""
+        return Outcome("neutral", f"Stopped at step {run.step:,} of {run.total_steps:,}.{scored}", timing)
+    if state is RunState.DIVERGED:
+        return Outcome("broken", "The loss blew up, so training stopped. Try a smaller learning rate.",
+                       f"What happened: {message}.")
+    if state is RunState.FAILED:
+        return Outcome("broken", f"Training failed: {message}", f"The full error is in {run.error_path}.")
+    if state is RunState.INTERRUPTED:
+        return Outcome("bad", "This run was interrupted: the process training it ended before it finished "
+                              "(was the server restarted?).", "What it logged until then is kept.")
+    if state is RunState.DAMAGED:
+        return Outcome("bad", f"This run folder cannot be read: {run.damaged}")
+    if state is RunState.COMPLETED:
+        return Outcome("neutral", "Completed, with no test accuracy recorded.", timing)
+    return Outcome("neutral", f"Still training: step {run.step:,} of {run.total_steps:,}.")
