@@ -12,7 +12,7 @@ import streamlit as st
 from core.data import default_source_is_sample, describe_default_source
 from core.runs import best_run, default_runs_dir, list_runs
 from ui import texts
-from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, train_first_link
+from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, files_offered_here, train_first_link
 
 
 def home() -> None:
@@ -69,7 +69,7 @@ def show_page_links() -> None:
 def show_recent_runs(runs: list, runs_dir: Path) -> None:
     st.subheader("Recent runs")
     if not runs:
-        st.markdown(f"No runs yet in `{runs_dir}`.")
+        st.markdown(f"No runs yet{f' in `{runs_dir}`' if files_offered_here() else ''}.")
         train_first_link()
         return
     st.markdown(texts.recent_runs_markdown(runs[:5]))

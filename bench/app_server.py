@@ -39,21 +39,27 @@ def _server_log_tail(log_path: Path, characters: int = 3000) -> str:
         return "(no server log)"
 
 
-def start_app(runs_dir, timeout: float = SERVER_START_SECONDS) -> tuple[str, subprocess.Popen]:
+def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | None = "127.0.0.1",
+              visit_host: str = "127.0.0.1", env: dict | None = None) -> tuple[str, subprocess.Popen]:
     """Start `streamlit run app.py` on a free port with HYBRID_LAB_RUNS=runs_dir; return (url, process).
 
-    Returns once Streamlit's health endpoint answers. Stop the server with `stop_app(process)`.
+    `address` is what the server listens on ("0.0.0.0": every interface, as when it is shared; None: what
+    .streamlit/config.toml says, as `make run` starts it); `visit_host`
+    is the loopback address the returned URL uses (127.0.0.2 is another origin than 127.0.0.1, as a remote
+    visitor's browser would be). Returns once Streamlit's health endpoint answers. Stop the server with
+    `stop_app(process)`.
     """
     port = free_port()
-    env = {**os.environ, "HYBRID_LAB_RUNS": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "HYBRID_LAB_RUNS": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+               "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    if address is not None:
+        command += ["--server.address", address]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_path = Path(log.name)
     log.close()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{visit_host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -86,9 +92,9 @@ def stop_app(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_app(runs_dir):
-    """`streamlit run app.py` over `runs_dir` for the duration of a with-block; yields its URL."""
-    url, process = start_app(runs_dir)
+def running_app(runs_dir, **options):
+    """`streamlit run app.py` over `runs_dir` for the duration of a with-block; yields its URL (see start_app)."""
+    url, process = start_app(runs_dir, **options)
     try:
         yield url
     finally:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from core.data import read_idx  # noqa: E402
+from core.datafiles import read_idx  # noqa: E402
 from core.evaluation import predict  # noqa: E402
 from core.network import load_model  # noqa: E402
 from core.runs import read_run  # noqa: E402

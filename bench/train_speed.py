@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +24,10 @@ import tensorflow as tf  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.network import build_export_model, initial_weights  # noqa: E402
+from core import service  # noqa: E402
 from core.engines import engine_class  # noqa: E402
+from core.engines.function import NETWORKS  # noqa: E402
+from core.runs import load_run  # noqa: E402
 from core.training import BatchSchedule, train  # noqa: E402
 
 WARMUP_STEPS = 100
@@ -87,9 +91,35 @@ def engine_chunks(config, dataset, log_dir, steps, chunk=100) -> float:
 
 
 def end_to_end(config, dataset, runs_dir) -> float:
-    """Steps per second of core.training.train as a user runs it: tracing, evaluations, files, model export."""
+    """Steps per second of core.training.train as a user runs it: tracing, evaluations, files, model export.
+
+    The process's compiled networks are forgotten first, so this is a fresh model, as the CLI trains it.
+    """
+    NETWORKS.clear()
     run = train(config, runs_dir, dataset=dataset)
     return run.summary.steps / run.summary.seconds
+
+
+def warm_service(config, runs_dir: Path, runs: int) -> list[float]:
+    """Steps per second of runs in the warm training service, each timed from the request (service.submit) to
+    its final status on disk: queueing, evaluations, files and the model export included."""
+    pool = service.ensure_pool(runs_dir)
+    deadline = time.monotonic() + 180
+    while not all("warm after" in log.read_text(errors="replace") for log in (runs_dir / ".workers").glob("*.log")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service's workers did not warm up within 180 s")
+        time.sleep(0.1)
+    rates = []
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            run = service.submit(config, runs_dir, limits=False)
+            while load_run(run.run_id, runs_dir).state.active:
+                time.sleep(0.01)
+            rates.append(config.steps / (time.perf_counter() - started))
+    finally:
+        pool.stop()
+    return rates
 
 
 def main() -> None:
@@ -97,10 +127,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--engines", default="function,session", help="comma-separated engines to measure")
     parser.add_argument("--long-steps", type=int, default=10_000, help="steps of the longer run (0: skip it)")
+    parser.add_argument("--service-runs", type=int, default=5, help="runs through the warm service (0: skip it)")
     args = parser.parse_args()
     config = TrainConfig(steps=args.steps, source="offline")
     dataset = load_dataset("mnist", "offline")
-    steady, cold, long_runs = [], [], []
+    steady, cold, long_runs, warm = [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         steady.append(("Keras `model.fit`, TensorBoard callback `update_freq=1`",
@@ -126,9 +157,15 @@ def main() -> None:
                               keras_fit(long_config, dataset, scratch / "fit-long", args.long_steps, warm=False)))
             long_runs.append((f"`function` engine, `train()`, {args.long_steps:,} steps (XLA by default)",
                               end_to_end(long_config, dataset, scratch / "runs-long")))
+        if args.service_runs:
+            rates = warm_service(config.replace(source="auto"), scratch / "service", args.service_runs)
+            warm = [steady[0],
+                    (f"warm service, request → final status, median of {len(rates)} runs", statistics.median(rates)),
+                    ("warm service, request → final status, slowest run", min(rates))]
     print(f"\n{args.steps} steps of batch {config.batch_size}, {config.architecture()}, loss logged every step\n")
     tables = [("steady state (after warm-up)", steady), ("end to end (from a fresh model)", cold),
-              ("a longer run, end to end", long_runs)]
+              ("a longer run, end to end", long_runs),
+              ("the warm training service, end to end (against steady `fit`)", warm)]
     for title, rows in [(title, rows) for title, rows in tables if rows]:
         print(f"| {title} | steps/s | × `fit` |")
         print("| --- | ---: | ---: |")

@@ -11,13 +11,31 @@ from core.config import SETTINGS_BY_NAME
 CHANCE_LEVEL_ACCURACY = 0.15
 
 
+# A loss that climbed past this many times where it started blew up: the steps were too large.
+BLEW_UP_FACTOR = 2.0
+LEARNING_RATE = SETTINGS_BY_NAME["learning_rate"]
+
+
 def smaller_learning_rate(learning_rate: float) -> float:
     """A tenth of the learning rate, never below the smallest one allowed."""
-    return max(learning_rate / 10, SETTINGS_BY_NAME["learning_rate"].low)
+    return max(learning_rate / 10, LEARNING_RATE.low)
+
+
+def larger_learning_rate(learning_rate: float) -> float:
+    """Ten times the learning rate, never above the largest one allowed."""
+    return min(learning_rate * 10, LEARNING_RATE.high)
+
+
+def other_optimizer(config) -> str:
+    """An optimizer to suggest instead of the one the run used: adam, or rmsprop for a run that used adam."""
+    return "rmsprop" if config.optimizer == "adam" else "adam"
 
 
 def diverged_message(config, loss: float, step: int) -> str:
     """What to tell a person whose loss became NaN or infinite."""
+    if config.learning_rate <= LEARNING_RATE.low:
+        return (f"the loss became {loss} at step {step} even at the smallest learning rate, "
+                f"{config.learning_rate:g}; try another optimizer ({other_optimizer(config)}) or a smaller network")
     return (f"the loss became {loss} at step {step} with learning rate {config.learning_rate:g}; "
             f"try a smaller learning rate, such as {smaller_learning_rate(config.learning_rate):g}")
 
@@ -27,10 +45,25 @@ def is_chance_level(test_accuracy: float | None) -> bool:
     return test_accuracy is not None and test_accuracy <= CHANCE_LEVEL_ACCURACY
 
 
-def chance_level_warning(config, test_accuracy: float) -> str:
-    """A sentence to add when a run ended no better than guessing (dead units after too large a step)."""
+def chance_level_warning(config, test_accuracy: float, first_loss: float, highest_loss: float,
+                         last_loss: float) -> str:
+    """A sentence to add when a run ended no better than guessing, telling steps too large from too small.
+
+    Too large, the loss shoots up (ReLU units die, and it settles back near chance); too small, it hardly
+    moves from where it started. The suggestion always stays within the learning rates allowed.
+    """
     if not is_chance_level(test_accuracy):
         return ""
-    return (f"; that is no better than guessing, so the network did not learn: with learning rate "
-            f"{config.learning_rate:g} ({config.optimizer}) the steps are probably too large, try "
-            f"{smaller_learning_rate(config.learning_rate):g}")
+    rate = config.learning_rate
+    said = "; that is no better than guessing, so the network did not learn: "
+    if highest_loss > BLEW_UP_FACTOR * first_loss:
+        if rate <= LEARNING_RATE.low:
+            return said + (f"the loss shot up to {highest_loss:.3g} even at the smallest learning rate ({rate:g}); "
+                           f"try another optimizer ({other_optimizer(config)})")
+        return said + (f"the loss shot up from {first_loss:.3g} to {highest_loss:.3g}, so with learning rate "
+                       f"{rate:g} ({config.optimizer}) the steps are too large; try {smaller_learning_rate(rate):g}")
+    if rate >= LEARNING_RATE.high:
+        return said + (f"the loss only went from {first_loss:.3g} to {last_loss:.3g} even at the largest learning "
+                       "rate; train for more steps")
+    return said + (f"the loss only went from {first_loss:.3g} to {last_loss:.3g}, so with learning rate {rate:g} "
+                   f"({config.optimizer}) the steps are too small; try {larger_learning_rate(rate):g}, or more steps")

@@ -13,9 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
-from core.config import SETTINGS, Setting, TrainConfig
-from core.data import DatasetError, check_data_path
-from core.runs import RunState, default_runs_dir
+from core.config import Setting, TrainConfig
+from core.data import DatasetError, check_data_path, load_dataset
+from core.runs import RunState, RunStoreError, create_run, default_runs_dir
 
 PROG = "python -m core.cli"
 BAR_WIDTH = 30
@@ -67,7 +67,27 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="where run folders go (default ./runs or $HYBRID_LAB_RUNS)")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the result at the end")
+    parser.add_argument("--list", action="store_true",
+                        help="list the runs (newest first) with their state, queue position and test accuracy, "
+                             "and exit: the same runs the app shows, queued ones included")
     return parser
+
+
+def list_lines(runs_dir: Path) -> list[str]:
+    """One line per run for --list: id, state (with its place in the queue), steps, test accuracy."""
+    from core import queue
+    from core.runs import list_runs
+
+    lines = []
+    for run in list_runs(runs_dir):
+        state = str(run.state)
+        if run.state is RunState.QUEUED:
+            place = queue.position(run.run_id, runs_dir)
+            state = f"queued #{place}" if place else state
+        accuracy = f"{run.test_accuracy:.4f}" if run.test_accuracy is not None else "-"
+        detail = run.damaged or (f"step {run.step:,} of {run.total_steps:,}" if run.state.active else run.message)
+        lines.append(f"{run.run_id}  {state:<20} test accuracy {accuracy:<7} {detail}")
+    return lines
 
 
 def config_from_args(args: argparse.Namespace, config_class=TrainConfig):
@@ -91,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse flags, train, print the outcome; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    runs_dir = args.runs_dir or default_runs_dir()
+    if args.list:
+        print("\n".join(list_lines(runs_dir)) or f"no runs in {runs_dir}")
+        return 0
     try:
         config = config_from_args(args)
     except ValueError as error:
@@ -99,7 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         check_data_path(config.source, config.data_path)
     except DatasetError as error:
         parser.error(f"--data {error}")
-    runs_dir = args.runs_dir or default_runs_dir()
+    # The data is read and checked before the run folder exists: a bad file is one line and exit code 2,
+    # and leaves nothing behind.
+    try:
+        dataset = load_dataset(config.dataset, config.source, config.data_path)
+    except DatasetError as error:
+        parser.error(str(error))
+    try:
+        run = create_run(config, runs_dir)
+    except RunStoreError as error:
+        parser.error(str(error))
 
     # The first Ctrl-C asks the run to stop after its current chunk (kept as "stopped"); a second one quits.
     interrupted = threading.Event()
@@ -114,9 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training {config.architecture()} ({config.engine} engine) into {runs_dir}", file=sys.stderr)
     from core.training import train  # deferred: imports TensorFlow
 
-    run = train(config, runs_dir, on_progress=lambda p: print(progress_line(p), end="", file=sys.stderr,
-                                                              flush=True),
-                should_stop=interrupted.is_set)
+    run = train(config, run=run, dataset=dataset, should_stop=interrupted.is_set,
+                on_progress=lambda p: print(progress_line(p), end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     summary = run.summary
     print(f"{run.state}: {run.message}", file=sys.stderr)

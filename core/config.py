@@ -145,7 +145,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", str, "mnist", "Dataset", "Handwritten digits, or Zalando's clothes in the same format.",
             "select", choices=DATASETS, choice_labels={"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}),
     Setting("source", str, "auto", "Source",
-            "auto: the full download if it is here, else the offline sample; path: files you name.", "select",
+            "auto: the full download if it is here, else the offline sample; my own files: an mnist.npz or an IDX "
+            "folder on the server (offered only when the app runs on this machine).", "select",
             choices=SOURCES, choice_labels={"auto": "auto (full if available)", "keras": "keras (full download)",
                                             "offline": "offline sample", "path": "my own files"}),
     Setting("data_path", str, None, "Data path", "An mnist.npz file or a folder with the four IDX files.", "text",

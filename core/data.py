@@ -8,7 +8,6 @@ home page can say which source is in use without paying for that import.
 from __future__ import annotations
 
 import functools
-import gzip
 import os
 import socket
 from dataclasses import dataclass
@@ -16,23 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
-}
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+from core.datafiles import (
+    WHAT_TO_GIVE,
+    DatasetError,
+    check_images,
+    check_labels,
+    check_path_kind,
+    read_idx_folder,
+    read_npz,
+)
+
 # Debian's dataset-fashion-mnist package puts the four IDX files here.
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where keras.datasets downloads from
 NETWORK_TIMEOUT_SECONDS = 3.0
 OFFLINE_SPLIT_SEED = 0  # the 4,000 / 1,000 split of the offline sample never changes
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
-
-
-class DatasetError(ValueError):
-    """A data source could not give a usable dataset; the message says what was found and what to do."""
 
 
 @dataclass(frozen=True)
@@ -52,77 +50,8 @@ class Dataset:
         return {"train": int(len(self.y_train)), "test": int(len(self.y_test))}
 
 
-# ---------------------------------------------------------------------------------------------- readers
-
-
-def _open_maybe_gzip(path: Path):
-    with open(path, "rb") as handle:
-        gzipped = handle.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzipped or not): images as uint8 (N, 28, 28), labels as uint8 (N,)."""
-    path = Path(path)
-    try:
-        with _open_maybe_gzip(path) as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise DatasetError(f"{path}: cannot read it as an IDX file ({error})") from None
-    if len(raw) < 8:
-        raise DatasetError(f"{path}: only {len(raw)} bytes; an IDX file starts with an 8-byte header")
-    magic = int.from_bytes(raw[0:4], "big")
-    count = int.from_bytes(raw[4:8], "big")
-    if magic == IMAGES_MAGIC:
-        if len(raw) < 16:
-            raise DatasetError(f"{path}: image header truncated ({len(raw)} bytes, expected 16)")
-        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
-        if (rows, cols) != (28, 28):
-            raise DatasetError(f"{path}: images are {rows}x{cols}; expected 28x28")
-        header, shape = 16, (count, rows, cols)
-    elif magic == LABELS_MAGIC:
-        header, shape = 8, (count,)
-    else:
-        raise DatasetError(
-            f"{path}: magic number {magic}; expected {IMAGES_MAGIC} (images) or {LABELS_MAGIC} (labels)"
-        )
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        raise DatasetError(f"{path}: {len(raw)} bytes for {count} items; expected {expected} (truncated?)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _find_idx(folder: Path, stem: str) -> Path:
-    for candidate in (folder / f"{stem}.gz", folder / stem, folder / stem.replace("-idx", ".idx")):
-        if candidate.is_file():
-            return candidate
-    raise DatasetError(f"{folder}: no {stem} or {stem}.gz; an IDX folder needs {', '.join(IDX_FILES.values())}")
-
-
-def read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
-    """Read the four IDX files of a folder into x_train, y_train, x_test, y_test arrays."""
-    return {key: read_idx(_find_idx(Path(folder), stem)) for key, stem in IDX_FILES.items()}
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read a Keras-layout mnist.npz (x_train, y_train, x_test, y_test)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DatasetError(f"{path}: a single array, not an .npz archive; expected the arrays {list(IDX_FILES)}")
-        with loaded as archive:
-            missing = [key for key in IDX_FILES if key not in archive.files]
-            if missing:
-                raise DatasetError(f"{path}: has {archive.files}; expected the arrays {list(IDX_FILES)}")
-            return {key: archive[key] for key in IDX_FILES}
-    except (OSError, ValueError, EOFError) as error:
-        if isinstance(error, DatasetError):
-            raise
-        raise DatasetError(f"{path}: not a readable .npz archive ({error})") from None
-
-
 def _as_dataset(arrays: dict, name: str, source: str, description: str, origin: str) -> Dataset:
-    """Check shapes and label range, then scale images to float32 [0, 1]."""
+    """Check shapes, pixel values and labels, then scale images to float32 [0, 1]."""
     split = {}
     for part in ("train", "test"):
         images, labels = np.asarray(arrays[f"x_{part}"]), np.asarray(arrays[f"y_{part}"])
@@ -136,9 +65,8 @@ def _as_dataset(arrays: dict, name: str, source: str, description: str, origin: 
             )
         if len(labels) == 0:
             raise DatasetError(f"{origin}: the {part} split is empty")
-        if labels.min() < 0 or labels.max() > 9:
-            raise DatasetError(f"{origin}: y_{part} has labels {labels.min()}..{labels.max()}; expected 0..9")
-        scale = 255.0 if images.max() > 1.0 else 1.0
+        check_labels(labels, origin, f"y_{part}")
+        scale = check_images(images, origin, f"x_{part}")
         split[part] = (images.astype(np.float32) / np.float32(scale), labels.astype(np.int32))
     return Dataset(name, source, description, *split["train"], *split["test"])
 
@@ -234,13 +162,12 @@ def load_debian_fashion() -> Dataset:
 
 
 def check_data_path(source: str, data_path: str | None) -> None:
-    """Fail early, in words, when source "path" names data files that are not there."""
+    """Fail early, in words, when source "path" names data files that are not there, or not files at all."""
     if source != "path":
         return
     if not data_path:
-        raise DatasetError("no data path given; give an mnist.npz file or a folder with the four IDX files")
-    if not Path(data_path).expanduser().exists():
-        raise DatasetError(f"{data_path} does not exist; give an mnist.npz file or a folder with the four IDX files")
+        raise DatasetError(f"no data path given; {WHAT_TO_GIVE}")
+    check_path_kind(Path(data_path).expanduser())
 
 
 def load_path(path: str | Path, name: str = "mnist") -> Dataset:
@@ -265,11 +192,22 @@ def load_dataset(name: str = "mnist", source: str = "auto", data_path: str | Non
         raise DatasetError(f"unknown source {source!r}; expected auto, keras, offline or path")
     if source != "auto":
         return _cached_load_source(name, source)
+    return _cached_load_source(name, auto_source(name))
+
+
+@functools.lru_cache(maxsize=None)
+def auto_source(name: str) -> str:
+    """What "auto" means in this process, decided once: the Keras download (or its cache), else offline.
+
+    A warm worker trains many runs; probing the download host for each would cost seconds every time.
+    """
     try:
-        return _cached_load_source(name, "keras")
+        _cached_load_source(name, "keras")
+        return "keras"
     except DatasetError as keras_error:
         try:
-            return _cached_load_source(name, "offline")
+            _cached_load_source(name, "offline")
+            return "offline"
         except DatasetError as offline_error:
             raise DatasetError(f"no {DATASET_TITLES[name]} available: {keras_error}; {offline_error}") from None
 

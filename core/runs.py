@@ -17,7 +17,8 @@ import os
 import re
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field, fields, replace
+import time
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from core.config import ENGINES, TrainConfig
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
+QUEUE_DIR = ".queue"  # one file per queued run; see core/queue.py
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
@@ -34,6 +36,10 @@ MODEL_FILE = "model.keras"
 ERROR_FILE = "error.txt"
 WORKER_LOG_FILE = "worker.log"
 STOP_FILE = "STOP"  # its presence asks the training, in whatever process, to stop
+# A little space kept aside in every run folder while it trains: if the disk fills up, deleting it leaves
+# room to record that the run failed, and why, instead of a status stuck at "running".
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 64 * 1024
 EVENT_FILE_GLOB = "**/events.out.tfevents*"
 METRICS_FIELDS = ("step", "loss", "batch_accuracy")
 EVALUATION_FIELDS = ("step", "test_loss", "test_accuracy")
@@ -47,6 +53,7 @@ ID_ATTEMPTS = 5  # fresh random parts tried when a new run's id is taken (same s
 class RunState(StrEnum):
     """Where a run is in its life; DAMAGED is never written, only read from a folder that cannot be."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     STOPPED = "stopped"
@@ -57,8 +64,13 @@ class RunState(StrEnum):
 
     @property
     def finished(self) -> bool:
-        """True for every state but running."""
-        return self is not RunState.RUNNING
+        """True once the run will not train any more: every state but queued and running."""
+        return self not in (RunState.QUEUED, RunState.RUNNING)
+
+    @property
+    def active(self) -> bool:
+        """True while the run waits for a worker or trains."""
+        return not self.finished
 
 
 WRITABLE_STATES = tuple(state for state in RunState if state is not RunState.DAMAGED)
@@ -124,6 +136,8 @@ class Status:
     updated_at: str | None = None
     finished_at: str | None = None
     data_source: str | None = None
+    visitor: str | None = None  # who asked for the run, for the per-visitor limit (a hash, never an address)
+    queue_entry: str | None = None  # the run's file in the queue while it is queued
 
     def to_json(self) -> dict:
         """The dict written to status.json (the state under the key "status")."""
@@ -154,10 +168,11 @@ class Status:
                "a process id")
         for name in ("started_at", "updated_at", "finished_at"):
             _time(file, name, values.get(name))
-        source = values.get("data_source")
-        _check(file, "data_source", source, source is None or isinstance(source, str), "text")
+        for name in ("data_source", "visitor", "queue_entry"):
+            _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
         return cls(RunState(state), message, values.get("step", 0), values.get("total_steps", 0), speed, pid,
-                   values.get("started_at"), values.get("updated_at"), values.get("finished_at"), source)
+                   values.get("started_at"), values.get("updated_at"), values.get("finished_at"),
+                   values.get("data_source"), values.get("visitor"), values.get("queue_entry"))
 
 
 @dataclass(frozen=True)
@@ -419,6 +434,10 @@ class Run:
         """Keep a failure's traceback beside the run."""
         self.error_path.write_text(text)
 
+    def release_reserve(self) -> None:
+        """Give back the space kept aside for recording the end of the run (see RESERVE_FILE)."""
+        (self.path / RESERVE_FILE).unlink(missing_ok=True)
+
     def append_metrics(self, rows: list[tuple]) -> None:
         """Append (step, loss, batch_accuracy) rows to metrics.csv."""
         _append_csv(self.path / METRICS_FILE, METRICS_FIELDS, rows)
@@ -478,8 +497,9 @@ def _slug(config: TrainConfig) -> str:
     return f"{config.engine[:4]}-{config.optimizer}-{units}"
 
 
-def create_run(config: TrainConfig, runs_dir: Path | None = None) -> Run:
-    """Make a new run folder with its config.json and a 'running' status.
+def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunState = RunState.RUNNING,
+               **status) -> Run:
+    """Make a new run folder with its config.json and a status: running (trained by this process) or queued.
 
     RunStoreError says, in one sentence, why the runs directory cannot take it; no half-made folder stays.
     """
@@ -495,26 +515,38 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None) -> Run:
         run_id = f"{stamp}-{secrets.token_hex(2)}-{_slug(config)}"
         # The folder is built under a dot-name, which list_runs skips, and renamed into place once its
         # config and status are written: nobody sees a half-made run, and a failure removes only its own.
-        staging = runs_dir / f".new-{run_id}"
+        staging = staging_folder(runs_dir, run_id)
         try:
             staging.mkdir()
         except FileExistsError:
             continue
         except OSError as error:
             raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
+        entry = None
         try:
+            (staging / RESERVE_FILE).write_bytes(bytes(RESERVE_BYTES))
             config.save(staging / CONFIG_FILE)
             run = Run(run_id, staging, config)
-            run.write_status(RunState.RUNNING, "starting", pid=os.getpid(), started_at=_now(), step=0,
-                             total_steps=config.steps)
+            if state is RunState.RUNNING:
+                status.setdefault("pid", os.getpid())
+            else:  # queued: its file in the queue goes in before the folder shows (core/queue.py)
+                entry = queue_entry_name(run_id)
+                status["queue_entry"] = entry
+            run.write_status(state, "starting" if state is RunState.RUNNING else "waiting for a worker",
+                             started_at=_now(), step=0, total_steps=config.steps, **status)
             if (runs_dir / run_id).exists():
                 raise FileExistsError(run_id)
+            if entry:
+                (runs_dir / QUEUE_DIR).mkdir(exist_ok=True)
+                (runs_dir / QUEUE_DIR / entry).touch()
             os.rename(staging, runs_dir / run_id)
         except FileExistsError:
             shutil.rmtree(staging, ignore_errors=True)
             continue
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if entry:
+                (runs_dir / QUEUE_DIR / entry).unlink(missing_ok=True)
             raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
         run.path = runs_dir / run_id
         return run
@@ -549,7 +581,35 @@ def read_run(path: Path) -> Run:
     if run.status.state is RunState.RUNNING and not _pid_alive(run.status.pid):
         run.status = replace(run.status, state=RunState.INTERRUPTED,
                              message="the process training this run ended before it finished")
+    elif run.status.state is RunState.QUEUED and not _still_queued(path.parent, run.status.queue_entry):
+        run.status = replace(run.status, state=RunState.INTERRUPTED,
+                             message="it left the queue without starting")
     return run
+
+
+def queue_entry_name(run_id: str) -> str:
+    """The name of a queue file for a run queued now: the time first, so that names sort in queue order."""
+    return f"{time.time_ns():020d}-{run_id}"
+
+
+def staging_folder(runs_dir: Path, run_id: str) -> Path:
+    """Where create_run builds a run before it shows under its id."""
+    return Path(runs_dir) / f".new-{run_id}"
+
+
+def _still_queued(runs_dir: Path, entry: str | None) -> bool:
+    """True while a queued run's queue file is there, or a live worker is taking it right now."""
+    if not entry:
+        return False
+    folder = runs_dir / QUEUE_DIR
+    if (folder / entry).exists():
+        return True
+    # A worker renames the entry to .taken-<pid>-<entry> and then writes "running": in between, it is alive.
+    for taken in folder.glob(f".taken-*-{entry}"):
+        pid = taken.name.split("-", 2)[1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            return True
+    return False
 
 
 def _age_key(path: Path) -> tuple[str, int]:
@@ -609,8 +669,9 @@ def delete_run(run_id: str, runs_dir: Path | None = None) -> None:
     file system refuses.
     """
     run = load_run(run_id, runs_dir)
-    if run.state is RunState.RUNNING:
-        raise ValueError(f"run {run_id} is still training; stop it on the Train page first, then delete it")
+    if run.state.active:
+        raise ValueError(f"run {run_id} is still {'queued' if run.state is RunState.QUEUED else 'training'}; "
+                         "stop it on the Train page first, then delete it")
     try:
         if run.path.is_symlink():
             run.path.unlink()  # never follow a link out of the runs directory

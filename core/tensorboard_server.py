@@ -1,17 +1,21 @@
-"""One TensorBoard server over the runs directory, started in this process through tensorboard's Python API.
+"""TensorBoard over the runs directory, served by the app's own server under /tensorboard/.
 
-Every run folder is a TensorBoard run (the engines write their event files there), so pointing TensorBoard
-at the runs directory shows them all side by side, exactly as `tensorboard --logdir runs` would.
+Every run folder is a TensorBoard run (the engines write their event files there), so TensorBoard pointed at
+the runs directory shows them all side by side, exactly as `tensorboard --logdir runs` would. It is served
+through the app's one port and origin, so the TensorBoard page works from any browser that can open the app
+(a lab server, a port-forwarded VM), not only from the machine itself: app.py mounts `TensorBoardMount`.
+TensorBoard imports TensorFlow, so it is built on the first request, not when the server starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shlex
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
-HOST = "127.0.0.1"  # local only: TensorBoard has no authentication
+MOUNT_PATH = "/tensorboard"
 # The TensorBoard 2.x frontend reads these from the URL's query string (its deep-link provider keeps the
 # run filter, tag filter and smoothing there); the hash picks the dashboard.
 DASHBOARD = "timeseries"
@@ -23,36 +27,69 @@ class TensorBoardError(RuntimeError):
     """TensorBoard could not start; the message says why."""
 
 
-@dataclass(frozen=True)
-class TensorBoardServer:
-    """A running TensorBoard: where it serves and what it reads."""
+def tensorboard_wsgi_app(logdir: Path):
+    """TensorBoard's own WSGI application over `logdir`, made through its public `program` API.
 
-    url: str  # e.g. http://127.0.0.1:40123/
-    logdir: Path
-
-
-def start_tensorboard(logdir: Path, host: str = HOST) -> TensorBoardServer:
-    """Start TensorBoard on `logdir` in a background thread, on a free port; returns at once when it serves.
-
-    The server lives as long as this process: callers keep the one they got (the page caches it) rather
-    than starting another.
+    `program.TensorBoard` builds its app and hands it to a server class; ours keeps the app and listens on
+    nothing, because the app's server serves it.
     """
-    logdir = Path(logdir).expanduser().resolve()
     try:
-        logdir.mkdir(parents=True, exist_ok=True)
         from tensorboard import program  # deferred: TensorBoard imports TensorFlow when it is installed
-
-        board = program.TensorBoard()
-        # Port 0 lets the operating system pick a free port; --load_fast=false keeps everything in this
-        # process instead of trying to spawn the optional Rust data server.
-        board.configure(argv=[None, "--logdir", str(logdir), "--host", host, "--port", "0",
-                              "--load_fast", "false", "--reload_interval", "5"])
-        url = board.launch()
     except ImportError as error:
-        raise TensorBoardError(f"the tensorboard package is not installed ({error}); pip install tensorboard") from None
+        raise TensorBoardError(f"the tensorboard package is not installed ({error}); pip install tensorboard") \
+            from None
+    built = {}
+
+    class KeepApp(program.TensorBoardServer):
+        def __init__(self, wsgi_app, flags):
+            built["app"] = wsgi_app
+
+        def serve_forever(self):
+            pass
+
+        def get_url(self):
+            return MOUNT_PATH + "/"
+
+    board = program.TensorBoard(server_class=KeepApp)
+    # --load_fast=false keeps everything in this process instead of spawning the optional Rust data server.
+    board.configure(argv=[None, "--logdir", str(logdir), "--load_fast", "false", "--reload_interval", "5"])
+    try:
+        board.launch()
     except Exception as error:  # TensorBoard raises several unrelated types for "cannot serve"
         raise TensorBoardError(f"{type(error).__name__}: {error}") from None
-    return TensorBoardServer(url=url, logdir=logdir)
+    return built["app"]
+
+
+class TensorBoardMount:
+    """An ASGI app for the /tensorboard/ mount: TensorBoard's WSGI app, built on the first request."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = Path(logdir).expanduser().resolve()
+        self._asgi = None
+        self._lock = threading.Lock()
+
+    def _build(self):
+        with self._lock:
+            if self._asgi is None:
+                from a2wsgi import WSGIMiddleware
+
+                self.logdir.mkdir(parents=True, exist_ok=True)
+                self._asgi = WSGIMiddleware(tensorboard_wsgi_app(self.logdir))
+        return self._asgi
+
+    async def __call__(self, scope, receive, send):
+        try:
+            app = self._asgi or await asyncio.to_thread(self._build)
+        except (TensorBoardError, OSError) as error:
+            await _respond(send, 503, f"TensorBoard could not start here: {error}".encode(),
+                           [(b"content-type", b"text/plain; charset=utf-8")])
+            return
+        await app(scope, receive, send)
+
+
+async def _respond(send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def run_filter(run_id: str) -> str:
@@ -61,8 +98,8 @@ def run_filter(run_id: str) -> str:
     return f"^{escaped}$"
 
 
-def dashboard_url(base_url: str, run_id: str | None = None) -> str:
-    """The time-series dashboard of a TensorBoard, showing only `run_id` when one is given."""
+def dashboard_url(run_id: str | None = None, base_url: str = MOUNT_PATH + "/") -> str:
+    """The time-series dashboard of the app's TensorBoard, showing only `run_id` when one is given."""
     base = base_url if base_url.endswith("/") else base_url + "/"
     query = f"?{RUN_FILTER_PARAMETER}={quote(run_filter(run_id), safe='')}" if run_id else ""
     return f"{base}{query}#{DASHBOARD}"

@@ -8,9 +8,11 @@ the progress reports.
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,9 +107,23 @@ def train(
     try:
         _train_into(run, config, dataset, on_progress, should_stop or (lambda: False))
     except Exception as error:  # record any failure in the run folder instead of losing the run
-        run.write_error(traceback.format_exc())
-        run.write_status(RunState.FAILED, f"{type(error).__name__}: {error}")
+        run.release_reserve()  # on a full disk, this is the room the next two writes need
+        try:
+            run.write_error(traceback.format_exc())
+        except OSError:
+            pass  # the status below says what happened; the traceback is a nicety
+        run.write_status(RunState.FAILED, failure_message(error, run))
+    run.release_reserve()
     return run
+
+
+def failure_message(error: Exception, run: Run) -> str:
+    """What a failed run's status says: the error in words, and for a full disk, what to do about it."""
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+        where = Path(error.filename).name if isinstance(error, OSError) and error.filename else "its files"
+        return (f"no space left on device while writing {where}; free some space in {run.path.parent} "
+                "and train again")
+    return f"{type(error).__name__}: {error}"
 
 
 def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop) -> None:
@@ -115,9 +131,14 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     dataset = dataset or load_dataset(config.dataset, config.source, config.data_path)
     run.write_status(RunState.RUNNING, "building the graph", data_source=dataset.description)
     engine = engine_class(config.engine)(config, dataset, run.path)
+    # TensorBoard's evaluation summaries (histograms, the captioned digits) are built and written on a
+    # thread of their own while training goes on: they cost about as much as the steps between them.
+    summary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"summaries-{run.run_id}")
+    pending = []
     schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
     started = time.monotonic()
     step, last_loss, outcome = 0, float("nan"), RunState.COMPLETED
+    first_loss = highest_loss = None  # how far the loss moved, for advice if the run learns nothing
     test_loss = test_accuracy = None
     evaluated_at = None
     message = ""
@@ -129,7 +150,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
                 break
             count = _next_chunk(step, config, engine.chunk_steps)
             indices = schedule.take(count)
-            losses, accuracies = (engine.trace_graph if step == 0 else engine.train_chunk)(indices, step)
+            losses, accuracies = engine.train_chunk(indices, step)
             bad = _first_bad(losses)
             keep = count if bad is None else bad
             run.append_metrics([(step + i, float(losses[i]), float(accuracies[i])) for i in range(keep)])
@@ -139,8 +160,11 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
                 break
             step += count
             last_loss = float(losses[-1])
+            first_loss = float(losses[0]) if first_loss is None else first_loss
+            highest_loss = max(float(losses.max()), highest_loss or -math.inf)
             if step % config.eval_every == 0 or step == config.steps:
-                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step)
+                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
+                                                             pending)
                 evaluated_at = step
             elapsed = time.monotonic() - started
             progress = Progress(step, config.steps, last_loss, step / elapsed)
@@ -150,11 +174,15 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         seconds = time.monotonic() - started
         if outcome is not RunState.DIVERGED and step > 0:
             if evaluated_at != step:  # stopped between two evaluations: measure the model as it is
-                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step)
+                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
+                                                             pending)
             # Every engine's weights go into the same Keras 3 model: one contract for model.keras.
             build_export_model(config, engine.weights()).save(run.model_path)
     finally:
+        summary_writer.shutdown(wait=True)
         engine.close()
+    for written in pending:
+        written.result()  # a summary that failed to write fails the run, as it would have in line
     if outcome is RunState.DIVERGED:
         test_loss = test_accuracy = None  # the last evaluation measured weights that no longer exist
     run.write_summary(Summary(
@@ -163,15 +191,22 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         data_source=dataset.description, source=dataset.source, data_sizes=dataset.sizes(), engine=config.engine,
     ))
     if outcome is RunState.COMPLETED:
-        message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(config, test_accuracy)
+        message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(
+            config, test_accuracy, first_loss, highest_loss, last_loss)
     run.write_status(outcome, message, step=step)
 
 
-def _evaluate_and_log(run: Run, engine: Engine, config: TrainConfig, dataset: Dataset, step: int) -> tuple[float, float]:
-    """Evaluate on the test split; record it in evaluations.csv and TensorBoard. Returns loss and accuracy."""
+def _evaluate_and_log(run: Run, engine: Engine, config: TrainConfig, dataset: Dataset, step: int,
+                      summary_writer: ThreadPoolExecutor, pending: list) -> tuple[float, float]:
+    """Evaluate on the test split and record it in evaluations.csv now; TensorBoard's summaries of it (from a
+    copy of the weights as they are now) on the summary thread. Returns test loss and accuracy."""
     test_loss, test_accuracy, probabilities = evaluate(engine, dataset)
     run.append_evaluation(step, test_loss, test_accuracy)
-    engine.write_summaries(step, tensorboard_summaries.evaluation_summaries(
-        test_loss, test_accuracy, config.learning_rate, named_weights(engine, config),
-        dataset.x_test, dataset.y_test, probabilities))
+    weights = named_weights(engine, config)  # numpy copies: training may go on while the thread reads them
+
+    def write() -> None:
+        engine.write_summaries(step, tensorboard_summaries.evaluation_summaries(
+            test_loss, test_accuracy, config.learning_rate, weights, dataset.x_test, dataset.y_test, probabilities))
+
+    pending.append(summary_writer.submit(write))
     return test_loss, test_accuracy

@@ -1,74 +1,119 @@
-"""Background runs: each trains in a worker process, `python -m core.worker RUN_DIR`, started from here.
+"""A warm worker of the training service: `python -m core.worker --serve RUNS_DIR` (core/service.py starts them).
 
-Why a process and not a thread of the server: a Streamlit server clears Keras' session and collects garbage
-after every script run (a page polling a live run reruns twice a second), which slowed a training thread in
-the same process from ~700 to ~20 steps/s; a process also keeps the server responsive and lets a run
-outlive a page reload. The caller follows the run through its folder (status.json, metrics.csv), so a page
-that reloads, a second tab or another process sees the same live state.
+It lowers its CPU priority, imports TensorFlow, decides once what data source "auto" means, compiles the
+article's network, and then trains queued runs one after another, keeping each network shape it has
+compiled (core/engines/function.py: NETWORKS). Why a process and not a thread of the server: a Streamlit
+server clears Keras' session and collects garbage after every script run, which slowed a training thread
+in the server from ~700 to ~20 steps/s; a process also keeps the server responsive.
 
-In the worker, Ctrl-C (SIGINT) or SIGTERM stops the run after its current chunk of steps, like the STOP file,
-so a run is kept as "stopped" rather than lost when the app is shut down.
+A worker stops its run after the current chunk of steps (kept as "stopped", with all it logged) and exits
+when it gets SIGINT or SIGTERM, or when the process that started it (the app server) has gone, however it
+went.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
-import subprocess
 import sys
+import tempfile
 import threading
+import time
+import traceback
 from pathlib import Path
 
-from core.config import ENGINES, TrainConfig
-from core.runs import Run, RunState, create_run, default_runs_dir, read_run
+from core import queue
+from core.runs import RunState
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_training(config: TrainConfig, runs_dir: Path | None = None) -> Run:
-    """Create a run and train it in a background worker process; returns at once with the new run.
-
-    Stop it with `Run.request_stop()`.
-    """
-    runs_dir = Path(runs_dir).resolve() if runs_dir else default_runs_dir().resolve()
-    run = create_run(config, runs_dir)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(run.worker_log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "core.worker", str(run.path)], cwd=REPO_ROOT,
-                                  env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    # Until the worker writes its own pid (after its imports), the status names it here, so a worker that
-    # dies on start-up reads as "interrupted" rather than "running" forever. Read the status again first:
-    # never write back an older copy over what the worker may already have said.
-    current = read_run(run.path)
-    if current.state is RunState.RUNNING and current.status.pid == os.getpid():
-        current.write_status(RunState.RUNNING, current.status.message, pid=worker.pid)
-    # Wait for the worker in the background so that it does not linger as a zombie once it exits.
-    threading.Thread(target=worker.wait, name=f"reap-{run.run_id}", daemon=True).start()
-    return current
+NICENESS = 10  # below the server: pages stay quick while workers take the cores
+POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a directory listing)
+PARENT_CHECK_SECONDS = 0.5
+SERVER_GONE = "the app server stopped"
 
 
-def start_engine_comparison(config: TrainConfig, runs_dir: Path | None = None) -> list[Run]:
-    """Train the same settings with every engine at once (each in its own worker), for side-by-side curves."""
-    return [start_training(config.replace(engine=engine, xla=None), runs_dir) for engine in ENGINES]
+class StopSignal:
+    """Set by SIGINT, SIGTERM or the parent's end; says why, for the stopped run's message."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = "the worker was asked to stop"
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+        self.event.set()
+
+    def watch(self, parent: int) -> None:
+        """Stop on SIGINT or SIGTERM, and when the parent process has gone (the server was killed)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.set(SERVER_GONE))
+
+        def check_parent():
+            while not self.event.wait(PARENT_CHECK_SECONDS):
+                if os.getppid() != parent:
+                    self.set(SERVER_GONE)
+
+        threading.Thread(target=check_parent, name="parent-watch", daemon=True).start()
+
+
+def warm_up() -> None:
+    """Pay the fixed costs before the first run: data, the article's network traced and compiled, export."""
+    from core.config import TrainConfig
+    from core.data import load_dataset
+    from core.engines import engine_class
+    from core.network import build_export_model
+    from core.training import BatchSchedule
+
+    config = TrainConfig()
+    dataset = load_dataset(config.dataset, config.source)
+    with tempfile.TemporaryDirectory(prefix="warm-up-") as scratch:
+        engine = engine_class(config.engine)(config, dataset, Path(scratch))
+        schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
+        engine.train_chunk(schedule.take(engine.chunk_steps), 0)
+        engine.train_chunk(schedule.take(3), 2 * engine.chunk_steps)  # the plain graph, for odd-sized chunks
+        engine.predict(dataset.x_test[:10])
+        build_export_model(config, engine.weights()).save(Path(scratch) / "model.keras")
+        engine.close()
+
+
+def serve(runs_dir: Path, parent: int) -> int:
+    """Train queued runs until told to stop or `parent` (the server's pid) has gone; returns the exit code."""
+    stop = StopSignal()
+    stop.watch(parent)
+    os.nice(NICENESS)
+    from core.engines.function import NETWORKS
+    from core.training import train
+
+    # Compiling is paid once per shape here, so XLA pays off from the first run of a shape.
+    NETWORKS.xla_min_steps = 0
+    started = time.monotonic()
+    try:
+        warm_up()
+        print(f"worker {os.getpid()}: warm after {time.monotonic() - started:.1f} s", flush=True)
+    except Exception:  # a failed warm-up only costs the first run its speed
+        traceback.print_exc()
+    while not stop.event.is_set():
+        run = queue.take_next(runs_dir)
+        if run is None:
+            stop.event.wait(POLL_SECONDS)
+            continue
+        print(f"worker {os.getpid()}: training {run.run_id}", flush=True)
+        run = train(run.config, run=run, should_stop=stop.event.is_set)
+        if run.state is RunState.STOPPED and stop.event.is_set():
+            run.write_status(RunState.STOPPED, f"{run.message}: {stop.reason}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    """Train the run in argv[0]; the exit code says whether it completed or stopped (0) or not (1)."""
-    if len(argv) != 1:
-        print("usage: python -m core.worker RUN_DIR", file=sys.stderr)
-        return 2
-    run = read_run(Path(argv[0]))
-    if run.damaged:
-        print(f"cannot train {argv[0]}: {run.damaged}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    run.write_status(RunState.RUNNING, "starting", pid=os.getpid())
-    from core.training import train  # deferred: the parent side of this module must not import TensorFlow
-
-    run = train(run.config, run=run, should_stop=stop.is_set)
-    return 0 if run.state in (RunState.COMPLETED, RunState.STOPPED) else 1
+    """`--serve RUNS_DIR`: train the queued runs of that runs directory until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m core.worker")
+    parser.add_argument("--serve", type=Path, metavar="RUNS_DIR", required=True,
+                        help="train queued runs of this runs directory")
+    parser.add_argument("--parent", type=int, required=True,
+                        help="the pid of the server that started this worker: when it has gone, the worker stops")
+    args = parser.parse_args(argv)
+    return serve(args.serve, args.parent)
 
 
 if __name__ == "__main__":

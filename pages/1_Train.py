@@ -3,13 +3,13 @@
 
 import streamlit as st
 
+from core import queue, service
 from core.config import TrainConfig
-from core.data import DATASET_TITLES, check_data_path, describe_default_source
-from core.runs import RunNotFound, RunState, RunStoreError, default_runs_dir, load_run, load_runs
-from core.worker import start_engine_comparison, start_training
+from core.data import DATASET_TITLES, describe_default_source
+from core.runs import RunNotFound, RunStoreError, default_runs_dir, load_run, load_runs
 from ui import charts, texts
 from ui.form import put_form, settings_form
-from ui.widgets import outcome_box, run_links, smoothing_control, steady_chart
+from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart, visitor_id
 
 REFRESH_SECONDS = 0.5
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
@@ -43,8 +43,8 @@ def show_settings():
     st.header("Settings")
     st.button("Reset to the article's settings", icon=":material/restart_alt:", width="stretch",
               on_click=lambda: put_form(TrainConfig()))
-    config, errors = settings_form(captions={"source": auto_source_caption})
-    return config, errors
+    withheld = {} if files_offered_here() else {"source": ("path",)}
+    return settings_form(captions={"source": auto_source_caption}, withheld=withheld)
 
 
 def show_run(run_id: str, live: bool) -> None:
@@ -54,18 +54,22 @@ def show_run(run_id: str, live: bool) -> None:
     except RunNotFound:
         st.warning(f"Run {run_id} no longer exists (deleted on the Runs page?).")
         return
-    if live and run.state is not RunState.RUNNING:
+    if live and not run.state.active:
         st.rerun()  # it just finished: redraw the whole page (Train button, links), and stop refreshing
     st.subheader(f"Run `{run.run_id}`")
     if run.config and not run.damaged:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
-    if run.state is RunState.RUNNING:
+    if run.state.active:
         bar, stop = st.columns([5, 1], vertical_alignment="bottom")
         if stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
                        disabled=run.stop_requested(),
-                       help="Stops after the current chunk of steps; the run keeps everything it logged."):
-            run.request_stop()
-        view = texts.progress_view(run)
+                       help="A queued run leaves the queue; a running one stops after the current chunk of steps "
+                            "and keeps everything it logged."):
+            service.stop(run)
+            run = load_run(run.run_id, runs_dir)
+            if not run.state.active:  # a queued run left the queue at once: show how it ended
+                st.rerun()
+        view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
         bar.progress(view.fraction, text=view.text)
     else:
         outcome_box(run)
@@ -82,7 +86,7 @@ def show_curves(run) -> None:
         st.session_state["train_metrics"] = follower
     metrics, evaluations = follower[1].read(), run.read_evaluations()
     if not metrics["step"]:
-        if run.state is RunState.RUNNING:
+        if run.state.active:
             st.caption("The loss curve appears here with the first training steps.")
         return
     smoothing, log_scale = smoothing_control("train")
@@ -102,7 +106,7 @@ def show_engine_comparison(run_ids: list[str], live: bool) -> None:
     if not runs:
         st.warning("The runs of this engine comparison no longer exist (deleted on the Runs page?).")
         return
-    if live and not any(run.state is RunState.RUNNING for run in runs):
+    if live and not any(run.state.active for run in runs):
         st.rerun()
     st.subheader("Engines compared")
     st.caption(texts.describe_config(runs[0].config, with_engine=False)
@@ -110,8 +114,8 @@ def show_engine_comparison(run_ids: list[str], live: bool) -> None:
     for run, column in zip(runs, st.columns(len(runs))):
         with column:
             st.markdown(f"**{texts.choice_label('engine', run.config.engine)}** · `{run.run_id}`")
-            if run.state is RunState.RUNNING:
-                view = texts.progress_view(run)
+            if run.state.active:
+                view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
                 st.progress(view.fraction, text=view.text)
             else:
                 outcome_box(run)
@@ -141,7 +145,7 @@ if followed:
 if "form_layer_count" not in st.session_state:
     # A fresh session (a reload or a shared link) shows the settings of the run it follows.
     put_form(followed_run.config if followed_run and not followed_run.damaged else TrainConfig())
-running = followed_run is not None and followed_run.state is RunState.RUNNING
+running = followed_run is not None and followed_run.state.active
 
 with st.sidebar:
     config, errors = show_settings()
@@ -149,8 +153,8 @@ if errors:
     st.error("These settings cannot train: " + " ".join(errors.values()))
 button_column, compare_column, summary_column = st.columns([1, 1, 3], vertical_alignment="center")
 clicked = button_column.button("Train", type="primary", icon=":material/play_arrow:", width="stretch",
-                               disabled=running or config is None,
-                               help="Stop the current run first, or open another tab to train in parallel."
+                               disabled=config is None,
+                               help="Queues another run while this one trains; this tab then follows the new one."
                                if running else None)
 compare_clicked = compare_column.button("Compare engines", icon=":material/compare_arrows:", width="stretch",
                                         disabled=config is None,
@@ -160,13 +164,14 @@ if config is not None:
     summary_column.markdown(f"**{texts.describe_config(config)}** · {DATASET_TITLES[config.dataset]}, "
                             f"{texts.choice_label('source', config.source)}")
 if clicked or compare_clicked:
+    visit = {"visitor": visitor_id(), "files": files_offered_here()}
     try:
-        check_data_path(config.source, config.data_path)
         if clicked:
-            follow(start_training(config, runs_dir).run_id)
+            follow(service.submit(config, runs_dir, **visit).run_id)
         else:
-            st.query_params["compare"] = ",".join(run.run_id for run in start_engine_comparison(config, runs_dir))
-    except ValueError as error:  # DatasetError: the data files are not where the form says
+            compared_runs = service.submit_engine_comparison(config, runs_dir, **visit)
+            st.query_params["compare"] = ",".join(run.run_id for run in compared_runs)
+    except ValueError as error:  # SubmissionRefused, or DatasetError: the data files are not where the form says
         st.error(f"Cannot train: {error}")
     except RunStoreError as error:  # the runs directory cannot take a new run
         st.error(f"Cannot train: {error}.")
@@ -178,7 +183,7 @@ if clicked or compare_clicked:
 st.divider()
 compared = [run_id for run_id in st.query_params.get("compare", "").split(",") if run_id]
 if compared:
-    comparing = any(run.state is RunState.RUNNING for run in load_runs(compared, runs_dir))
+    comparing = any(run.state.active for run in load_runs(compared, runs_dir))
     st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, comparing)
     st.divider()
 if followed_run is not None:

@@ -5,9 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from core import evaluation
-from core.runs import RunState, RunStoreError, default_runs_dir, delete_run, list_runs
+from core.runs import RunStoreError, default_runs_dir, delete_run, list_runs
 from ui import charts, texts
-from ui.widgets import outcome_box, run_links, smoothing_control, train_first_link
+from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
 DELETING = "runs_deleting"  # the run whose delete confirmation is open
@@ -102,10 +102,10 @@ def show_actions(run) -> None:
             st.download_button("config.json", data=run.config_path.read_bytes,
                                file_name=f"{run.run_id}.config.json", mime="application/json",
                                icon=":material/download:", on_click="ignore")
-        running = run.state is RunState.RUNNING
-        run_links(run, train=running, short=True)
-        if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=running,
-                     help="Stop the run on the Train page first." if running else None):
+        active = run.state.active  # queued or training
+        run_links(run, train=active, short=True)
+        if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=active,
+                     help="Stop the run on the Train page first." if active else None):
             st.session_state[DELETING] = run.run_id
     if st.session_state.get(DELETING) == run.run_id:
         confirm_delete(run.run_id)
@@ -149,7 +149,7 @@ def show_analysis(run) -> None:
 
 runs = list_runs(runs_dir)
 if not runs:
-    st.info(f"No runs yet in `{runs_dir}`.")
+    st.info(f"No runs yet{f' in `{runs_dir}`' if files_offered_here() else ''}.")
     train_first_link()
     st.stop()
 damaged = texts.damaged_count(runs)

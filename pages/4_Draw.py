@@ -5,10 +5,12 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
+from core import queue, service
 from core.config import TrainConfig
-from core.runs import RunState, RunStoreError, default_runs_dir, load_run
-from core.worker import start_training
+from core.runs import RunStoreError, default_runs_dir, load_run
 from ui.charts import probability_figure
+from ui import texts
+from ui.widgets import files_offered_here, visitor_id
 from ui.drawing import (
     DrawingModel,
     choose_run,
@@ -16,7 +18,6 @@ from ui.drawing import (
     preview_image,
     run_label,
     training_failure,
-    training_progress,
     training_run,
 )
 
@@ -35,9 +36,11 @@ def get_model(run_id: str, model_path: str, version: float) -> DrawingModel:
 
 def train_article_model() -> None:
     try:
-        st.session_state["draw_started_run"] = start_training(TrainConfig(), default_runs_dir()).run_id
-    except RunStoreError as error:
+        run = service.submit(TrainConfig(), default_runs_dir(), visitor=visitor_id(), files=files_offered_here())
+    except (RunStoreError, ValueError) as error:  # ValueError: SubmissionRefused
         st.session_state["draw_start_error"] = f"Cannot train: {error}."
+    else:
+        st.session_state["draw_started_run"] = run.run_id
 
 
 def clear_canvas() -> None:
@@ -50,8 +53,9 @@ def follow_training(run_id: str) -> None:
     progress = st.progress(0.0, text="Starting")
     # One long script run rather than a rerun per poll: each rerun of this page pays Streamlit's
     # clear_session and garbage collection, which a quarter-second poll would repeat for nothing.
-    while (run := load_run(run_id, default_runs_dir())).state is RunState.RUNNING:
-        progress.progress(*training_progress(run))
+    while (run := load_run(run_id, default_runs_dir())).state.active:
+        view = texts.progress_view(run, queue.position(run_id, default_runs_dir()))
+        progress.progress(view.fraction, text=view.text)
         time.sleep(POLL_SECONDS)
     st.rerun()
 

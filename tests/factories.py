@@ -61,10 +61,10 @@ def dead_pid() -> int:
 
 
 def wait_until_finished(run_id: str, runs_dir: Path, timeout: float = 600.0) -> Run:
-    """Poll a run folder until the run is no longer running (or the timeout passes); returns the last read."""
+    """Poll a run folder until the run is neither queued nor running (or the timeout passes); returns the last read."""
     deadline = time.monotonic() + timeout
     while True:
         run = load_run(run_id, runs_dir)
-        if run.state is not RunState.RUNNING or time.monotonic() > deadline:
+        if not run.state.active or time.monotonic() > deadline:
             return run
         time.sleep(0.1)

@@ -12,8 +12,8 @@ import pytest
 
 from core.cli import PROG, build_parser, config_from_args
 from core.config import SETTINGS, TrainConfig
-from core.runs import load_run
-from tests.factories import TINY
+from core.runs import RunState, create_run, load_run
+from tests.factories import TINY, make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"run_id", "run_dir", "status", "test_accuracy", "steps", "seconds", "steps_per_second", "data_source"}
@@ -102,17 +102,31 @@ def test_a_bad_value_exits_2_with_one_line_naming_it(tmp_path, flags, named, quo
     assert not runs_dir.exists()  # nothing was created for a run that never started
 
 
-def test_a_run_whose_data_cannot_be_read_exits_1_and_reports_failed(tmp_path):
+def test_data_that_cannot_be_read_exits_2_in_one_line_before_any_run_folder_exists(tmp_path):
     empty = tmp_path / "empty-idx-folder"
     empty.mkdir()
 
     result = run_cli("--data", str(empty), "--steps", "5", "--json", "--runs-dir", str(tmp_path / "runs"))
 
-    assert result.returncode == 1
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["status"] == "failed"
-    assert "train-images-idx3-ubyte" in report["message"]
-    assert load_run(report["run_id"], tmp_path / "runs").state == "failed"
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("python -m core.cli: error:") and "train-images-idx3-ubyte" in line
+    assert result.stdout == ""
+    assert not (tmp_path / "runs").exists()  # the data is checked before the run folder is made
+
+
+def test_list_shows_every_run_with_its_state_and_queue_place(tmp_path):
+    runs_dir = tmp_path / "runs"
+    done = make_run(runs_dir, TINY, test_accuracy=0.5)
+    waiting = create_run(TINY, runs_dir, state=RunState.QUEUED)
+
+    result = run_cli("--list", "--runs-dir", str(runs_dir), timeout=30)
+
+    assert result.returncode == 0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(waiting.run_id) and "queued #1" in lines[0]
+    assert lines[1].startswith(done.run_id) and "completed" in lines[1] and "0.5000" in lines[1]
 
 
 def test_flags_default_to_the_articles_config():

@@ -3,7 +3,7 @@
 One run is trained for real once per module. Each damaged variant is a copy of it (shutil.copytree) with one
 file edited as a hand or a crash could leave it; the pages must open without an exception, never show a
 traceback, keep listing the good run, and say which run is damaged and why. The damaged copies come and go
-in one runs directory, so the TensorBoard page starts its server (cached per directory) once.
+in one runs directory, which the TensorBoard page embeds (the app serves TensorBoard under /tensorboard/).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ VARIANTS = [
     ("data-sizes-text", summary_field("data_sizes", "z"), "summary.json: data_sizes is 'z'; expected the train and"),
     ("summary-steps-text", summary_field("steps", "x"), "summary.json: steps is 'x'; expected a whole number"),
     ("message-null", status_file({"status": "failed", "message": None}), "status.json: message is None; expected text"),
-    ("status-number", status_field("status", 5), "status.json: status is 5; expected one of running, completed"),
+    ("status-number", status_field("status", 5),
+     "status.json: status is 5; expected one of queued, running, completed"),
     ("step-text", status_field("step", "x"), "status.json: step is 'x'; expected a whole number"),
     ("status-empty", status_file({}), "status.json has no status"),
     ("status-unknown", status_field("status", "exploded"), "status.json: status is 'exploded'; expected one of"),

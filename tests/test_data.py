@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 
 import core.data
-from core.data import (
-    DatasetError,
-    check_data_path,
-    default_source_is_sample,
-    describe_default_source,
-    load_dataset,
-    read_idx,
-    read_idx_folder,
-    read_npz,
-)
+from core.data import check_data_path, default_source_is_sample, describe_default_source, load_dataset
+from core.datafiles import DatasetError, read_idx, read_idx_folder, read_npz
 
 MNIST_TEST_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -315,8 +307,10 @@ def no_keras_cache(tmp_path, monkeypatch):
     """An empty Keras cache, and forget any dataset this process already loaded through Keras."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     core.data._cached_load_source.cache_clear()
+    core.data.auto_source.cache_clear()
     yield tmp_path / "keras-home" / "datasets"
     core.data._cached_load_source.cache_clear()
+    core.data.auto_source.cache_clear()
 
 
 def test_auto_falls_back_to_the_offline_sample_without_network(no_keras_cache, monkeypatch):
@@ -328,6 +322,18 @@ def test_auto_falls_back_to_the_offline_sample_without_network(no_keras_cache, m
     assert asked, "auto should have asked whether the download host is reachable"
     assert dataset.source == "offline"
     assert dataset.sizes() == {"train": 4000, "test": 1000}
+
+
+def test_auto_decides_once_per_process_instead_of_probing_the_network_for_every_run(no_keras_cache, monkeypatch):
+    asked = []
+    monkeypatch.setattr(core.data, "network_reachable", lambda *args, **kwargs: asked.append(True) or False)
+
+    first = load_dataset("mnist", "auto")
+    core.data._cached_load_source.cache_clear()  # even with the datasets themselves forgotten
+    second = load_dataset("mnist", "auto")
+
+    assert len(asked) == 1
+    assert first.source == second.source == "offline"
 
 
 def test_keras_source_without_cache_or_network_says_so(no_keras_cache, monkeypatch):

@@ -270,7 +270,7 @@ def mnist_test_set():
     labels_path = MNIST_TEST_DIR / "t10k-labels-idx1-ubyte.gz"
     if not (images_path.exists() and labels_path.exists()):
         pytest.skip(f"the real MNIST test set is not at {MNIST_TEST_DIR} (it ships only beside the repo)")
-    from core.data import read_idx
+    from core.datafiles import read_idx
 
     return read_idx(images_path)[:ROUND_TRIP_DIGITS], read_idx(labels_path)[:ROUND_TRIP_DIGITS]
 

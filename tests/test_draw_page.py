@@ -12,19 +12,22 @@ import io
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import streamlit.runtime.context
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-import core.worker
+import core.service
+from core import queue
 from core.config import TrainConfig
 from core.digits import classify, preprocess_drawing
 from core.network import load_model
-from core.runs import CONFIG_FILE, RUNS_DIR_ENV, SUMMARY_FILE, RunState, load_run
+from core.runs import CONFIG_FILE, RUNS_DIR_ENV, SUMMARY_FILE, RunState, create_run, load_run
 from core.training import train
 from tests.factories import TINY, make_run, rewrite_json
 from ui.drawing import (
@@ -33,9 +36,9 @@ from ui.drawing import (
     classify_drawing,
     preview_image,
     training_failure,
-    training_progress,
     training_run,
 )
+from ui.texts import progress_view
 
 HOME = str(Path(__file__).resolve().parents[1] / "Home.py")
 PAGE = "pages/4_Draw.py"
@@ -61,6 +64,17 @@ def runs_dir(tiny_runs_dir, monkeypatch):
     """The tiny runs directory, as the page's runs directory."""
     monkeypatch.setenv(RUNS_DIR_ENV, str(tiny_runs_dir))
     return tiny_runs_dir
+
+
+@pytest.fixture
+def loopback_visitor(monkeypatch):
+    """The visitor on this machine, as a real server sees it: st.context.ip_address is None.
+
+    Under AppTest, st.context.ip_address is a MagicMock (AppTest mocks the runtime and cannot seed the
+    client's address), and ui.widgets.visitor_id cannot hash that; a loopback client has no client context
+    address at all, which this reproduces.
+    """
+    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
 
 
 def only_run_id(runs_dir) -> str:
@@ -128,28 +142,34 @@ def test_with_no_runs_the_page_offers_to_train_the_article_model(tmp_path, monke
     assert any("no trained model" in text for text in texts(page.info))
 
 
-def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_path, monkeypatch):
+def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_path, monkeypatch, loopback_visitor):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    asked, started, workers = [], [], []
 
-    def start_tiny_training(config, runs_dir=None):
-        # The page asks for the article's configuration; a tiny offline one keeps the test quick.
-        asked.append(config)
-        run = real_start_training(TINY, runs_dir)
+    def submit_tiny(config, runs_dir=None, visitor=None, limits=True, files=True):
+        # The page asks for the article's configuration; a tiny offline one keeps the test quick. It is
+        # queued as the service queues it and trained on a thread of this process as a worker trains it
+        # (take the next queued run, train it), so the page sees it queued, then running, then done.
+        asked.append((config, visitor, limits, files))
+        run = create_run(TINY, runs_dir, state=RunState.QUEUED, visitor=visitor)
+        worker = threading.Thread(target=lambda: train(TINY, run=queue.take_next(runs_dir)))
+        worker.start()
+        workers.append(worker)
         started.append(run.run_id)
         return run
 
-    asked, started = [], []
-    # The page runs `from core.worker import start_training` on every script run, so it picks this up.
-    real_start_training = core.worker.start_training
-    monkeypatch.setattr(core.worker, "start_training", start_tiny_training)
+    # The page calls service.submit through the module on every press, so it picks this up.
+    monkeypatch.setattr(core.service, "submit", submit_tiny)
     page = open_page()
 
     # The page follows the run until it ends, then reruns itself and offers the new model.
     page.button(key="draw_train").click().run()
+    for worker in workers:
+        worker.join(timeout=PAGE_TIMEOUT)
 
     assert not page.exception
-    assert asked == [TrainConfig()]
+    assert asked == [(TrainConfig(), "local", True, True)]  # a visitor on this machine, limits on, files offered
     assert len(started) == 1
     assert load_run(started[0], runs_dir).state == RunState.COMPLETED
     assert page.selectbox(key="draw_run").value == started[0]
@@ -269,15 +289,19 @@ def test_choose_run_explains_why_a_linked_run_cannot_draw(runs_dir, tmp_path):
     fashion = other_dir / "fashion-run"
     shutil.copytree(other_dir / only_run_id(runs_dir), fashion)
     rewrite_json(fashion / CONFIG_FILE, lambda config: {**config, "dataset": "fashion_mnist"})
+    queued = create_run(TINY, other_dir, state=RunState.QUEUED)
     running = make_run(other_dir, state=RunState.RUNNING)  # created by this process, which is alive
 
     fashion_choice = choose_run(other_dir, "fashion-run")
     running_choice = choose_run(other_dir, running.run_id)
+    queued_choice = choose_run(other_dir, queued.run_id)
 
     assert [run.run_id for run in fashion_choice.runs] == [only_run_id(runs_dir)]
     assert fashion_choice.default_run_id == only_run_id(runs_dir)
     assert "fashion_mnist, not handwritten digits" in fashion_choice.notice
     assert "is still training" in running_choice.notice
+    assert f"run {queued.run_id} is still queued" in queued_choice.notice
+    assert queued_choice.default_run_id == only_run_id(runs_dir)
     assert training_run(other_dir).run_id == running.run_id
 
 
@@ -289,15 +313,23 @@ def test_choose_run_with_no_runs_has_nothing_to_select(tmp_path):
 
 
 def test_training_progress_and_failure_read_the_run_folder(tmp_path):
+    # What the page shows while it waits for its model: ui.texts.progress_view, as on the Train page.
+    queued = create_run(TINY, tmp_path, state=RunState.QUEUED)
     run = make_run(tmp_path, state=RunState.RUNNING)
-    run.write_status(RunState.RUNNING, "training", step=14, total_steps=TINY.steps)
+    run.write_status(RunState.RUNNING, "training", step=14, total_steps=TINY.steps, steps_per_second=7.0)
 
     assert TINY.steps == 35
-    assert training_progress(load_run(run.run_id, tmp_path)) == (0.4, "Training: step 14 of 35")
+    view = progress_view(load_run(run.run_id, tmp_path), queue.position(run.run_id, tmp_path))
+    assert (view.fraction, view.text) == (0.4, "Step 14 of 35 · 7 steps/s · about 3.0 s left")
+    waiting = progress_view(load_run(queued.run_id, tmp_path), queue.position(queued.run_id, tmp_path))
+    assert waiting.fraction == 0.0 and waiting.text.startswith("Queued: 1st in the queue.")
+    assert training_run(tmp_path).run_id == run.run_id  # the newest run still to finish
     assert training_failure(run.run_id, tmp_path) is None
+    assert training_failure(queued.run_id, tmp_path) is None
     run.write_status(RunState.DIVERGED, "the loss became nan")
     assert training_failure(run.run_id, tmp_path) == "Training the model ended diverged: the loss became nan."
     assert training_failure(None, tmp_path) is None
+    assert training_run(tmp_path).run_id == queued.run_id  # a queued run is waited for too
 
 
 def test_the_compiled_model_matches_keras_even_after_streamlit_clears_the_keras_session(runs_dir):

@@ -9,6 +9,7 @@ from core.engines.function import XLA_MIN_STEPS, FunctionEngine, uses_xla
 from core.engines.session import SessionEngine
 from core.network import load_model
 from core.training import train
+from tests.factories import TINY
 from tests.tensorboard_events import RunEvents, name_scopes, node_names
 
 AGREEMENT_STEPS = 1000
@@ -67,6 +68,18 @@ def test_session_run_writes_the_articles_graph_and_loss_every_step(engine_runs):
     metrics = run.read_metrics()["loss"]
     assert np.allclose([value for _, value in loss], metrics, rtol=1e-6)
     assert [step for step, _ in events.scalars("test_accuracy")] == list(range(100, 1001, 100))
+
+
+def test_every_run_of_a_cached_network_shape_gets_its_graph(tmp_path):
+    """The function engine writes its graph when it is built, not by tracing a chunk: a second run of the
+    same shape reuses the compiled network of the first (no tracing) and must still show its graph."""
+    first = train(TINY, tmp_path / "first")
+    second = train(TINY, tmp_path / "second")
+
+    for run in (first, second):
+        scopes = [name_scopes(graph) for graph in RunEvents(run.path).graphs()]
+        assert any({"input", "NN", "loss", "train"} <= found for found in scopes), (run.run_id, scopes)
+    assert second.read_metrics() == first.read_metrics()  # the reused network started over from the seed
 
 
 def test_session_model_keras_has_the_shared_contract(engine_runs):

@@ -15,8 +15,10 @@ CORE_FILES = sorted((REPO_ROOT / "core").rglob("*.py"))
 PAGE_FILES = [REPO_ROOT / "Home.py", REPO_ROOT / "app.py", *sorted((REPO_ROOT / "pages").glob("*.py"))]
 BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
+# The server imports the training service, its queue and the TensorBoard mount at start (app.py), so they must
+# not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
 LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
-                 "core.engines", "ui.texts"]
+                 "core.engines", "core.service", "core.queue", "core.tensorboard_server", "ui.texts"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 

@@ -2,12 +2,14 @@
 
 Pages are run as the app runs them: Home.py first, then `switch_page`, with HYBRID_LAB_RUNS pointing at a
 temporary runs directory. The Train page is driven through its widgets and followed to the end of a run that
-trains in a background worker process, so the test polls, as the browser does.
+the training service queues and a warm worker process trains, so the test polls, as the browser does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,11 +17,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import streamlit.runtime.context
 from streamlit.testing.v1 import AppTest
 
-from core import tensorboard_server
+import core.service
+from core import queue, service, tensorboard_server
+from core.advice import chance_level_warning
 from core.config import SETTINGS_BY_NAME, TrainConfig
-from core.runs import CONFIG_FILE, METRICS_FIELDS, CsvFollower, Run, RunState, Status, list_runs, load_run
+from core.runs import (CONFIG_FILE, METRICS_FIELDS, CsvFollower, Run, RunState, Status, create_run, list_runs,
+                       load_run)
 from core.training import train
 from tests.factories import DIVERGING, TINY, finished_summary, make_run, wait_until_finished
 from ui import texts as page_texts
@@ -29,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HOME = str(REPO_ROOT / "Home.py")
 PAGES = ["Home.py", "pages/1_Train.py", "pages/2_Runs.py", "pages/3_TensorBoard.py", "pages/4_Draw.py"]
 TIMEOUT = 60  # seconds for one script run: the first one to load a model also imports TensorFlow
+WARM_UP = 240  # seconds for a first run on a fresh pool: the worker imports TensorFlow and compiles first
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------------
@@ -59,6 +66,31 @@ def populated(tmp_path_factory):
 @pytest.fixture
 def empty_runs_dir(tmp_path):
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="module")
+def service_runs(tmp_path_factory):
+    """A runs directory whose queued runs a real pool of one warm worker trains; the pool stops with the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRID_LAB_WORKERS", "1")  # one worker whatever the machine (the one paying the warm-up)
+        yield tmp_path_factory.mktemp("service-runs")
+        service.stop_pools()
+
+
+@pytest.fixture
+def loopback_visitor(monkeypatch):
+    """The visitor on this machine, as a real server sees it: st.context.ip_address is None.
+
+    Under AppTest, st.context.ip_address is a MagicMock (AppTest mocks the runtime and cannot seed the
+    client's address), which ui.widgets.visitor_id cannot hash; a loopback client has no address at all.
+    """
+    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """core.service.submit queues runs as usual, but no worker pool starts: queued runs stay queued."""
+    monkeypatch.setattr(core.service, "ensure_pool", lambda runs_dir=None: None)
 
 
 def open_page(page: str, runs_dir: Path, monkeypatch, **query) -> AppTest:
@@ -249,17 +281,19 @@ def train_button(app: AppTest):
     return next(button for button in app.button if button.label == "Train")
 
 
-def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, monkeypatch):
-    runs_dir = tmp_path / "runs"
+def test_train_page_trains_a_tiny_configuration_through_its_widgets(service_runs, monkeypatch, loopback_visitor):
+    runs_dir = service_runs
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     fill_tiny_form(app)
 
     train_button(app).click().run()
-    poll(app, lambda page: "Test accuracy:" in texts(page))
+    poll(app, lambda page: "Test accuracy:" in texts(page), seconds=WARM_UP)
 
     assert_no_exception(app)
     run = load_run(app.query_params["run"], runs_dir)
     assert run.state == RunState.COMPLETED
+    assert run.status.pid not in (None, os.getpid())  # trained by a worker process, not by the page's
+    assert run.status.visitor == "local"
     assert (run.config.hidden_units, run.config.steps, run.config.eval_every) == (TINY.hidden_units, TINY.steps,
                                                                                   TINY.eval_every)
     assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
@@ -271,13 +305,13 @@ def test_train_page_trains_a_tiny_configuration_through_its_widgets(tmp_path, mo
     assert f"run={run.run_id}" in links["Draw a digit for this model"].query_string
 
 
-def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path, monkeypatch):
-    runs_dir = tmp_path / "runs"
+def test_compare_engines_trains_both_engines_and_overlays_their_losses(service_runs, monkeypatch, loopback_visitor):
+    runs_dir = service_runs
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     fill_tiny_form(app)
 
     next(button for button in app.button if button.label == "Compare engines").click().run()
-    poll(app, lambda page: texts(page).count("Test accuracy:") >= 2, seconds=90)
+    poll(app, lambda page: texts(page).count("Test accuracy:") >= 2, seconds=WARM_UP)
 
     assert_no_exception(app)
     run_ids = app.query_params["compare"].split(",")
@@ -295,13 +329,14 @@ def test_compare_engines_trains_both_engines_and_overlays_their_losses(tmp_path,
     assert f"identical over all {TINY.steps} steps" in shown
 
 
-def test_stop_ends_a_long_run_and_keeps_what_it_logged(tmp_path, monkeypatch):
-    runs_dir = tmp_path / "runs"
+def test_stop_ends_a_long_run_and_keeps_what_it_logged(service_runs, monkeypatch, loopback_visitor):
+    runs_dir = service_runs
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     fill_tiny_form(app, steps=200_000)
     train_button(app).click().run()
     run_id = app.query_params["run"]
-    poll(app, lambda page: "steps/s" in texts(page))  # past TensorFlow's start-up: steps are being made
+    # Past the queue and the worker's start-up: steps are being made.
+    poll(app, lambda page: "steps/s" in texts(page), seconds=WARM_UP)
 
     app.button(key="train_stop").click().run()
     run = wait_until_finished(run_id, runs_dir, timeout=60)
@@ -372,7 +407,7 @@ def test_a_number_out_of_range_or_cleared_is_named_under_its_box_and_blocks_trai
     assert list_runs(runs_dir) == []
 
 
-def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypatch):
+def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypatch, loopback_visitor, no_workers):
     runs_dir = tmp_path / "runs"
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     app.selectbox(key="form_source").set_value("path").run()
@@ -384,33 +419,71 @@ def test_a_missing_data_path_is_refused_before_any_run_starts(tmp_path, monkeypa
     assert list_runs(runs_dir) == []
 
 
-def test_train_goes_through_core_worker_start_training(tmp_path, monkeypatch):
-    """The page starts runs through core.worker.start_training (patched here: no worker process)."""
-    import core.worker
-
+def test_train_submits_through_the_training_service(tmp_path, monkeypatch, loopback_visitor):
+    """The page queues runs through core.service.submit (patched here: trained at once, in this process)."""
     runs_dir = tmp_path / "runs"
-    started = []
+    submitted = []
 
-    def record(config, runs_directory=None):
-        started.append(config)
-        return make_run(runs_directory, config)
+    def train_here(config, runs_directory=None, visitor=None, limits=True, files=True):
+        submitted.append((config, runs_directory, visitor, limits, files))
+        return train(config, runs_directory)
 
-    monkeypatch.setattr(core.worker, "start_training", record)
+    monkeypatch.setattr(core.service, "submit", train_here)
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
     fill_tiny_form(app)
 
     train_button(app).click().run()
 
     assert_no_exception(app)
-    assert started == [TINY]
-    assert load_run(app.query_params["run"], runs_dir).config == started[0]
-    assert "Test accuracy: 0.9000" in texts(app)
+    # A visitor on this machine, under the visitor limits, with the server's files offered (loopback).
+    assert submitted == [(TINY, runs_dir, "local", True, True)]
+    run = load_run(app.query_params["run"], runs_dir)
+    assert run.config == TINY and run.state is RunState.COMPLETED
+    assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
+
+
+def test_train_stays_enabled_while_a_run_waits_and_queues_another(tmp_path, monkeypatch, loopback_visitor,
+                                                                    no_workers):
+    runs_dir = tmp_path / "runs"
+    waiting = create_run(TINY, runs_dir, state=RunState.QUEUED, visitor="local")
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch, run=waiting.run_id)
+    assert_no_exception(app)
+    assert "Queued: 1st in the queue." in texts(app)
+    assert not train_button(app).disabled
+    assert "Queues another run" in train_button(app).help
+
+    train_button(app).click().run()
+
+    assert_no_exception(app)
+    second = app.query_params["run"]
+    assert second != waiting.run_id  # the tab follows the new run
+    assert queue.queued_ids(runs_dir) == [waiting.run_id, second]
+    assert load_run(second, runs_dir).config == TINY  # the settings shown were those of the followed run
+    assert "Queued: 2nd in the queue." in texts(app)
+    assert load_run(waiting.run_id, runs_dir).state is RunState.QUEUED  # the first one still waits
 
 
 # --- TensorBoard -------------------------------------------------------------------------------------
 
 
-def test_tensorboard_page_serves_the_runs_directory_and_links_one_run(populated, monkeypatch):
+def asgi_get(app, path: str, query: str = "") -> tuple[int, bytes]:
+    """One GET request through an ASGI app, as the app's server would pass it on; (status, body)."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
+             "headers": [(b"host", b"127.0.0.1:8501")], "server": ("127.0.0.1", 8501), "client": ("127.0.0.1", 50000)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(message.get("body", b"") for message in sent[1:])
+
+
+def test_tensorboard_page_embeds_the_apps_tensorboard_and_links_one_run(populated, monkeypatch):
     run_id = populated.completed.run_id
     app = open_page("pages/3_TensorBoard.py", populated.runs_dir, monkeypatch, run=run_id)
 
@@ -418,28 +491,58 @@ def test_tensorboard_page_serves_the_runs_directory_and_links_one_run(populated,
     assert app.selectbox(key="run").value == run_id
     command = app.code[0].value
     assert command == f"tensorboard --logdir {populated.runs_dir.resolve()}"
-    link = app.get("link_button")[0].proto.url
-    assert link.startswith("http://127.0.0.1:") and f"runFilter=%5E{run_id}%24" in link and link.endswith(
-        "#timeseries")
+    # Served by the app itself, under its own origin: a relative address that works from any browser.
+    expected = f"/tensorboard/?runFilter=%5E{run_id}%24#timeseries"
+    assert app.get("link_button")[0].proto.url == expected
+    (frame,) = app.get("iframe")
+    assert frame.proto.src == expected
+
+    app.selectbox(key="run").set_value("All runs").run()
+
+    assert app.get("link_button")[0].proto.url == "/tensorboard/#timeseries"
+    assert app.get("iframe")[0].proto.src == "/tensorboard/#timeseries"
 
 
-def test_tensorboard_that_cannot_start_says_why_and_shows_the_command(tmp_path, monkeypatch):
+def test_the_apps_tensorboard_serves_the_runs_directory(populated):
+    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+    run_id = populated.completed.run_id
+    deadline = time.monotonic() + 120
+    status, body = asgi_get(mount, "/data/runs")
+    while run_id not in json.loads(body or b"[]") and time.monotonic() < deadline:
+        time.sleep(0.5)  # TensorBoard reads the logs on a thread of its own
+        status, body = asgi_get(mount, "/data/runs")
+
+    assert status == 200 and run_id in json.loads(body)
+    status, body = asgi_get(mount, "/data/plugin/scalars/scalars", f"run={run_id}&tag=loss")
+    assert status == 200
+    losses = json.loads(body)  # [wall time, step, value] per point
+    assert [step for _, step, _ in losses] == list(range(TINY.steps))
+    assert [value for _, _, value in losses] == pytest.approx(populated.completed.read_metrics()["loss"], rel=1e-6)
+
+
+def test_tensorboard_that_cannot_start_says_why_in_its_place(tmp_path, monkeypatch):
     def refuse(logdir):
         raise tensorboard_server.TensorBoardError("no free port")
 
-    monkeypatch.setattr(tensorboard_server, "start_tensorboard", refuse)
-    app = open_page("pages/3_TensorBoard.py", tmp_path / "elsewhere", monkeypatch)
+    monkeypatch.setattr(tensorboard_server, "tensorboard_wsgi_app", refuse)
+    mount = tensorboard_server.TensorBoardMount(tmp_path / "elsewhere")
 
+    status, body = asgi_get(mount, "/")
+
+    # What the embedded frame shows instead of TensorBoard; the page keeps showing the command.
+    assert (status, body.decode()) == (503, "TensorBoard could not start here: no free port")
+    app = open_page("pages/3_TensorBoard.py", tmp_path / "elsewhere", monkeypatch)
     assert_no_exception(app)
-    assert "TensorBoard could not start here: no free port" in app.error[0].value
     assert app.code[0].value.startswith("tensorboard --logdir ")
 
 
 def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
-    url = tensorboard_server.dashboard_url("http://127.0.0.1:6006/", "20260101-a.b")
+    url = tensorboard_server.dashboard_url("20260101-a.b")
 
-    assert url == "http://127.0.0.1:6006/?runFilter=%5E20260101-a%5C.b%24#timeseries"
-    assert tensorboard_server.dashboard_url("http://127.0.0.1:6006") == "http://127.0.0.1:6006/#timeseries"
+    assert url == "/tensorboard/?runFilter=%5E20260101-a%5C.b%24#timeseries"
+    assert tensorboard_server.dashboard_url() == "/tensorboard/#timeseries"
+    assert tensorboard_server.dashboard_url("r", "http://127.0.0.1:6006") == (
+        "http://127.0.0.1:6006/?runFilter=%5Er%24#timeseries")
     assert tensorboard_server.tensorboard_command(Path("/tmp/my runs")) == "tensorboard --logdir '/tmp/my runs'"
 
 
@@ -502,13 +605,17 @@ def test_progress_says_steps_speed_and_time_left(tmp_path):
 
 def test_a_completed_run_at_chance_level_is_a_warning_that_names_the_learning_rate(tmp_path):
     config = TINY.replace(learning_rate=10.0)
-    run = Run("r", tmp_path, config, Status(RunState.COMPLETED),
+    # The status message as the trainer writes it for a run whose loss shot up and settled at chance.
+    message = "test accuracy 0.1000 after 30 steps" + chance_level_warning(config, 0.1, first_loss=2.3,
+                                                                           highest_loss=40.0, last_loss=2.3)
+    run = Run("r", tmp_path, config, Status(RunState.COMPLETED, message),
               finished_summary(config, 0.1, steps=30, seconds=1.0, steps_per_second=30.0))
 
     result = page_texts.outcome(run)
 
     assert (result.tone, result.headline) == ("bad", "Test accuracy: 0.1000")
-    assert "chance level" in result.details and "learning rate (10)" in result.details
+    assert "chance level" in result.details and "learning rate 10" in result.details
+    assert "try 1" in result.details  # a tenth of it
 
 
 def test_format_seconds_reads_like_a_person_would_say_it():

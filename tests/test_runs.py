@@ -22,6 +22,8 @@ from core.runs import (
     EVALUATIONS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    QUEUE_DIR,
+    RESERVE_FILE,
     STATUS_FILE,
     SUMMARY_FILE,
     CsvFollower,
@@ -93,6 +95,23 @@ def test_create_run_writes_config_and_a_running_status(tmp_path):
     assert again.state is RunState.RUNNING and again.config == TINY and again.summary is None
     assert isinstance(again.status, Status) and again.status.pid == os.getpid()
     assert again.damaged is None
+
+
+def test_create_run_queued_writes_its_queue_file_before_the_folder_shows(tmp_path):
+    run = create_run(TINY, tmp_path, state=RunState.QUEUED, visitor="0123abcd")
+
+    status = json.loads((run.path / STATUS_FILE).read_text())
+    assert status["status"] == "queued" and status["message"] == "waiting for a worker"
+    assert status["pid"] is None  # no process trains it yet; a worker writes its own pid when it takes it
+    assert status["visitor"] == "0123abcd"
+    entry = status["queue_entry"]
+    assert entry.endswith(f"-{run.run_id}") and len(entry.split("-", 1)[0]) == 20
+    assert (tmp_path / QUEUE_DIR / entry).is_file()
+    again = load_run(run.run_id, tmp_path)
+    assert again.state is RunState.QUEUED and again.state.active and again.damaged is None
+    assert (again.status.visitor, again.status.queue_entry) == ("0123abcd", entry)
+    assert again.status.step == 0 and again.status.total_steps == TINY.steps and again.status.started_at
+    assert [found.run_id for found in list_runs(tmp_path)] == [run.run_id]  # the queue folder is not a run
 
 
 def test_list_runs_is_newest_first(tmp_path, ticking_clock):
@@ -192,6 +211,21 @@ def test_create_run_that_fails_half_way_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_queued_run_that_cannot_be_put_in_place_leaves_no_queue_entry(tmp_path, monkeypatch):
+    # The queue file goes in just before the folder is renamed into place; if that rename fails, a queue
+    # entry left behind would name a run that never appeared.
+    def full_disk(source, destination):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(core.runs.os, "rename", full_disk)
+
+    with pytest.raises(RunStoreError, match="No space left on device"):
+        create_run(TINY, tmp_path, state=RunState.QUEUED)
+
+    assert [path.name for path in tmp_path.iterdir() if path.name != QUEUE_DIR] == []
+    assert list((tmp_path / QUEUE_DIR).iterdir()) == []
+
+
 def test_create_run_never_deletes_a_run_whose_id_it_collides_with(tmp_path, monkeypatch, frozen_clock):
     # Same second, same config and the same two random bytes: one chance in 65,536 per pair of runs.
     monkeypatch.setattr(core.runs.secrets, "token_hex", lambda nbytes=None: "abcd")
@@ -224,7 +258,9 @@ def test_status_and_summary_round_trip_through_json(tmp_path):
 
 def test_run_states_compare_equal_to_their_words():
     assert RunState.COMPLETED == "completed" and RunState("diverged") is RunState.DIVERGED
-    assert [state for state in RunState if not state.finished] == [RunState.RUNNING]
+    assert [state for state in RunState if not state.finished] == [RunState.QUEUED, RunState.RUNNING]
+    assert [state for state in RunState if state.active] == [RunState.QUEUED, RunState.RUNNING]
+    assert RunState.QUEUED == "queued" and RunState("queued") is RunState.QUEUED
 
 
 def test_write_status_refuses_damaged_and_unknown_states(tmp_path):
@@ -296,6 +332,8 @@ DAMAGE = {
     "step-negative": (_status(step=-1), [STATUS_FILE, "step", "-1"]),
     "pid-word": (_status(pid="x"), [STATUS_FILE, "pid", "'x'"]),
     "started-at-word": (_status(started_at="yesterday"), [STATUS_FILE, "started_at", "yesterday"]),
+    "visitor-number": (_status(visitor=7), [STATUS_FILE, "visitor", "7"]),
+    "queue-entry-list": (_status(queue_entry=["x"]), [STATUS_FILE, "queue_entry", "['x']"]),
     "config-missing": (lambda path: (path / CONFIG_FILE).unlink(), [CONFIG_FILE, "missing"]),
     "config-unknown-field": (_text(CONFIG_FILE, json.dumps({**TINY.to_dict(), "colour": "blue"})),
                              [CONFIG_FILE, "unknown", "colour"]),
@@ -570,8 +608,9 @@ def test_status_is_written_atomically_while_someone_reads_it(tmp_path):
     assert reads > 5
     assert broken == []
     assert json.loads(status_file.read_text())["step"] == 399
-    leftovers = sorted(p.name for p in run.path.iterdir() if p.name not in (CONFIG_FILE, STATUS_FILE))
-    assert leftovers == []  # no temp files left behind
+    # No temp files left behind (the space a running run keeps aside, RESERVE_FILE, is no temp file).
+    leftovers = sorted(p.name for p in run.path.iterdir() if p.name not in (CONFIG_FILE, STATUS_FILE, RESERVE_FILE))
+    assert leftovers == []
 
 
 def test_write_json_atomic_leaves_no_temp_file_when_the_rename_fails(tmp_path, monkeypatch):

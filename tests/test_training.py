@@ -10,13 +10,14 @@ import keras
 import numpy as np
 import pytest
 
+from core import service
 from core.advice import CHANCE_LEVEL_ACCURACY
 from core.config import TrainConfig
-from core.data import load_dataset, read_idx
+from core.data import load_dataset
+from core.datafiles import read_idx
 from core.network import weight_names
-from core.runs import RunState, load_run
+from core.runs import Run, RunState, load_run
 from core.training import train
-from core.worker import start_training
 from tests.factories import DIVERGING, TINY, TINY_EVALUATION_STEPS, wait_until_finished
 from tests.tensorboard_events import SCALARS, HISTOGRAMS, IMAGES, RunEvents, name_scopes, node_names
 
@@ -285,22 +286,40 @@ def process_ended(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def test_stop_keeps_the_metrics_and_saves_a_model(tmp_path):
-    config = TrainConfig(hidden_units=[16], steps=200_000, eval_every=50_000, source="offline")
-    run = start_training(config, tmp_path)
-    # It trains in a worker process of its own, not in this one.
-    assert run.state is RunState.RUNNING
-    worker_pid = run.status.pid
-    assert worker_pid and worker_pid != os.getpid()
-    deadline = time.monotonic() + 300
-    current = load_run(run.run_id, tmp_path)
-    while current.state is RunState.RUNNING and current.status.step == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        current = load_run(run.run_id, tmp_path)
-    assert current.state is RunState.RUNNING and current.status.step > 0, (current.status, current.damaged)
+@pytest.fixture(scope="module")
+def service_runs(tmp_path_factory):
+    """A runs directory served by a real pool of one warm worker (core.service), stopped with the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRID_LAB_WORKERS", "1")  # one worker whatever the machine: it trains run after run
+        yield tmp_path_factory.mktemp("service-runs")
+        service.stop_pools()
 
-    run.request_stop()
-    final = wait_until_finished(run.run_id, tmp_path, timeout=300)
+
+def wait_while(run_id: str, runs_dir: Path, busy, timeout: float = 300) -> Run:
+    """Poll a run folder while busy(run) holds; returns the first run read that is not busy (or the last)."""
+    deadline = time.monotonic() + timeout
+    run = load_run(run_id, runs_dir)
+    while busy(run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run = load_run(run_id, runs_dir)
+    return run
+
+
+def test_stop_keeps_the_metrics_and_saves_a_model(service_runs):
+    config = TrainConfig(hidden_units=[16], steps=200_000, eval_every=50_000, source="offline")
+    run = service.submit(config, service_runs)
+    # It is queued for the pool and trains in a warm worker process, not in this one.
+    assert run.state is RunState.QUEUED
+    current = wait_while(run.run_id, service_runs,
+                         lambda run: run.state is RunState.QUEUED or (run.state is RunState.RUNNING
+                                                                      and run.status.step == 0))
+    assert current.state is RunState.RUNNING and current.status.step > 0, (current.status, current.damaged)
+    worker_pid = current.status.pid
+    assert worker_pid and worker_pid != os.getpid()
+    assert worker_pid in service.ensure_pool(service_runs).pids
+
+    service.stop(current)
+    final = wait_until_finished(run.run_id, service_runs, timeout=300)
 
     assert final.state is RunState.STOPPED, final.status
     assert final.status.pid == worker_pid
@@ -313,11 +332,11 @@ def test_stop_keeps_the_metrics_and_saves_a_model(tmp_path):
     assert final.has_model
     model = keras.models.load_model(final.model_path)
     assert model(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
-    # The worker process ends once its run is stopped.
-    deadline = time.monotonic() + 60
-    while not process_ended(worker_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process_ended(worker_pid)
+    # A warm worker outlives its run (it no longer exits with it): the same process trains the next one.
+    assert not process_ended(worker_pid)
+    after = wait_while(service.submit(TINY, service_runs).run_id, service_runs, lambda run: run.state.active)
+    assert after.state is RunState.COMPLETED, after.status
+    assert after.status.pid == worker_pid
 
 
 def test_should_stop_before_the_first_step_stops_at_zero(tmp_path):

@@ -69,8 +69,8 @@ def is_drawable(run: Run) -> bool:
 def _why_not_drawable(run: Run) -> str:
     if run.damaged:
         return f"run {run.run_id} could not be read ({run.damaged})"
-    if run.state is RunState.RUNNING:
-        return f"run {run.run_id} is still training"
+    if run.state.active:
+        return f"run {run.run_id} is still {'queued' if run.state is RunState.QUEUED else 'training'}"
     if run.state is not RunState.COMPLETED:
         return f"run {run.run_id} ended {run.state} ({run.message or 'no details'})"
     if run.config.dataset != DRAWING_DATASET:
@@ -100,20 +100,11 @@ def run_label(run: Run) -> str:
 
 
 def training_run(runs_dir: Path | None = None) -> Run | None:
-    """The newest MNIST run still training, whose model the page can wait for."""
+    """The newest MNIST run still queued or training, whose model the page can wait for."""
     for run in list_runs(runs_dir):
-        if run.state is RunState.RUNNING and run.config.dataset == DRAWING_DATASET:
+        if run.state.active and run.config.dataset == DRAWING_DATASET:
             return run
     return None
-
-
-def training_progress(run: Run) -> tuple[float, str]:
-    """A running run's progress as a 0-1 fraction and a sentence, read from its status.json."""
-    step, total_steps = run.step, max(run.total_steps, 1)
-    message = run.message or "starting"
-    if message == "training":
-        message = f"training: step {step:,} of {total_steps:,}"
-    return min(1.0, step / total_steps), message.capitalize()
 
 
 def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | None:
@@ -124,7 +115,7 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
         run = load_run(run_id, runs_dir)
     except RunNotFound:
         return None
-    if run.state in (RunState.RUNNING, RunState.COMPLETED):
+    if run.state.active or run.state is RunState.COMPLETED:
         return None
     return f"Training the model ended {run.state}: {run.message or 'no details'}."
 

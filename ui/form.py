@@ -117,12 +117,12 @@ def _layers_widget(setting: Setting) -> None:
                                          key=key, **KEEP)
 
 
-def _setting_widget(setting: Setting, applies: bool) -> None:
+def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
     key, label, help_text = _key(setting.name), setting.label, setting.help
     if setting.widget == "layers":
         _layers_widget(setting)
     elif setting.widget == "select":
-        options = [_label(setting, c) for c in setting.choices] if _uses_labels(setting) else list(setting.choices)
+        options = [_label(setting, c) for c in choices] if _uses_labels(setting) else list(choices)
         st.selectbox(label, options, format_func=lambda value: _label(setting, value), key=key, help=help_text,
                      disabled=not applies, **KEEP)
     elif setting.widget == "stops":
@@ -142,21 +142,26 @@ def _setting_widget(setting: Setting, applies: bool) -> None:
 
 
 def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict], str | None]] | None = None,
-                  hidden: tuple[str, ...] = ()) -> tuple[object | None, dict[str, str]]:
+                  withheld: dict[str, tuple] | None = None) -> tuple[object | None, dict[str, str]]:
     """One widget per setting, in declaration order, each followed by its error; returns the config read back.
 
-    `captions` adds a line under a setting's widget (from the values so far); `hidden` leaves settings out
-    (they keep their defaults).
+    `captions` adds a line under a setting's widget (from the values so far); `withheld` names choices a
+    setting does not offer here (a choice already in session state that is withheld goes back to the
+    default, so it cannot be smuggled in).
     """
-    captions = captions or {}
+    captions, withheld = captions or {}, withheld or {}
     for key, value in form_values(config_class()).items():
         st.session_state.setdefault(key, value)
+    defaults = form_values(config_class())
+    for name, refused in withheld.items():
+        setting = next(s for s in config_class.SETTINGS if s.name == name)
+        if _value_of(setting, st.session_state) in refused:
+            st.session_state[_key(name)] = defaults[_key(name)]
     values = {setting.name: _value_of(setting, st.session_state) for setting in config_class.SETTINGS}
     config, errors = config_from_form(st.session_state, config_class)
     for setting in config_class.SETTINGS:
-        if setting.name in hidden:
-            continue
-        _setting_widget(setting, setting.applies(values))
+        choices = tuple(c for c in setting.choices if c not in withheld.get(setting.name, ()))
+        _setting_widget(setting, setting.applies(values), choices)
         if setting.name in errors:
             st.error(errors[setting.name], icon=":material/error:")
         caption = captions.get(setting.name)

@@ -18,6 +18,7 @@ from core.runs import Run, RunState
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
 STATE_LABELS = {
+    RunState.QUEUED: "queued",
     RunState.RUNNING: "running",
     RunState.COMPLETED: "completed",
     RunState.STOPPED: "stopped",
@@ -116,7 +117,8 @@ def run_row(run: Run) -> dict:
     """One row of the runs table; a damaged run gets a row too, with what is wrong in `problem`."""
     config = run.config if not run.damaged else None
     state = run.state
-    problem = run.damaged or ("" if state in (RunState.COMPLETED, RunState.RUNNING) else plain_message(run.message))
+    problem = run.damaged or ("" if state in (RunState.COMPLETED, RunState.RUNNING, RunState.QUEUED)
+                              else plain_message(run.message))
     status = run.status
     return {
         "run": run.run_id,
@@ -205,9 +207,21 @@ class ProgressView:
     text: str
 
 
-def progress_view(run: Run) -> ProgressView:
-    """Steps done, steps/s and time left for a running run; the phase it is in before the first step."""
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def progress_view(run: Run, queue_position: int | None = None) -> ProgressView:
+    """Steps done, steps/s and time left for a running run; its place in the queue for a queued one; the
+    phase a run is in before its first step."""
     status = run.status
+    if run.state is RunState.QUEUED:
+        if run.stop_requested():
+            return ProgressView(0.0, "Leaving the queue…")
+        place = f": {ordinal(queue_position)} in the queue" if queue_position else ""
+        return ProgressView(0.0, f"Queued{place}. It starts when a worker is free (they train one run each).")
     step = status.step if status else 0
     total = max(status.total_steps if status and status.total_steps else run.total_steps, 1)
     speed = status.steps_per_second if status and status.steps_per_second else 0.0
@@ -216,8 +230,7 @@ def progress_view(run: Run) -> ProgressView:
         return ProgressView(fraction, f"Stopping at step {step:,} of {total:,}…")
     if step == 0:
         phase = run.message or "starting"
-        hint = " (a new run's worker imports TensorFlow and builds its graph first: a few seconds)"
-        return ProgressView(0.0, f"{phase.capitalize()}…{hint}")
+        return ProgressView(0.0, f"{phase.capitalize()}…")
     left = (total - step) / speed if speed > 0 else None
     return ProgressView(fraction,
                         f"Step {step:,} of {total:,} · {speed:,.0f} steps/s · about {format_seconds(left)} left")
@@ -243,15 +256,21 @@ def outcome(run: Run) -> Outcome:
                   f"({summary.steps_per_second:,.0f} steps/s)")
     accuracy = run.test_accuracy
     if state is RunState.COMPLETED and accuracy is not None and is_chance_level(accuracy):
+        advice = message.partition("did not learn: ")[2]
         return Outcome("bad", f"Test accuracy: {accuracy:.4f}",
                        (f"{timing}. " if timing else "") + "That is chance level for ten classes: the network "
-                       f"learned nothing. Check the learning rate ({run.config.learning_rate:g}): too large and the "
-                       "steps overshoot, too small and the weights barely move.")
+                       "learned nothing" + (f": {advice}." if advice else "."))
     if state is RunState.COMPLETED and accuracy is not None:
         return Outcome("good", f"Test accuracy: {accuracy:.4f}", timing)
     if state is RunState.STOPPED:
         scored = f" Test accuracy: {accuracy:.4f} for the model as it was." if accuracy is not None else ""
-        return Outcome("neutral", f"Stopped at step {run.step:,} of {run.total_steps:,}.{scored}", timing)
+        # "stopped at step 700 of 15000: the app server stopped" -> the reason after the colon, if any.
+        reason = message.partition(": ")[2] if message.startswith("stopped at step") else message
+        why = reason[0].upper() + reason[1:] + "." if reason else ""
+        if run.step == 0 and why:  # cancelled while queued: it never trained
+            return Outcome("neutral", f"Stopped before it started. {why}")
+        return Outcome("neutral", f"Stopped at step {run.step:,} of {run.total_steps:,}.{scored}",
+                       " ".join(part for part in (timing and f"{timing}.", why) if part))
     if state is RunState.DIVERGED:
         return Outcome("broken", "The loss blew up, so training stopped. Try a smaller learning rate.",
                        f"What happened: {message}.")
@@ -264,4 +283,6 @@ def outcome(run: Run) -> Outcome:
         return Outcome("bad", f"This run folder cannot be read: {run.damaged}")
     if state is RunState.COMPLETED:
         return Outcome("neutral", "Completed, with no test accuracy recorded.", timing)
+    if state is RunState.QUEUED:
+        return Outcome("neutral", "Queued: waiting for a worker.")
     return Outcome("neutral", f"Still training: step {run.step:,} of {run.total_steps:,}.")

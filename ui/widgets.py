@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
+from core import service
 from core.runs import Run
 from ui import texts
 
@@ -84,3 +87,14 @@ def steady_chart(figure, key: str) -> None:
     st.html(STACK_STYLE.replace("STACK", f"st-key-{key}_stack").replace("FRONT", f"st-key-{front}")
             .replace("BACK", f"st-key-{back}"))
     st.session_state[f"{key}_turn"], st.session_state[f"{key}_previous"] = turn, figure
+
+
+def visitor_id() -> str:
+    """Who is asking, for the per-visitor limit: a hash of the visitor's address ("local" on this machine)."""
+    address = st.context.ip_address
+    return hashlib.sha256(address.encode()).hexdigest()[:12] if isinstance(address, str) else "local"
+
+
+def files_offered_here() -> bool:
+    """Whether this server lets visitors name its own files as data (only on loopback, unless told)."""
+    return service.files_offered(st.get_option("server.address"))

@@ -28,13 +28,11 @@ class Engine(Protocol):
     name: str
     chunk_steps: int  # how many steps one call of train_chunk should take at most
 
-    def __init__(self, config, dataset, log_dir: Path) -> None: ...
+    def __init__(self, config, dataset, log_dir: Path) -> None:
+        """Build (or reuse) the network for `config` at its initial weights; write its graph to `log_dir`."""
 
     def train_chunk(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run one step per row of batch indices, logging each; returns their losses and batch accuracies."""
-
-    def trace_graph(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Like train_chunk, and record the training graph for TensorBoard's Graphs tab."""
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""

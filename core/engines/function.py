@@ -9,6 +9,8 @@ call per chunk, because at batch 50 a step costs less than TensorFlow's per-call
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -21,6 +23,7 @@ from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
+CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables and traced graphs)
 
 
 def make_optimizer(config):
@@ -79,31 +82,49 @@ def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Ten
     return train_step
 
 
-def uses_xla(config) -> bool:
+def uses_xla(config, min_steps: int = XLA_MIN_STEPS) -> bool:
     """Whether full chunks go through XLA: as the config says, or by default only for runs long enough.
 
     Compiling costs about a second here and then saves about a quarter of a millisecond per step, so it
     pays off from a few thousand steps on; a short run (the article's 1,000 steps) is done sooner without.
+    A warm worker, which compiles each shape once for many runs, passes min_steps=0.
     """
-    return config.xla if config.xla is not None else config.steps >= XLA_MIN_STEPS
+    return config.xla if config.xla is not None else config.steps >= min_steps
 
 
-class FunctionEngine:
-    """Trains a config on a dataset in chunks of steps, writing TensorBoard summaries as it goes."""
+def shape_key(config, dataset: Dataset, use_xla: bool) -> tuple:
+    """What a traced and compiled training step depends on; runs with the same key share one.
 
-    name = "function"
+    The learning rate is not in it (it is a variable of the optimizer), nor the seed, except with dropout:
+    the dropout layers' random state is built from it.
+    """
+    return (tuple(config.hidden_units), config.activation, config.dropout_rate, config.optimizer,
+            config.batch_size, chunk_steps_for(config), use_xla, dataset.name, dataset.description,
+            config.seed if config.dropout_rate > 0 else None)
 
-    def __init__(self, config, dataset: Dataset, log_dir):
-        self.config = config
-        self.writer = writer = tf.summary.create_file_writer(str(log_dir))
+
+class CompiledNetwork:
+    """The network, its optimizer and its traced (and XLA-compiled) chunk functions for one shape.
+
+    A warm worker keeps these between runs: a new run of the same shape assigns its initial weights and
+    learning rate into the existing variables and resets the optimizer, so it pays no tracing or compiling
+    and trains exactly as a freshly built network would (tests/test_service.py compares the losses).
+    """
+
+    def __init__(self, config, dataset: Dataset, use_xla: bool):
+        self.dataset = dataset
         self.x_train = tf.constant(dataset.x_train)
         self.y_train = tf.constant(dataset.y_train)
         self.layers = build_layers(config)
         self.optimizer = make_optimizer(config)
         self.optimizer.build([v for layer in self.layers for v in layer.trainable_variables])
+        # Everything but the kernels, biases and learning rate goes back to how it was built: the
+        # optimizer's step count and slots, the dropout layers' random state.
+        self._state = [v for layer in self.layers for v in layer.non_trainable_variables] + list(self.optimizer.variables)
+        self._fresh_state = [v.numpy() for v in self._state]
         train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train)
         self.chunk_steps = chunk_steps_for(config)
-        self.use_xla = uses_xla(config)
+        self.use_xla = use_xla
 
         def run_steps(chunk_indices):
             steps = tf.shape(chunk_indices)[0]
@@ -120,49 +141,109 @@ class FunctionEngine:
         # loop (about twice as fast here); XLA compiles once per shape, so the odd-sized chunks before an
         # evaluation or at the end take the plain graph instead.
         batch = config.batch_size
-        self._full_chunk = tf.function(run_steps, jit_compile=True,
-                                       input_signature=[tf.TensorSpec((self.chunk_steps, batch), tf.int32)])
-        self._any_chunk = tf.function(run_steps, input_signature=[tf.TensorSpec((None, batch), tf.int32)])
+        self.full_chunk = tf.function(run_steps, jit_compile=True,
+                                      input_signature=[tf.TensorSpec((self.chunk_steps, batch), tf.int32)])
+        self.any_chunk = tf.function(run_steps, input_signature=[tf.TensorSpec((None, batch), tf.int32)])
+        self.predict = tf.function(lambda images: apply_layers(self.layers, images, training=False))
+        self._graph_def = None
 
-        # XLA cannot hold summary ops, so the losses come out of the chunk and a second graph call writes
-        # them: still one TensorBoard point per step, as in the article.
-        @tf.function(input_signature=[tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None,), tf.float32),
-                                      tf.TensorSpec((), tf.int64)])
-        def write_step_summaries(losses, accuracies, first_step):
-            with writer.as_default():
-                for i in tf.range(tf.shape(losses)[0]):
-                    step = first_step + tf.cast(i, tf.int64)
-                    # tf.summary.scalar would prefix the loop's name scope ("while/loss"); write the tag as is.
-                    tf.summary.write("loss", losses[i], step=step, metadata=SCALAR_METADATA)
-                    tf.summary.write("batch_accuracy", accuracies[i], step=step, metadata=SCALAR_METADATA)
+    @property
+    def graph_def(self):
+        """The op graph of a chunk of training steps (name scopes input, NN, loss, train), for TensorBoard."""
+        if self._graph_def is None:
+            self._graph_def = self.any_chunk.get_concrete_function().graph.as_graph_def()
+        return self._graph_def
 
-        self._write_step_summaries = write_step_summaries
-        self._predict = tf.function(lambda images: apply_layers(self.layers, images, training=False))
+    def reset(self, config) -> None:
+        """Start over for a run: its initial weights and learning rate, a fresh optimizer and dropout state."""
+        dense = [layer for layer in self.layers if isinstance(layer, keras.layers.Dense)]
+        weights = initial_weights(config)
+        for layer, kernel, bias in zip(dense, weights[0::2], weights[1::2]):
+            layer.kernel.assign(kernel)
+            layer.bias.assign(bias)
+        for variable, value in zip(self._state, self._fresh_state):
+            variable.assign(value)
+        self.optimizer.learning_rate.assign(config.learning_rate)
+
+
+class NetworkCache:
+    """The compiled networks a process keeps, the most recently used first; a few shapes at most."""
+
+    def __init__(self, size: int = CACHED_SHAPES, xla_min_steps: int = XLA_MIN_STEPS):
+        self.size, self.xla_min_steps = size, xla_min_steps
+        self.networks: OrderedDict[tuple, CompiledNetwork] = OrderedDict()
+
+    def get(self, config, dataset: Dataset) -> CompiledNetwork:
+        """The compiled network for this config's shape on this dataset, built (and traced later) if new."""
+        use_xla = uses_xla(config, self.xla_min_steps)
+        key = shape_key(config, dataset, use_xla)
+        network = self.networks.get(key)
+        if network is None or network.dataset is not dataset:
+            network = CompiledNetwork(config, dataset, use_xla)
+            self.networks[key] = network
+            while len(self.networks) > self.size:
+                self.networks.popitem(last=False)
+        self.networks.move_to_end(key)
+        network.reset(config)
+        return network
+
+    def clear(self) -> None:
+        """Forget every compiled network: the next run of any shape is built and traced afresh."""
+        self.networks.clear()
+
+
+NETWORKS = NetworkCache()
+
+
+# TensorBoard's scalar summaries for every step, written from inside one graph call. The run's writer comes
+# in as an argument, so one traced function serves every run (a writer captured by closure would mean a
+# new trace per run).
+@tf.function(input_signature=[tf.TensorSpec((), tf.resource), tf.TensorSpec((None,), tf.float32),
+                              tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int64)])
+def write_step_summaries(writer, losses, accuracies, first_step):
+    for i in tf.range(tf.shape(losses)[0]):
+        step = first_step + tf.cast(i, tf.int64)
+        tf.raw_ops.WriteSummary(writer=writer, step=step, tensor=losses[i], tag="loss",
+                                summary_metadata=SCALAR_METADATA)
+        tf.raw_ops.WriteSummary(writer=writer, step=step, tensor=accuracies[i], tag="batch_accuracy",
+                                summary_metadata=SCALAR_METADATA)
+    return tf.constant(True)
+
+
+class FunctionEngine:
+    """Trains a config on a dataset in chunks of steps, writing TensorBoard summaries as it goes."""
+
+    name = "function"
+
+    def __init__(self, config, dataset: Dataset, log_dir, cache: NetworkCache = NETWORKS):
+        self.config = config
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self.network = cache.get(config, dataset)
+        self.chunk_steps = self.network.chunk_steps
+        self.use_xla = self.network.use_xla
+        self.layers = self.network.layers
+        # The graph goes to TensorBoard's Graphs tab from the compiled network, so no chunk needs tracing
+        # again to record it (an XLA-compiled call records no ops anyway).
+        with self.writer.as_default():
+            tf.summary.graph(self.network.graph_def)
 
     def train_chunk(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run len(chunk_indices) steps and log them; returns their losses and batch accuracies."""
         use_xla = self.use_xla and len(chunk_indices) == self.chunk_steps
-        run = self._full_chunk if use_xla else self._any_chunk
+        run = self.network.full_chunk if use_xla else self.network.any_chunk
         losses, accuracies = run(tf.constant(chunk_indices, tf.int32))
-        self._write_step_summaries(losses, accuracies, tf.constant(first_step, tf.int64))
+        self._write_steps(losses, accuracies, first_step)
         return losses.numpy(), accuracies.numpy()
 
-    def trace_graph(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run the first chunk while recording the graph of the training step for TensorBoard's Graphs tab."""
-        # Through the plain graph: an XLA-compiled call records no ops, so the Graphs tab would be empty.
-        tf.summary.trace_on(graph=True)
-        try:
-            losses, accuracies = self._any_chunk(tf.constant(chunk_indices, tf.int32))
-        finally:
-            with self.writer.as_default():
-                tf.summary.trace_export("train_step", step=first_step)
-        self._write_step_summaries(losses, accuracies, tf.constant(first_step, tf.int64))
-        return losses.numpy(), accuracies.numpy()
+    def _write_steps(self, losses, accuracies, first_step: int) -> None:
+        # XLA cannot hold summary ops, so the losses come out of the chunk and a second graph call writes
+        # them: still one TensorBoard point per step, as in the article.
+        write_step_summaries(self.writer._resource, losses, accuracies, tf.constant(first_step, tf.int64))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
         flat = tf.constant(images.reshape(len(images), IMAGE_PIXELS), tf.float32)
-        return self._predict(flat).numpy()
+        return self.network.predict(flat).numpy()
 
     def weights(self) -> list[np.ndarray]:
         """Kernels and biases of the Dense layers, in order."""

@@ -107,10 +107,6 @@ class SessionEngine:
             self.writer.add_summary(summary, global_step=first_step + i)
         return losses, accuracies
 
-    def trace_graph(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The FileWriter already holds the graph; the first chunk is an ordinary one."""
-        return self.train_chunk(chunk_indices, first_step)
-
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
         flat = images.reshape(len(images), IMAGE_PIXELS)

@@ -1,0 +1,232 @@
+"""The training service: runs wait in a queue in the runs directory, and a pool of warm worker processes
+trains them, so that pressing Train does not pay for importing TensorFlow, loading data or tracing a graph.
+
+A worker (`python -m core.worker --serve RUNS_DIR`) imports TensorFlow once, loads the data once, keeps the
+traced and compiled step functions of each network shape it has trained (core/engines/function.py), and
+runs at a lower CPU priority than the server so pages stay quick while it trains. The pool size and the
+limits on what one visitor may ask for are service settings, read from the environment (SERVICE_SETTINGS).
+
+What happens when the server stops, however it stops (Ctrl-C, `kill`, a crash): each worker notices, stops
+its run after the current chunk of steps (kept as "stopped", with all it logged) and exits. Queued runs stay
+queued in the runs directory and start when the app serves again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import queue
+from core.config import ENGINES, TrainConfig
+from core.data import check_data_path
+from core.network import layer_sizes
+from core.runs import Run, RunState, create_run, default_runs_dir, list_runs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKERS_DIR = ".workers"  # the pool's logs, beside the queue in the runs directory
+MONITOR_SECONDS = 1.0  # how often the pool looks for workers that died, to start new ones
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+class SubmissionRefused(ValueError):
+    """The service will not queue this run (over a limit, or a file path from a visitor); the message says why."""
+
+
+@dataclass(frozen=True)
+class ServiceSetting:
+    """One setting of the service, read from an environment variable."""
+
+    name: str
+    variable: str
+    kind: type
+    default: object
+    help: str
+
+
+SERVICE_SETTINGS = (
+    ServiceSetting("workers", "HYBRID_LAB_WORKERS", int, max(1, (os.cpu_count() or 2) - 1),
+                   "worker processes that train at once (default: one core fewer than the machine has)"),
+    ServiceSetting("queue_limit", "HYBRID_LAB_QUEUE_LIMIT", int, 8,
+                   "runs one visitor may have waiting or training at once"),
+    ServiceSetting("max_work", "HYBRID_LAB_MAX_WORK", float, 2e12,
+                   "largest run a visitor may start, in steps x batch size x weights (the article's run: 5.9e9)"),
+    ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
+                   "let visitors train on files of the server: on, off, or auto (only when it listens on loopback)"),
+)
+
+
+def service_setting(name: str):
+    """A service setting's value: its environment variable if set (and valid), else its default."""
+    setting = next(s for s in SERVICE_SETTINGS if s.name == name)
+    text = os.environ.get(setting.variable)
+    if text is None or text.strip() == "":
+        return setting.default
+    try:
+        value = setting.kind(text)
+    except ValueError:
+        raise ValueError(f"{setting.variable} must be a {setting.kind.__name__} ({setting.help}); got {text!r}") \
+            from None
+    if setting.kind in (int, float) and value <= 0:
+        raise ValueError(f"{setting.variable} must be above 0 ({setting.help}); got {text!r}")
+    if name == "files" and value not in ("on", "off", "auto"):
+        raise ValueError(f"{setting.variable} must be on, off or auto ({setting.help}); got {text!r}")
+    return value
+
+
+def files_offered(server_address: str | None) -> bool:
+    """Whether visitors may name files on the server as data: never when the app is served beyond loopback,
+    unless HYBRID_LAB_FILES=on says so."""
+    choice = service_setting("files")
+    if choice != "auto":
+        return choice == "on"
+    return server_address in LOOPBACK_ADDRESSES  # unset means every interface
+
+
+def work_of(config: TrainConfig) -> float:
+    """How big a run is: steps x batch size x weights, the multiply-adds of its forward passes."""
+    weights = sum(fan_in * fan_out + fan_out for fan_in, fan_out in layer_sizes(config))
+    return float(config.steps) * config.batch_size * weights
+
+
+# ------------------------------------------------------------------------------------------- the pool
+
+
+class WorkerPool:
+    """Warm worker processes for one runs directory, started on demand and restarted when one dies."""
+
+    def __init__(self, runs_dir: Path, size: int):
+        self.runs_dir, self.size = Path(runs_dir).resolve(), size
+        self.workers: list[subprocess.Popen | None] = [None] * size  # one slot per worker, each with its own log
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
+
+    def start(self) -> None:
+        """Start the workers (a no-op for those already running) and the thread that keeps them alive."""
+        with self.lock:
+            self._fill()
+            if not self.monitor.is_alive() and not self.stopped.is_set():
+                self.monitor.start()
+
+    def _fill(self) -> None:
+        """Start a worker in every empty slot (caller holds the lock); never after stop()."""
+        if self.stopped.is_set():
+            return
+        logs = self.runs_dir / WORKERS_DIR
+        logs.mkdir(parents=True, exist_ok=True)
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        for slot, worker in enumerate(self.workers):
+            if worker is not None and worker.poll() is None:
+                continue
+            with open(logs / f"worker-{slot + 1}.log", "ab") as log:
+                self.workers[slot] = subprocess.Popen(
+                    [sys.executable, "-m", "core.worker", "--serve", str(self.runs_dir), "--parent", str(os.getpid())],
+                    cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(MONITOR_SECONDS):
+            with self.lock:
+                self._fill()  # a worker that died (its run reads "interrupted") is replaced
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask every worker to stop (its run is kept as stopped) and wait for them to exit."""
+        self.stopped.set()
+        with self.lock:
+            live = [worker for worker in self.workers if worker is not None]
+            for worker in live:
+                if worker.poll() is None:
+                    worker.terminate()
+            for worker in live:
+                try:
+                    worker.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+            self.workers = [None] * self.size
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the live workers."""
+        return [worker.pid for worker in self.workers if worker is not None and worker.poll() is None]
+
+
+_pools: dict[Path, WorkerPool] = {}
+_pools_lock = threading.Lock()
+
+
+def ensure_pool(runs_dir: Path | None = None) -> WorkerPool:
+    """This process's worker pool for the runs directory, started if it is not yet."""
+    runs_dir = Path(runs_dir or default_runs_dir()).resolve()
+    with _pools_lock:
+        pool = _pools.get(runs_dir)
+        if pool is None or pool.stopped.is_set():
+            pool = _pools[runs_dir] = WorkerPool(runs_dir, service_setting("workers"))
+    pool.start()
+    return pool
+
+
+def stop_pools() -> None:
+    """Stop every pool this process started (tests, and a server shutting down)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.stop()
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
+           limits: bool = True, files: bool = True) -> Run:
+    """Queue a run for the pool and make sure the pool is up; returns the queued run at once.
+
+    With `limits` (a visitor of the app), SubmissionRefused says why a run is not taken: too big, or too many
+    runs of this visitor waiting. Without `files`, a run on the server's own files is refused before any path
+    is looked at; with it, a path that is not there is a DatasetError.
+    """
+    runs_dir = Path(runs_dir or default_runs_dir())
+    service_setting("workers")  # a bad pool size is refused before anything is queued
+    if config.source == "path":
+        if not files:
+            raise SubmissionRefused("this server does not read its own files for visitors; choose the auto, keras "
+                                    "or offline source")
+        check_data_path(config.source, config.data_path)
+    if limits:
+        _check_limits(config, runs_dir, visitor)
+    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor)
+    ensure_pool(runs_dir)
+    return run
+
+
+def _check_limits(config: TrainConfig, runs_dir: Path, visitor: str | None) -> None:
+    ceiling = service_setting("max_work")
+    if work_of(config) > ceiling:
+        raise SubmissionRefused(
+            f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
+            f"{config.architecture()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
+            "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
+    limit = service_setting("queue_limit")
+    waiting = [run for run in list_runs(runs_dir) if run.state.active and run.status.visitor == visitor]
+    if len(waiting) >= limit:
+        raise SubmissionRefused(f"you already have {len(waiting)} runs waiting or training, the most one visitor "
+                                "may have at once; stop one or wait for one to finish")
+
+
+def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
+                             limits: bool = True, files: bool = True) -> list[Run]:
+    """Queue the same settings once per engine, for side-by-side curves."""
+    return [submit(config.replace(engine=engine, xla=None), runs_dir, visitor, limits, files) for engine in ENGINES]
+
+
+def stop(run: Run) -> None:
+    """Stop a run: a queued one leaves the queue at once (kept as stopped), a running one after its chunk."""
+    if run.state is RunState.QUEUED and queue.cancel(run):
+        run.write_status(RunState.STOPPED, "cancelled while queued: it never started", step=0)
+        return
+    run.request_stop()

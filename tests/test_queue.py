@@ -1,0 +1,410 @@
+"""Tests for core.queue and the parts of core.service that need no worker: the queue is files in tmp_path,
+read back through the run store as a page would. No TensorFlow here (no worker is ever started)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import core.service
+from core import queue, service
+from core.data import DatasetError
+from core.runs import (
+    QUEUE_DIR,
+    STOP_FILE,
+    RunState,
+    create_run,
+    delete_run,
+    list_runs,
+    load_run,
+    staging_folder,
+)
+from core.service import SubmissionRefused
+from tests.factories import TINY, dead_pid, make_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICE_VARIABLES = ("HYBRID_LAB_WORKERS", "HYBRID_LAB_QUEUE_LIMIT", "HYBRID_LAB_MAX_WORK", "HYBRID_LAB_FILES")
+
+
+@pytest.fixture(autouse=True)
+def service_defaults(monkeypatch):
+    """Every service setting at its default, whatever the shell that runs the tests has set."""
+    for variable in SERVICE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """service.submit queues runs but starts no worker pool (these tests look at the queue only)."""
+    started = []
+    monkeypatch.setattr(core.service, "ensure_pool", lambda runs_dir=None: started.append(runs_dir))
+    return started
+
+
+def queue_runs(runs_dir: Path, count: int) -> list[str]:
+    """Queue `count` tiny runs, one after another; their ids in the order they were queued."""
+    return [create_run(TINY, runs_dir, state=RunState.QUEUED).run_id for _ in range(count)]
+
+
+def queue_files(runs_dir: Path) -> list[str]:
+    return sorted(os.listdir(runs_dir / QUEUE_DIR))
+
+
+# --- order --------------------------------------------------------------------------------------------
+
+
+def test_queue_is_first_come_first_served(tmp_path):
+    ids = queue_runs(tmp_path, 4)
+    finished = make_run(tmp_path)
+
+    assert queue.queued_ids(tmp_path) == ids
+    assert [queue.position(run_id, tmp_path) for run_id in ids] == [1, 2, 3, 4]
+    assert queue.position(finished.run_id, tmp_path) is None
+    for run_id in ids:
+        run = load_run(run_id, tmp_path)
+        assert run.state is RunState.QUEUED, run.message
+        assert run.message == "waiting for a worker"
+        assert (tmp_path / QUEUE_DIR / run.status.queue_entry).is_file()
+
+
+def test_an_empty_or_missing_queue_has_nothing_to_take(tmp_path):
+    assert queue.queued_ids(tmp_path / "not-there") == []
+    assert queue.take_next(tmp_path / "not-there") is None
+    make_run(tmp_path)  # a finished run is never in the queue
+
+    assert queue.queued_ids(tmp_path) == []
+    assert queue.take_next(tmp_path) is None
+
+
+def test_take_next_takes_the_oldest_and_marks_it_running_here(tmp_path):
+    ids = queue_runs(tmp_path, 3)
+
+    taken = [queue.take_next(tmp_path) for _ in ids]
+
+    assert [run.run_id for run in taken] == ids
+    for run in taken:
+        assert run.state is RunState.RUNNING
+        reread = load_run(run.run_id, tmp_path)
+        assert reread.state is RunState.RUNNING, reread.message  # this process is alive, so it stays running
+        assert reread.status.pid == os.getpid()
+        assert reread.status.queue_entry is None
+    assert queue.take_next(tmp_path) is None
+    assert queue.queued_ids(tmp_path) == []
+    assert queue_files(tmp_path) == []  # no .taken-… marker is left behind
+
+
+def test_a_position_moves_up_as_runs_are_taken(tmp_path):
+    first, second, third = queue_runs(tmp_path, 3)
+
+    queue.take_next(tmp_path)
+
+    assert [queue.position(run_id, tmp_path) for run_id in (first, second, third)] == [None, 1, 2]
+
+
+def test_two_takes_never_return_the_same_run(tmp_path):
+    queue_runs(tmp_path, 2)
+
+    one, two = queue.take_next(tmp_path), queue.take_next(tmp_path)
+
+    assert one.run_id != two.run_id
+    assert queue.take_next(tmp_path) is None
+
+
+def test_a_run_another_worker_takes_between_listing_and_rename_is_skipped(tmp_path, monkeypatch):
+    first, second = queue_runs(tmp_path, 2)
+    other_worker = os.getppid()  # a live process that is not this one
+    listed = queue._entries
+
+    def entries_then_lose_the_first(runs_dir):
+        entries = listed(runs_dir)
+        _, entry = entries[0]
+        folder = Path(runs_dir) / QUEUE_DIR
+        os.rename(folder / entry, folder / f".taken-{other_worker}-{entry}")  # the other worker wins the rename
+        return entries
+
+    monkeypatch.setattr(queue, "_entries", entries_then_lose_the_first)
+    taken = queue.take_next(tmp_path)
+
+    assert taken.run_id == second
+    lost = load_run(first, tmp_path)
+    assert lost.state is RunState.QUEUED  # still the other worker's to start: this one did not write it
+    assert lost.status.pid is None
+
+
+def test_competing_processes_each_get_different_runs(tmp_path):
+    ids = queue_runs(tmp_path, 40)
+    go = tmp_path / "go"
+    taker = (
+        "import sys, time; from pathlib import Path; from core import queue\n"
+        "runs_dir, go = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.001)\n"  # all start taking at once, to compete
+        "while (run := queue.take_next(runs_dir)) is not None:\n"
+        "    print(run.run_id, run.status.pid, flush=True)\n"
+    )
+    takers = [subprocess.Popen([sys.executable, "-c", taker, str(tmp_path), str(go)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    go.touch()
+    outputs = [process.communicate(timeout=120) for process in takers]
+
+    assert all(process.returncode == 0 for process in takers), [error for _, error in outputs]
+    taken = [(line.split()[0], int(line.split()[1]), process.pid)
+             for (output, _), process in zip(outputs, takers) for line in output.splitlines()]
+    twice = [run_id for run_id, count in Counter(run_id for run_id, _, _ in taken).items() if count > 1]
+    assert twice == [], f"taken by two processes: {twice}"
+    assert sorted(run_id for run_id, _, _ in taken) == sorted(ids)  # every run taken
+    assert all(status_pid == taker_pid for _, status_pid, taker_pid in taken)
+    assert queue_files(tmp_path) == []
+
+
+# --- leaving the queue --------------------------------------------------------------------------------
+
+
+def test_cancel_takes_a_queued_run_out_of_the_queue(tmp_path):
+    stays, cancelled = queue_runs(tmp_path, 2)
+
+    assert queue.cancel(load_run(cancelled, tmp_path)) is True
+
+    assert queue.queued_ids(tmp_path) == [stays]
+    # cancel only removes the entry; whoever cancels writes the status (service.stop does)
+    left = load_run(cancelled, tmp_path)
+    assert left.state is RunState.INTERRUPTED
+    assert left.message == "it left the queue without starting"
+    assert queue.cancel(load_run(stays, tmp_path)) is True
+    assert queue.take_next(tmp_path) is None
+
+
+def test_cancel_after_a_worker_took_the_run_fails(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    seen_queued = load_run(run_id, tmp_path)
+    queue.take_next(tmp_path)
+
+    assert queue.cancel(seen_queued) is False
+    assert queue.cancel(load_run(run_id, tmp_path)) is False  # running: no queue entry at all
+
+
+def test_stopping_a_queued_run_cancels_it(tmp_path):
+    stays, stopped = queue_runs(tmp_path, 2)
+
+    service.stop(load_run(stopped, tmp_path))
+
+    run = load_run(stopped, tmp_path)
+    assert run.state is RunState.STOPPED
+    assert run.message == "cancelled while queued: it never started"
+    assert run.step == 0 and run.status.finished_at
+    assert queue.queued_ids(tmp_path) == [stays]
+    assert queue.take_next(tmp_path).run_id == stays
+    assert queue.take_next(tmp_path) is None
+
+
+def test_stopping_a_running_run_asks_its_trainer_to_stop(tmp_path):
+    run = create_run(TINY, tmp_path)
+
+    service.stop(load_run(run.run_id, tmp_path))
+
+    assert (run.path / STOP_FILE).is_file()
+    assert load_run(run.run_id, tmp_path).stop_requested()
+    assert load_run(run.run_id, tmp_path).state is RunState.RUNNING  # until the trainer sees it
+
+
+def test_stopping_a_run_a_worker_has_just_taken_asks_the_worker(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    seen_queued = load_run(run_id, tmp_path)  # what a page read a moment before the worker took it
+    queue.take_next(tmp_path)
+
+    service.stop(seen_queued)
+
+    run = load_run(run_id, tmp_path)
+    assert run.state is RunState.RUNNING, run.message  # not marked "cancelled": it did start
+    assert run.stop_requested()
+
+
+def test_a_queued_run_whose_entry_was_deleted_reads_interrupted(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    (tmp_path / QUEUE_DIR / load_run(run_id, tmp_path).status.queue_entry).unlink()
+
+    run = load_run(run_id, tmp_path)
+
+    assert run.state is RunState.INTERRUPTED
+    assert run.message == "it left the queue without starting"
+    assert run_id not in queue.queued_ids(tmp_path)
+
+
+def test_a_run_a_live_worker_is_taking_stays_queued(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    entry = load_run(run_id, tmp_path).status.queue_entry
+    folder = tmp_path / QUEUE_DIR
+    os.rename(folder / entry, folder / f".taken-{os.getpid()}-{entry}")
+
+    assert load_run(run_id, tmp_path).state is RunState.QUEUED
+    assert queue.queued_ids(tmp_path) == []  # taken: no other worker may start it
+
+
+def test_a_run_a_dead_worker_was_taking_reads_interrupted(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    entry = load_run(run_id, tmp_path).status.queue_entry
+    folder = tmp_path / QUEUE_DIR
+    os.rename(folder / entry, folder / f".taken-{dead_pid()}-{entry}")
+
+    run = load_run(run_id, tmp_path)
+
+    assert run.state is RunState.INTERRUPTED
+    assert run.message == "it left the queue without starting"
+
+
+def test_a_run_still_being_created_goes_back_into_the_queue(tmp_path):
+    building, ready = queue_runs(tmp_path, 2)
+    # As create_run leaves it between writing the queue entry and renaming the folder into place.
+    os.rename(tmp_path / building, staging_folder(tmp_path, building))
+
+    taken = queue.take_next(tmp_path)
+
+    assert taken.run_id == ready
+    assert queue.queued_ids(tmp_path) == [building]
+    assert queue.take_next(tmp_path) is None
+    assert queue.queued_ids(tmp_path) == [building]  # a second look leaves it in line too
+    os.rename(staging_folder(tmp_path, building), tmp_path / building)
+    assert queue.take_next(tmp_path).run_id == building
+
+
+def test_an_entry_whose_run_was_deleted_is_dropped(tmp_path):
+    gone, ready = queue_runs(tmp_path, 2)
+    entry = load_run(gone, tmp_path).status.queue_entry
+    os.rename(tmp_path / gone, tmp_path / ".elsewhere")  # no folder, no staging folder: the run is gone
+
+    assert queue.take_next(tmp_path).run_id == ready
+    assert entry not in queue_files(tmp_path)
+
+
+def test_a_queued_run_cannot_be_deleted(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+
+    with pytest.raises(ValueError, match="queued"):
+        delete_run(run_id, tmp_path)
+
+    assert (tmp_path / run_id).is_dir()
+    assert queue.queued_ids(tmp_path) == [run_id]
+
+
+# --- submitting ---------------------------------------------------------------------------------------
+
+
+def test_submit_queues_the_run_and_starts_the_pool(tmp_path, no_workers):
+    run = service.submit(TINY, tmp_path, visitor="a")
+
+    assert no_workers == [tmp_path]
+    reread = load_run(run.run_id, tmp_path)
+    assert reread.state is RunState.QUEUED
+    assert reread.status.visitor == "a"
+    assert reread.config == TINY
+    assert queue.queued_ids(tmp_path) == [run.run_id]
+
+
+def test_a_run_above_the_work_limit_is_refused(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_MAX_WORK", "1e6")  # TINY is 35 x 50 x 12,730 = 2.2e7
+
+    with pytest.raises(SubmissionRefused, match="HYBRID_LAB_MAX_WORK") as refusal:
+        service.submit(TINY, tmp_path, visitor="a")
+
+    assert "1e+06" in str(refusal.value)  # the limit itself, as the message prints it
+    assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
+    assert no_workers == []
+    # Without limits (the CLI, the server's owner) the same run is queued.
+    assert load_run(service.submit(TINY, tmp_path, limits=False).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_the_work_limit_is_steps_times_batch_times_weights():
+    assert service.work_of(TINY) == 35 * 50 * (784 * 16 + 16 + 16 * 10 + 10)
+    assert service.work_of(TINY.replace(steps=70)) == 2 * service.work_of(TINY)
+
+
+def test_one_visitor_may_have_only_so_many_runs_waiting(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "2")
+    first = service.submit(TINY, tmp_path, visitor="a")
+    service.submit(TINY, tmp_path, visitor="a")
+
+    with pytest.raises(SubmissionRefused, match="2 runs waiting or training"):
+        service.submit(TINY, tmp_path, visitor="a")
+
+    assert len(queue.queued_ids(tmp_path)) == 2
+    other = service.submit(TINY, tmp_path, visitor="b")  # the limit is per visitor
+    assert load_run(other.run_id, tmp_path).state is RunState.QUEUED
+    service.stop(load_run(first.run_id, tmp_path))  # a finished run no longer counts
+    assert load_run(service.submit(TINY, tmp_path, visitor="a").run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_a_path_source_is_refused_before_the_path_is_looked_at(tmp_path, monkeypatch, no_workers):
+    def looked_at(*args):
+        pytest.fail(f"submit looked at the path {args} although files are not offered")
+
+    monkeypatch.setattr(core.service, "check_data_path", looked_at)
+    config = TINY.replace(source="path", data_path="/etc/passwd")
+
+    with pytest.raises(SubmissionRefused, match="does not read its own files"):
+        service.submit(config, tmp_path, visitor="a", files=False)
+
+    assert list_runs(tmp_path) == [] and no_workers == []
+
+
+def test_a_missing_data_path_is_refused_in_words(tmp_path, no_workers):
+    config = TINY.replace(source="path", data_path=str(tmp_path / "no-such.npz"))
+
+    with pytest.raises(DatasetError, match="does not exist"):
+        service.submit(config, tmp_path / "runs", files=True)
+
+    assert list_runs(tmp_path / "runs") == []
+
+
+# --- service settings ---------------------------------------------------------------------------------
+
+
+def test_files_are_offered_only_on_loopback_by_default():
+    assert service.files_offered("127.0.0.1") is True
+    assert service.files_offered("localhost") is True
+    assert service.files_offered("0.0.0.0") is False
+    assert service.files_offered("192.168.1.20") is False
+
+
+@pytest.mark.parametrize("choice, address, offered", [("on", "0.0.0.0", True), ("off", "127.0.0.1", False),
+                                                      ("auto", "0.0.0.0", False)])
+def test_the_files_setting_overrides_the_address(monkeypatch, choice, address, offered):
+    monkeypatch.setenv("HYBRID_LAB_FILES", choice)
+
+    assert service.files_offered(address) is offered
+
+
+def test_service_settings_have_their_defaults():
+    assert service.service_setting("queue_limit") == 8
+    assert service.service_setting("max_work") == 2e12
+    assert service.service_setting("files") == "auto"
+    assert service.service_setting("workers") == max(1, (os.cpu_count() or 2) - 1)
+
+
+@pytest.mark.parametrize("variable, name, text", [
+    ("HYBRID_LAB_WORKERS", "workers", "abc"),
+    ("HYBRID_LAB_WORKERS", "workers", "0"),
+    ("HYBRID_LAB_QUEUE_LIMIT", "queue_limit", "2.5"),
+    ("HYBRID_LAB_MAX_WORK", "max_work", "-1"),
+    ("HYBRID_LAB_FILES", "files", "maybe"),
+])
+def test_a_bad_service_setting_names_its_variable(monkeypatch, variable, name, text):
+    monkeypatch.setenv(variable, text)
+
+    with pytest.raises(ValueError, match=variable) as error:
+        service.service_setting(name)
+
+    assert repr(text) in str(error.value)
+
+
+def test_a_bad_worker_count_starts_no_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_LAB_WORKERS", "0")
+
+    with pytest.raises(ValueError, match="HYBRID_LAB_WORKERS"):
+        service.ensure_pool(tmp_path)
+
+    assert not (tmp_path / ".workers").exists()
+
