@@ -51,7 +51,7 @@ def show_best_run(runs: list) -> None:
         train_first_link()
         return
     st.metric("Test accuracy", f"{best.test_accuracy:.4f}")
-    st.caption(f"{best.config.architecture()} · {best.config.optimizer} at learning rate "
+    st.caption(f"{best.config.describe_layers()} · {best.config.optimizer} at learning rate "
                f"{best.config.learning_rate:g} · {best.config.steps:,} steps · {texts.data_label(best)} · "
                f"run `{best.run_id}`")
     st.page_link(RUNS_PAGE, label="Examine it on the Runs page", icon=":material/arrow_forward:",

@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="draw-bench-"))
     run = best_run(runs_dir, dataset="mnist") or train(TrainConfig(source="offline"), runs_dir)
-    print(f"run {run.run_id} ({run.config.architecture()}), {STROKES} drawings per method\n")
+    print(f"run {run.run_id} ({run.config.describe_layers()}), {STROKES} drawings per method\n")
 
     images = drawings(STROKES)
     keras_model = load_model(run.model_path)

@@ -162,7 +162,7 @@ def main() -> None:
             warm = [steady[0],
                     (f"warm service, request → final status, median of {len(rates)} runs", statistics.median(rates)),
                     ("warm service, request → final status, slowest run", min(rates))]
-    print(f"\n{args.steps} steps of batch {config.batch_size}, {config.architecture()}, loss logged every step\n")
+    print(f"\n{args.steps} steps of batch {config.batch_size}, {config.describe_layers()}, loss logged every step\n")
     tables = [("steady state (after warm-up)", steady), ("end to end (from a fresh model)", cold),
               ("a longer run, end to end", long_runs),
               ("the warm training service, end to end (against steady `fit`)", warm)]

@@ -13,7 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from core.config import Setting, TrainConfig
+from core import sweeps
+from core.config import PRESETS, Setting, TrainConfig, config_from_preset
 from core.data import DatasetError, check_data_path, load_dataset
 from core.runs import RunState, RunStoreError, create_run, default_runs_dir
 
@@ -64,9 +65,16 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Train the hybrid Keras-on-TensorFlow network.")
     for setting in config_class.SETTINGS:
         add_setting_flag(parser, setting, config_class)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="start from a preset instead of the article's settings (cnn: the small CNN with "
+                             "augmentation); the other flags change it")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="where run folders go (default ./runs or $HYBRID_LAB_RUNS)")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the result at the end")
+    parser.add_argument("--sweep", action="append", metavar="SETTING=V1,V2,...", default=None,
+                        help="train a grid of runs over this setting's values (give --sweep twice for two settings); "
+                             "the other flags set everything else, e.g. --sweep learning_rate=0.05,0.1,0.5 "
+                             "--sweep batch_size=50,200")
     parser.add_argument("--list", action="store_true",
                         help="list the runs (newest first) with their state, queue position and test accuracy, "
                              "and exit: the same runs the app shows, queued ones included")
@@ -96,6 +104,8 @@ def config_from_args(args: argparse.Namespace, config_class=TrainConfig):
              if getattr(args, setting.name, None) is not None}
     if given.get("data_path") and "source" not in given:
         given["source"] = "path"
+    if getattr(args, "preset", None):
+        return config_from_preset(args.preset, **given)
     return config_class(**given)
 
 
@@ -123,17 +133,32 @@ def main(argv: list[str] | None = None) -> int:
         check_data_path(config.source, config.data_path)
     except DatasetError as error:
         parser.error(f"--data {error}")
-    # The data is read and checked before the run folder exists: a bad file is one line and exit code 2,
+    try:
+        axes = [sweeps.parse_flag(text) for text in args.sweep or []]
+        configs = sweeps.grid(config, axes) if axes else [config]
+    except ValueError as error:
+        parser.error(str(error))
+    # The data is read and checked before any run folder exists: a bad file is one line and exit code 2,
     # and leaves nothing behind.
     try:
         dataset = load_dataset(config.dataset, config.source, config.data_path)
     except DatasetError as error:
         parser.error(str(error))
-    try:
-        run = create_run(config, runs_dir)
-    except RunStoreError as error:
-        parser.error(str(error))
+    sweep = sweeps.new_sweep_name() if axes else None
+    if sweep:
+        print(f"sweep {sweep}: {len(configs)} runs", file=sys.stderr)
+    outcomes = []
+    for each in configs:
+        try:
+            run = create_run(each, runs_dir, sweep=sweep)
+        except RunStoreError as error:
+            parser.error(str(error))
+        outcomes.append(train_and_report(run, each, dataset, runs_dir, args.json))
+    return 0 if all(state in (RunState.COMPLETED, RunState.STOPPED) for state in outcomes) else 1
 
+
+def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool) -> RunState:
+    """Train one run in this process with a progress bar, then say how it ended (and print its JSON line)."""
     # The first Ctrl-C asks the run to stop after its current chunk (kept as "stopped"); a second one quits.
     interrupted = threading.Event()
 
@@ -144,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping after the current chunk of steps (Ctrl-C again to quit now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, on_interrupt)
-    print(f"training {config.architecture()} ({config.engine} engine) into {runs_dir}", file=sys.stderr)
+    print(f"training {config.describe_layers()} ({config.engine} engine) into {runs_dir}", file=sys.stderr)
     from core.training import train  # deferred: imports TensorFlow
 
     run = train(config, run=run, dataset=dataset, should_stop=interrupted.is_set,
@@ -155,15 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     if run.data_description:
         print(f"data: {run.data_description}", file=sys.stderr)
     print(f"run folder: {run.path}", file=sys.stderr)
-    if args.json:
+    if as_json:
         print(json.dumps({
             "run_id": run.run_id, "run_dir": str(run.path), "status": str(run.state),
             "test_accuracy": run.test_accuracy, "steps": run.step,
             "seconds": summary.seconds if summary else None,
             "steps_per_second": summary.steps_per_second if summary else None,
             "data_source": run.data_description, "message": run.message,
-        }))
-    return 0 if run.state in (RunState.COMPLETED, RunState.STOPPED) else 1
+            "sweep": run.status.sweep,
+        }), flush=True)
+    return run.state
 
 
 if __name__ == "__main__":

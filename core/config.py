@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.network import describe_layers
+
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 ENGINES = ("function", "session")
+ARCHITECTURES = ("mlp", "cnn")
 DATASETS = ("mnist", "fashion_mnist")
 # Where the images come from. "auto" tries Keras' download (or its cache), then the offline sample.
 SOURCES = ("auto", "keras", "offline", "path")
@@ -119,14 +122,23 @@ def _log_stops(low_exponent: int, high_exponent: int) -> tuple[float, ...]:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting("architecture", str, "mlp", "Architecture",
+            "mlp: the article's stack of Dense layers (the hidden layers below). cnn: two 5x5 convolutions (32 and "
+            "64 filters) with 2x2 max pooling, a Dense layer of 128 and the softmax; Keras layers on raw tensors too.",
+            "select", choices=ARCHITECTURES, choice_labels={"mlp": "MLP (the article's)", "cnn": "CNN (convolutions)"}),
     Setting("hidden_units", list, list(ARTICLE_HIDDEN_UNITS), "Hidden layers",
-            "Units per hidden layer, 1 to 4 layers of 16 to 1,024 units (the article: 128, 128).", "layers",
-            low=16, high=1024, max_items=MAX_HIDDEN_LAYERS, stops=(16, 32, 64, 128, 256, 512, 1024)),
+            "Units per hidden layer, 1 to 4 layers of 16 to 1,024 units (the article: 128, 128); MLP only.", "layers",
+            low=16, high=1024, max_items=MAX_HIDDEN_LAYERS, stops=(16, 32, 64, 128, 256, 512, 1024),
+            only_with=("architecture", ("mlp",))),
     Setting("activation", str, "relu", "Activation", "Activation of every hidden layer; the output is softmax.",
             "select", choices=ACTIVATIONS),
     Setting("dropout_rate", float, 0.0, "Dropout",
             "Share of hidden units dropped at each training step; 0 (none) in the article.", "slider",
             low=0.0, high=0.8, step=0.05),
+    Setting("augment", bool, False, "Augment",
+            "Shift (up to 2 pixels) and rotate (up to 10 degrees) every training digit at random, inside the graph, "
+            "the same way in both engines; test digits are never changed.", "select",
+            choices=(False, True), choice_labels={False: "off", True: "on"}),
     Setting("optimizer", str, "sgd", "Optimizer", "How the gradients update the weights.", "select",
             choices=OPTIMIZERS, choice_labels={"sgd": "SGD (the article's)", "momentum": "SGD with momentum 0.9",
                                                "adam": "Adam", "rmsprop": "RMSprop"}),
@@ -157,7 +169,8 @@ SETTINGS: tuple[Setting, ...] = (
             choice_labels={"function": "function (TF2 tf.function)", "session": "session (TF1, the article's)"}),
     Setting("xla", bool, None, "XLA",
             "function engine: compile each chunk of steps with XLA. Compiling takes about a second and then runs "
-            "steps about twice as fast, so auto uses it from 5,000 steps on.", "select",
+            "steps about twice as fast, so auto uses it from 5,000 steps on. Never for the CNN or with augmentation: "
+            "XLA runs convolutions far slower on CPU and cannot compile the image transform.", "select",
             choices=(None, True, False), choice_labels={None: "auto", True: "on", False: "off"}, nullable=True,
             only_with=("engine", ("function",))),
 )
@@ -169,6 +182,10 @@ def _cross_checks(values: dict) -> None:
     if values.get("engine") == "session" and values.get("xla"):
         raise ValueError("xla=True is a function-engine option: the session engine runs its TF1 graph as "
                          "built; leave xla unset or false with engine 'session'")
+    if values.get("xla") and (values.get("architecture") == "cnn" or values.get("augment")):
+        raise ValueError("xla=True is for the MLP without augmentation: XLA compiles convolutions on CPU into code "
+                         "tens of times slower and cannot compile the augmentation's image transform; leave xla "
+                         "unset or false with architecture 'cnn' or augment on")
     if values.get("source") == "path" and not values.get("data_path"):
         raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
 
@@ -213,9 +230,9 @@ class ConfigBase:
         """Read a config.json written by save()."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def architecture(self) -> str:
-        """The layer sizes as the article writes them, e.g. '784-128-128-10'."""
-        return "-".join(str(n) for n in [784, *self.hidden_units, 10])
+    def describe_layers(self) -> str:
+        """The layers in short: '784-128-128-10' as the article writes them, or '32C5-P2-64C5-P2-128-10'."""
+        return describe_layers(self)
 
 
 def make_config_class(settings: tuple[Setting, ...], name: str = "TrainConfig") -> type:
@@ -241,3 +258,27 @@ def validate(config) -> None:
 
 
 TrainConfig = make_config_class(SETTINGS)
+
+
+# Named starting points: the settings each sets (the others keep their defaults). "cnn" is tuned so that the
+# offline sample (4,000 training digits) reads the real MNIST test set at 0.977 or better
+# (bench/cnn_accuracy.py).
+PRESETS: dict[str, dict[str, Any]] = {
+    "article": {"architecture": "mlp", "hidden_units": ARTICLE_HIDDEN_UNITS, "activation": "relu",
+                "dropout_rate": 0.0, "augment": False, "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 50,
+                "steps": 1000},
+    "cnn": {"architecture": "cnn", "activation": "relu", "dropout_rate": 0.3, "augment": True, "optimizer": "adam",
+            "learning_rate": 0.001, "batch_size": 50, "steps": 1000},
+}
+PRESET_HELP = {
+    "article": "the article's MLP: 784-128-128-10, relu, SGD at 0.5, batch 50, 1,000 steps",
+    "cnn": "a small CNN (32C5-P2-64C5-P2-128-10) with dropout 0.3, Adam at 0.001 and shift/rotate augmentation, "
+           "1,000 steps of batch 50",
+}
+
+
+def config_from_preset(name: str, **overrides):
+    """The TrainConfig a preset describes, with some settings changed (validated like any config)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
+    return TrainConfig(**{**PRESETS[name], **overrides})

@@ -11,6 +11,7 @@ and write runs only through this module. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -23,6 +24,8 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
+
 from core.config import ENGINES, TrainConfig
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
@@ -33,6 +36,11 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
 EVALUATIONS_FILE = "evaluations.csv"
 MODEL_FILE = "model.keras"
+# The first layer's weights as images (core.insight.first_layer_images), rewritten at each evaluation for
+# the Train page. A view of the model, not part of the truth: a bad one is ignored, never a damaged run.
+FIRST_LAYER_FILE = "first_layer.npy"
+MAX_FIRST_LAYER_UNITS = 1024
+MAX_FIRST_LAYER_SIDE = 28
 ERROR_FILE = "error.txt"
 WORKER_LOG_FILE = "worker.log"
 STOP_FILE = "STOP"  # its presence asks the training, in whatever process, to stop
@@ -138,6 +146,7 @@ class Status:
     data_source: str | None = None
     visitor: str | None = None  # who asked for the run, for the per-visitor limit (a hash, never an address)
     queue_entry: str | None = None  # the run's file in the queue while it is queued
+    sweep: str | None = None  # the name of the sweep the run belongs to, if any
 
     def to_json(self) -> dict:
         """The dict written to status.json (the state under the key "status")."""
@@ -168,11 +177,11 @@ class Status:
                "a process id")
         for name in ("started_at", "updated_at", "finished_at"):
             _time(file, name, values.get(name))
-        for name in ("data_source", "visitor", "queue_entry"):
+        for name in ("data_source", "visitor", "queue_entry", "sweep"):
             _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
         return cls(RunState(state), message, values.get("step", 0), values.get("total_steps", 0), speed, pid,
                    values.get("started_at"), values.get("updated_at"), values.get("finished_at"),
-                   values.get("data_source"), values.get("visitor"), values.get("queue_entry"))
+                   values.get("data_source"), values.get("visitor"), values.get("queue_entry"), values.get("sweep"))
 
 
 @dataclass(frozen=True)
@@ -438,6 +447,29 @@ class Run:
         """Give back the space kept aside for recording the end of the run (see RESERVE_FILE)."""
         (self.path / RESERVE_FILE).unlink(missing_ok=True)
 
+    def write_first_layer(self, images: np.ndarray) -> None:
+        """Replace first_layer.npy atomically (temp file, then rename) with float32 (units, h, w) images."""
+        images = np.asarray(images, dtype=np.float32)
+        if not _first_layer_kind(images.shape, images.dtype):  # what read_first_layer would refuse
+            raise ValueError(f"first-layer images are (units, height, width), at most {MAX_FIRST_LAYER_UNITS} "
+                             f"units of at most {MAX_FIRST_LAYER_SIDE} x {MAX_FIRST_LAYER_SIDE}; "
+                             f"got shape {images.shape}")
+        path = self.path / FIRST_LAYER_FILE
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+        # Serialised in memory first: numpy writing straight to a file on a full disk raises an OSError
+        # without errno ("100352 requested and 45024 written"); Python's own write says ENOSPC.
+        buffer = io.BytesIO()
+        np.save(buffer, images, allow_pickle=False)
+        try:
+            temporary.write_bytes(buffer.getvalue())
+            os.replace(temporary, path)
+        except OSError as error:
+            if error.filename is None:  # name the file, so a failed run says what it was writing
+                raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+            raise
+        finally:
+            temporary.unlink(missing_ok=True)
+
     def append_metrics(self, rows: list[tuple]) -> None:
         """Append (step, loss, batch_accuracy) rows to metrics.csv."""
         _append_csv(self.path / METRICS_FILE, METRICS_FIELDS, rows)
@@ -460,6 +492,29 @@ class Run:
         """Per-evaluation columns: step, test_loss, test_accuracy."""
         return CsvFollower(self.path / EVALUATIONS_FILE, EVALUATION_FIELDS).read()
 
+    def read_first_layer(self) -> np.ndarray | None:
+        """The first layer's weights as images (units, h, w), or None when absent or not what the trainer
+        writes (never raises: a page shows nothing rather than failing)."""
+        try:
+            with open(self.path / FIRST_LAYER_FILE, "rb") as handle:
+                # Check the header before reading any data: a hostile file could claim a huge shape.
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                else:
+                    return None
+                if not _first_layer_kind(shape, dtype):
+                    return None
+                handle.seek(0)
+                images = np.load(handle, allow_pickle=False)
+        except Exception:  # absent, a folder, truncated, garbage: all mean "nothing to show"
+            return None
+        if not isinstance(images, np.ndarray) or not _first_layer_kind(images.shape, images.dtype):
+            return None
+        return images
+
     def stop_requested(self) -> bool:
         """True once someone asked this run to stop."""
         return (self.path / STOP_FILE).exists()
@@ -467,6 +522,12 @@ class Run:
     def request_stop(self) -> None:
         """Ask the training of this run to stop after its current chunk of steps."""
         (self.path / STOP_FILE).touch()
+
+
+def _first_layer_kind(shape: tuple, dtype) -> bool:
+    """True for what write_first_layer writes: floats (units, h, w), at most 1,024 units of at most 28 x 28."""
+    return (np.dtype(dtype).kind == "f" and len(shape) == 3 and 1 <= shape[0] <= MAX_FIRST_LAYER_UNITS
+            and all(1 <= side <= MAX_FIRST_LAYER_SIDE for side in shape[1:]))
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -493,8 +554,8 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _slug(config: TrainConfig) -> str:
-    units = "x".join(str(n) for n in config.hidden_units)
-    return f"{config.engine[:4]}-{config.optimizer}-{units}"
+    network = "cnn" if config.architecture == "cnn" else "x".join(str(n) for n in config.hidden_units)
+    return f"{config.engine[:4]}-{config.optimizer}-{network}"
 
 
 def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunState = RunState.RUNNING,

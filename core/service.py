@@ -20,10 +20,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import queue
+from core import queue, sweeps
 from core.config import ENGINES, TrainConfig
 from core.data import check_data_path
-from core.network import layer_sizes
+from core.network import multiply_adds
 from core.runs import Run, RunState, create_run, default_runs_dir, list_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,8 @@ SERVICE_SETTINGS = (
     ServiceSetting("queue_limit", "HYBRID_LAB_QUEUE_LIMIT", int, 8,
                    "runs one visitor may have waiting or training at once"),
     ServiceSetting("max_work", "HYBRID_LAB_MAX_WORK", float, 2e12,
-                   "largest run a visitor may start, in steps x batch size x weights (the article's run: 5.9e9)"),
+                   "largest run a visitor may start, in steps x batch size x multiply-adds per image (the article's "
+                   "run: 5.9e9)"),
     ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
                    "let visitors train on files of the server: on, off, or auto (only when it listens on loopback)"),
 )
@@ -87,9 +88,8 @@ def files_offered(server_address: str | None) -> bool:
 
 
 def work_of(config: TrainConfig) -> float:
-    """How big a run is: steps x batch size x weights, the multiply-adds of its forward passes."""
-    weights = sum(fan_in * fan_out + fan_out for fan_in, fan_out in layer_sizes(config))
-    return float(config.steps) * config.batch_size * weights
+    """How big a run is: steps x batch size x the multiply-adds of one image's forward pass."""
+    return float(config.steps) * config.batch_size * multiply_adds(config)
 
 
 # ------------------------------------------------------------------------------------------- the pool
@@ -183,7 +183,7 @@ def stop_pools() -> None:
 
 
 def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
-           limits: bool = True, files: bool = True) -> Run:
+           limits: bool = True, files: bool = True, sweep: str | None = None) -> Run:
     """Queue a run for the pool and make sure the pool is up; returns the queued run at once.
 
     With `limits` (a visitor of the app), SubmissionRefused says why a run is not taken: too big, or too many
@@ -198,24 +198,41 @@ def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | Non
                                     "or offline source")
         check_data_path(config.source, config.data_path)
     if limits:
-        _check_limits(config, runs_dir, visitor)
-    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor)
+        _check_limits([config], runs_dir, visitor)
+    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep)
     ensure_pool(runs_dir)
     return run
 
 
-def _check_limits(config: TrainConfig, runs_dir: Path, visitor: str | None) -> None:
+def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, visitor: str | None = None,
+                 limits: bool = True, files: bool = True) -> tuple[str, list[Run]]:
+    """Queue every run of a sweep (core/sweeps.py) under one new name; returns the name and the runs.
+
+    The whole grid is checked first (its size, each run's limits), so a sweep is queued whole or not at all.
+    """
+    runs_dir = Path(runs_dir or default_runs_dir())
+    configs = sweeps.grid(config, axes)
+    if limits:
+        _check_limits(configs, runs_dir, visitor)
+    name = sweeps.new_sweep_name()
+    return name, [submit(each, runs_dir, visitor, limits=False, files=files, sweep=name) for each in configs]
+
+
+def _check_limits(configs: list[TrainConfig], runs_dir: Path, visitor: str | None) -> None:
     ceiling = service_setting("max_work")
-    if work_of(config) > ceiling:
-        raise SubmissionRefused(
-            f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
-            f"{config.architecture()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
-            "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
+    for config in configs:
+        if work_of(config) > ceiling:
+            raise SubmissionRefused(
+                f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
+                f"{config.describe_layers()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
+                "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
     limit = service_setting("queue_limit")
     waiting = [run for run in list_runs(runs_dir) if run.state.active and run.status.visitor == visitor]
-    if len(waiting) >= limit:
-        raise SubmissionRefused(f"you already have {len(waiting)} runs waiting or training, the most one visitor "
-                                "may have at once; stop one or wait for one to finish")
+    if len(waiting) + len(configs) > limit:
+        asked = "" if len(configs) == 1 else f" and this asks for {len(configs)} more"
+        runs = f"{len(waiting)} run{'' if len(waiting) == 1 else 's'}"
+        raise SubmissionRefused(f"you already have {runs} waiting or training{asked}; one visitor may "
+                                f"have {limit} at once: stop some or wait for them to finish")
 
 
 def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,

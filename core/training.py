@@ -19,13 +19,18 @@ from typing import Callable
 
 import numpy as np
 
-from core import tensorboard_summaries
+from core import insight, tensorboard_summaries
 from core.advice import chance_level_warning, diverged_message
 from core.config import TrainConfig
 from core.data import Dataset, load_dataset
 from core.engines import Engine, engine_class, named_weights
-from core.network import build_export_model
+from core.network import build_export_model, first_kernel_name
 from core.runs import Run, RunState, Summary, create_run
+
+# The first layer's picture costs TensorBoard's event file 85 KB an evaluation for the article's network (600 KB
+# for 1,024 units): a 200,000-step run evaluating every 100 steps would pile up gigabytes of pictures that
+# TensorBoard samples down to ten anyway. first_layer.npy, replaced in place, follows every evaluation.
+MAX_FIRST_LAYER_PICTURES = 50
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def train(
     dataset: Dataset | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    stop_reason: Callable[[], str | None] | None = None,
 ) -> Run:
     """Train one run to its end (completed, stopped, diverged or failed) and return it.
 
@@ -105,7 +111,7 @@ def train(
     """
     run = run or create_run(config, runs_dir)
     try:
-        _train_into(run, config, dataset, on_progress, should_stop or (lambda: False))
+        _train_into(run, config, dataset, on_progress, should_stop or (lambda: False), stop_reason or (lambda: None))
     except Exception as error:  # record any failure in the run folder instead of losing the run
         run.release_reserve()  # on a full disk, this is the room the next two writes need
         try:
@@ -126,11 +132,13 @@ def failure_message(error: Exception, run: Run) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop) -> None:
+def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop, stop_reason) -> None:
     run.write_status(RunState.RUNNING, "loading data")
     dataset = dataset or load_dataset(config.dataset, config.source, config.data_path)
     run.write_status(RunState.RUNNING, "building the graph", data_source=dataset.description)
     engine = engine_class(config.engine)(config, dataset, run.path)
+    # The run's settings for TensorBoard's HParams dashboard, first, so the run is listed while it trains.
+    engine.write_summaries(0, tensorboard_summaries.hparams_summaries(config, run.run_id))
     # TensorBoard's evaluation summaries (histograms, the captioned digits) are built and written on a
     # thread of their own while training goes on: they cost about as much as the steps between them.
     summary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"summaries-{run.run_id}")
@@ -147,6 +155,8 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         while step < config.steps:
             if should_stop() or run.stop_requested():
                 outcome, message = RunState.STOPPED, f"stopped at step {step} of {config.steps}"
+                reason = stop_reason()
+                message += f": {reason}" if reason else ""
                 break
             count = _next_chunk(step, config, engine.chunk_steps)
             indices = schedule.take(count)
@@ -164,7 +174,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
             highest_loss = max(float(losses.max()), highest_loss or -math.inf)
             if step % config.eval_every == 0 or step == config.steps:
                 test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
-                                                             pending)
+                                                             pending, draw=draws_first_layer(step, config))
                 evaluated_at = step
             elapsed = time.monotonic() - started
             progress = Progress(step, config.steps, last_loss, step / elapsed)
@@ -175,7 +185,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         if outcome is not RunState.DIVERGED and step > 0:
             if evaluated_at != step:  # stopped between two evaluations: measure the model as it is
                 test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
-                                                             pending)
+                                                             pending, draw=True)
             # Every engine's weights go into the same Keras 3 model: one contract for model.keras.
             build_export_model(config, engine.weights()).save(run.model_path)
     finally:
@@ -196,17 +206,31 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     run.write_status(outcome, message, step=step)
 
 
+def draws_first_layer(step: int, config: TrainConfig) -> bool:
+    """Whether the evaluation at `step` puts the first layer's picture in TensorBoard: every evaluation of a
+    run with up to MAX_FIRST_LAYER_PICTURES of them; evenly spaced ones (and the last) beyond that."""
+    evaluations = math.ceil(config.steps / config.eval_every)
+    stride = math.ceil(evaluations / MAX_FIRST_LAYER_PICTURES)
+    return step == config.steps or (step // config.eval_every) % stride == 0
+
+
 def _evaluate_and_log(run: Run, engine: Engine, config: TrainConfig, dataset: Dataset, step: int,
-                      summary_writer: ThreadPoolExecutor, pending: list) -> tuple[float, float]:
-    """Evaluate on the test split and record it in evaluations.csv now; TensorBoard's summaries of it (from a
-    copy of the weights as they are now) on the summary thread. Returns test loss and accuracy."""
+                      summary_writer: ThreadPoolExecutor, pending: list, draw: bool) -> tuple[float, float]:
+    """Evaluate on the test split and record it in evaluations.csv and first_layer.npy now; TensorBoard's
+    summaries of it (from a copy of the weights as they are now) on the summary thread, with the first
+    layer's picture if `draw`. Returns test loss and accuracy."""
     test_loss, test_accuracy, probabilities = evaluate(engine, dataset)
-    run.append_evaluation(step, test_loss, test_accuracy)
     weights = named_weights(engine, config)  # numpy copies: training may go on while the thread reads them
+    # Written here rather than on the summary thread (it takes about a millisecond), and before the
+    # evaluation's row, so a page that sees this evaluation in evaluations.csv finds the weights it measured.
+    first_layer = insight.first_layer_images(weights[first_kernel_name(config)])
+    run.write_first_layer(first_layer)
+    run.append_evaluation(step, test_loss, test_accuracy)
 
     def write() -> None:
         engine.write_summaries(step, tensorboard_summaries.evaluation_summaries(
-            test_loss, test_accuracy, config.learning_rate, weights, dataset.x_test, dataset.y_test, probabilities))
+            test_loss, test_accuracy, config.learning_rate, weights, dataset.x_test, dataset.y_test, probabilities,
+            first_layer if draw else None))
 
     pending.append(summary_writer.submit(write))
     return test_loss, test_accuracy

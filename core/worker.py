@@ -24,7 +24,6 @@ import traceback
 from pathlib import Path
 
 from core import queue
-from core.runs import RunState
 
 NICENESS = 10  # below the server: pages stay quick while workers take the cores
 POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a directory listing)
@@ -99,9 +98,8 @@ def serve(runs_dir: Path, parent: int) -> int:
             stop.event.wait(POLL_SECONDS)
             continue
         print(f"worker {os.getpid()}: training {run.run_id}", flush=True)
-        run = train(run.config, run=run, should_stop=stop.event.is_set)
-        if run.state is RunState.STOPPED and stop.event.is_set():
-            run.write_status(RunState.STOPPED, f"{run.message}: {stop.reason}")
+        train(run.config, run=run, should_stop=stop.event.is_set,
+              stop_reason=lambda: stop.reason if stop.event.is_set() else None)
     return 0
 
 

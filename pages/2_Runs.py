@@ -49,7 +49,8 @@ def confirm_delete(run_id: str) -> None:
 
 
 def show_comparison(selected: list) -> None:
-    """Loss curves and test accuracy of the selected runs on shared axes, and their differing settings."""
+    """Loss curves and test accuracy of the selected runs on shared axes, and their differing settings (as a table
+    and against test accuracy)."""
     st.header("Compare" if len(selected) > 1 else "Curves")
     smoothing, log_scale = smoothing_control("runs")
     losses, accuracies = [], []
@@ -72,8 +73,20 @@ def show_comparison(selected: list) -> None:
         differences = texts.config_diff(selected)
         if differences:
             st.dataframe(differences, hide_index=True)
+            show_settings_chart(selected)
         else:
             st.caption("None: these runs share every setting.")
+
+
+def show_settings_chart(selected: list) -> None:
+    """The settings that differ among the selected runs against their test accuracy, one line per run."""
+    rows, varying = texts.settings_rows(selected)
+    scored = [row for row in rows if row["test_accuracy"] is not None]
+    if len(scored) < 2:
+        st.caption("The chart of settings against test accuracy needs two runs that reached their test.")
+        return
+    st.markdown("**Settings against test accuracy** (one line per run; drag along an axis to pick runs)")
+    st.plotly_chart(charts.parallel_coordinates_figure(scored, varying), key="runs_parallel")
 
 
 def show_run(run) -> None:

@@ -8,15 +8,18 @@ from streamlit_drawable_canvas import st_canvas
 from core import queue, service
 from core.config import TrainConfig
 from core.runs import RunStoreError, default_runs_dir, load_run
-from ui.charts import probability_figure
+from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.widgets import files_offered_here, visitor_id
 from ui.drawing import (
     DrawingModel,
+    Prediction,
     choose_run,
     classify_drawing,
+    explain_prediction,
     preview_image,
     run_label,
+    top_units_markdown,
     training_failure,
     training_run,
 )
@@ -71,7 +74,7 @@ def offer_training() -> None:
         st.info("There is no trained model to draw with yet. Train the article's 784-128-128-10 network "
                 "(1,000 steps, about 10 seconds), or train your own on the Train page.")
     else:
-        st.info(f"Training {running.config.architecture()} ({running.run_id}); you can draw once it is done.")
+        st.info(f"Training {running.config.describe_layers()} ({running.run_id}); you can draw once it is done.")
     # Shown in both states, disabled while training: a button that vanished would linger, faded, for
     # as long as the script run that follows the training lasts.
     st.button("Train the article's model", type="primary", on_click=train_article_model,
@@ -80,12 +83,12 @@ def offer_training() -> None:
         follow_training(running.run_id)
 
 
-def show_prediction(model: DrawingModel, image) -> None:
+def show_prediction(model: DrawingModel, image) -> Prediction | None:
     """The predicted digit, its confidence, the image the model saw and all ten probabilities."""
     prediction = classify_drawing(model, image)
     if prediction is None:
         st.info("Draw a digit on the canvas to see what the model thinks it is.")
-        return
+        return None
     text_column, preview_column = st.columns([3, 2])
     with text_column:
         st.header(f"Prediction: {prediction.predicted}", anchor=False)
@@ -94,6 +97,27 @@ def show_prediction(model: DrawingModel, image) -> None:
     with preview_column:
         st.image(preview_image(prediction.digit), caption="What the model saw (28 × 28)")
     st.plotly_chart(probability_figure(prediction.probabilities))
+    return prediction
+
+
+def show_explanation(model: DrawingModel, prediction: Prediction) -> None:
+    """Where the drawing mattered to the predicted digit (saliency), and each hidden layer's most active units.
+
+    Called once the prediction is on its way to the browser: this part takes longer and must not hold it up.
+    """
+    st.subheader("Why this prediction", anchor=False)
+    explanation = explain_prediction(model, prediction)
+    saliency_column, units_column = st.columns([2, 3], gap="large")
+    with saliency_column:
+        st.plotly_chart(saliency_figure(prediction.digit, explanation.saliency))
+        st.caption(f"Saliency: how much a change of each pixel would move the probability of "
+                   f"{prediction.predicted} (the size of its gradient), brightest where it moves it most; "
+                   "the digit's outline in blue.")
+    with units_column:
+        st.markdown("**Most active units** of each hidden layer, with their activation (units numbered from 0, "
+                    "as in the first-layer weights on the Train page)")
+        st.markdown(top_units_markdown(explanation.top_units))
+        st.caption(f"Saliency and top units: {explanation.seconds * 1000:.0f} ms, after the prediction was shown.")
 
 
 st.title("Draw")
@@ -139,6 +163,7 @@ with canvas_column:
     st.slider("Pen width (px)", 6, 40, DEFAULT_STROKE_WIDTH, key="draw_stroke_width")
     st.button("Clear", icon=":material/delete:", on_click=clear_canvas)
 
+prediction = None
 with result_column:
     try:
         with st.spinner("Loading the model…"):
@@ -146,4 +171,7 @@ with result_column:
     except (OSError, ValueError) as error:  # ModelError: a file that is not a model of ours
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
-        show_prediction(model, canvas.image_data)
+        prediction = show_prediction(model, canvas.image_data)
+# Under the canvas and the prediction, with the page's full width; the prediction is already shown.
+if prediction is not None:
+    show_explanation(model, prediction)

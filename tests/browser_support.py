@@ -37,3 +37,42 @@ def chromium_browser():
             yield browser
         finally:
             browser.close()
+
+
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'  # the page's script has run to the end
+
+
+def open_options(page, label: str, within: str = "body"):
+    """Open a selectbox's list of options; returns the combobox.
+
+    Streamlit 1.67's selectbox is a react-aria combobox: a click on its text field only focuses it, and a click
+    on its "Open" button is lost while the sidebar scrolls it into view. The keyboard is deterministic:
+    ArrowDown in the focused field opens the list.
+    """
+    combobox = page.locator(within).get_by_role("combobox", name=label, exact=True)
+    combobox.click()
+    combobox.press("ArrowDown")
+    return combobox
+
+
+def choose(page, label: str, option: str, within: str = "body") -> None:
+    """Pick an option of a selectbox (in the sidebar: within='[data-testid="stSidebar"]') and wait for the rerun.
+
+    The option's text is typed first: the list only renders the options in view, so a long one may not show it.
+    """
+    combobox = open_options(page, label, within)
+    combobox.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(IDLE).wait_for()
+    assert combobox.input_value() == option
+
+
+def type_into(page, label: str, text: str, within: str = "body") -> None:
+    """Type into a text or number input; Enter commits it (Streamlit reruns the page)."""
+    field = page.locator(within).get_by_label(label, exact=True)
+    field.fill(text)
+    field.press("Enter")
+    page.locator(IDLE).wait_for()
+
+
+SIDEBAR = '[data-testid="stSidebar"]'

@@ -1,4 +1,4 @@
-"""The Draw page in a real browser: mouse strokes on the canvas, the prediction, and clearing it.
+"""The Draw page in a real browser: mouse strokes on the canvas, the prediction and why, and clearing it.
 
 `streamlit run app.py` serves the app with one tiny trained run; Debian's Chromium, driven by Playwright,
 draws on the canvas. streamlit-drawable-canvas 0.13 is a components-v2 widget: no iframe, its Fabric.js
@@ -23,6 +23,9 @@ PAGE_PATH = "/Draw"  # Streamlit names pages/4_Draw.py's address after the file,
 WAIT_MS = 60_000  # generous: the first stroke on a cold server loads TensorFlow and the model
 HINT = "Draw a digit on the canvas"
 PREDICTION = re.compile(r"^Prediction: \d$")
+WHY = "Why this prediction"
+BAR_COUNT = "document.querySelectorAll(\"[data-testid='stPlotlyChart'] .bars .point\").length"
+SALIENCY_CHART = "[data-testid='stPlotlyChart']:has(.heatmaplayer .hm)"  # the probabilities are bars, not a heatmap
 # Strokes in canvas pixels (the canvas is 280 x 280): a "7", its bar then its stem.
 SEVEN = [[(70, 60), (140, 58), (210, 60)], [(210, 60), (165, 150), (120, 240)]]
 ONE = [[(140, 40), (142, 140), (140, 240)]]
@@ -96,15 +99,25 @@ def test_drawing_a_digit_shows_the_prediction_and_clear_empties_the_canvas(draw_
 
     assert page.get_by_role("heading", name=PREDICTION).is_visible()
     assert brightest_ink(page) == 255  # the white strokes are on the canvas
-    page.locator("[data-testid='stPlotlyChart'] .js-plotly-plot").wait_for()
-    assert page.locator("[data-testid='stPlotlyChart'] .bars .point").count() == 10
+    # The explanation's timing is the page's last line: once it shows, the rerun for the last stroke is done.
+    page.get_by_text(re.compile(r"^Saliency and top units: \d+ ms")).wait_for()
+    page.wait_for_function(BAR_COUNT + " === 10", timeout=WAIT_MS)  # the bars, once a rerun's new chart has drawn
     page.get_by_text("What the model saw (28 × 28)").wait_for()
     assert page.get_by_text(re.compile(r"classification took \d+\.\d ms")).is_visible()
+    # Under the prediction, why: the saliency map with the digit's outline, and the most active units.
+    why = page.get_by_role("heading", name=WHY)
+    why.wait_for()
+    page.locator(SALIENCY_CHART).wait_for()
+    assert page.locator(SALIENCY_CHART + " .contourlayer path").count() >= 1  # the digit's outline is drawn
+    page.get_by_text(re.compile(r"^hidden_1$")).wait_for()
+    assert page.get_by_text(re.compile(r"unit \d+ \(\d+\.\d\d\)")).count() >= 1
+    assert page.get_by_role("heading", name=PREDICTION).bounding_box()["y"] < why.bounding_box()["y"]
 
     page.get_by_role("button", name="Clear").click()
 
     page.get_by_text(HINT).wait_for()
     assert page.get_by_role("heading", name=PREDICTION).count() == 0
+    assert page.get_by_role("heading", name=WHY).count() == 0
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=stPlotlyChart]')", timeout=WAIT_MS)
     assert brightest_ink(page) == 0

@@ -18,7 +18,7 @@ from core.config import TrainConfig
 from core import service
 from core.runs import list_runs, load_run
 from core.training import train
-from tests.browser_support import running_app
+from tests.browser_support import IDLE, SIDEBAR, choose, running_app, type_into
 from tests.factories import wait_until_finished
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -35,7 +35,6 @@ TRAIN_WAIT_MS = 120_000  # a whole short run, worker start-up (TensorFlow import
 SHORT_STEPS = 5_000
 LONG_STEPS = 200_000  # the form's maximum: minutes of training, so only Stop can end it within the test
 SHOTS = Path("/tmp/shots")
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # Plain groups only: Playwright hands these patterns to the browser's JavaScript RegExp.
 ACCURACY = re.compile(r"^Test accuracy: 0\.\d{4}$")
 STOPPED = re.compile(rf"^Stopped at step ([\d,]+) of {LONG_STEPS:,}\.")
@@ -88,36 +87,13 @@ def assert_no_error_shown(page) -> None:
     assert "Traceback" not in page.locator("body").inner_text()
 
 
-def choose(page, label: str, option: str) -> None:
-    """Pick an option of a sidebar selectbox.
-
-    Streamlit 1.67's selectbox is a react-aria combobox: a click on its text field only focuses it, and a click
-    on its "Open" button is lost while the sidebar scrolls it into view. The keyboard is deterministic:
-    ArrowDown in the focused field opens the list.
-    """
-    combobox = page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name=label, exact=True)
-    combobox.click()
-    combobox.press("ArrowDown")
-    page.get_by_role("option", name=option, exact=True).click()
-    page.locator(IDLE).wait_for()
-    assert combobox.input_value() == option
-
-
-def type_number(page, label: str, value: int) -> None:
-    """Type into a sidebar number input; Enter commits it (Streamlit reruns the page)."""
-    field = page.locator('[data-testid="stSidebar"]').get_by_label(label, exact=True)
-    field.fill(str(value))
-    field.press("Enter")
-    page.locator(IDLE).wait_for()
-
-
 def fill_train_form(page, app_url: str, steps: int, eval_every: int | None = None) -> None:
     """Open the Train page and fill in the article's settings on the offline sample, with this many steps."""
     open_page(page, app_url + "/Train", "Train")
-    choose(page, "Source", "offline sample")
-    type_number(page, "Steps", steps)
+    choose(page, "Source", "offline sample", within=SIDEBAR)
+    type_into(page, "Steps", str(steps), within=SIDEBAR)
     if eval_every is not None:
-        type_number(page, "Evaluate every", eval_every)
+        type_into(page, "Evaluate every", str(eval_every), within=SIDEBAR)
     # The line beside the Train button describes the config that Train will start.
     page.get_by_text(f"{steps:,} steps · function engine").wait_for()
     assert page.get_by_text("MNIST, offline sample").is_visible()
@@ -190,7 +166,8 @@ def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
     run_id = followed_run_id(page)
     screenshot(page, "stop-running")
 
-    page.get_by_role("button", name="Stop", exact=True).click()
+    main = page.get_by_test_id("stMainBlockContainer")  # not Streamlit's own Stop in its status widget
+    main.get_by_role("button", name="Stop", exact=True).click()
     stopped = page.get_by_text(STOPPED)
     stopped.wait_for()
     screenshot(page, "stop-stopped")
@@ -201,6 +178,6 @@ def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):
     assert 0 < step < LONG_STEPS
     assert len(run.read_metrics()["step"]) == step  # one metrics row per step trained, none lost
     assert STOPPED.match(stopped.inner_text().strip()).group(1) == f"{step:,}"
-    assert page.get_by_role("button", name="Stop", exact=True).count() == 0
+    assert main.get_by_role("button", name="Stop", exact=True).count() == 0
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
     assert_no_error_shown(page)

@@ -14,13 +14,12 @@ from urllib.parse import urlparse
 import pytest
 
 from core.training import train
-from tests.browser_support import running_app
+from tests.browser_support import IDLE, SIDEBAR, open_options, running_app
 from tests.factories import TINY
 
 pytest.importorskip("playwright.sync_api")
 
 WAIT_MS = 90_000  # TensorBoard is built on its first request: it imports TensorFlow in the server
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 VISITOR_HOST = "127.0.0.2"
 
 
@@ -88,9 +87,7 @@ def test_a_visitor_is_not_offered_the_servers_files(browser, shared_url):
     page.goto(shared_url + "/Train")
     page.locator(IDLE).wait_for()
     sidebar = page.get_by_test_id("stSidebar")
-    source = sidebar.get_by_role("combobox", name="Source", exact=True)
-    source.click()
-    source.press("ArrowDown")
+    open_options(page, "Source", within=SIDEBAR)
     offered = [option.inner_text().strip() for option in page.get_by_role("option").all()]
 
     assert offered == ["auto (full if available)", "keras (full download)", "offline sample"]

@@ -171,3 +171,214 @@ def test_per_class_figure_marks_the_weakest_class_and_labels_percentages():
     bars = figure.data[0]
     assert bars.marker.color[1] != bars.marker.color[0]
     assert list(bars.text) == ["99.0%", "80.0%", "—"]
+
+
+# --- inside the network: first-layer weights and saliency ------------------------------------------
+
+
+def tile(figure, unit: int, shape=(28, 28)) -> tuple[np.ndarray, np.ndarray]:
+    """The z values and unit numbers of one unit's tile in a weights grid, tiles being `shape` cells."""
+    (heatmap,) = figure.data
+    columns = np.asarray(heatmap.z).shape[1] // shape[1]
+    top, left = (unit // columns) * shape[0], (unit % columns) * shape[1]
+    window = (slice(top, top + shape[0]), slice(left, left + shape[1]))
+    return np.asarray(heatmap.z)[window], np.asarray(heatmap.customdata)[window]
+
+
+def frame_lines(figure) -> tuple[set, set]:
+    """The x positions of the vertical frame lines and the y positions of the horizontal ones."""
+    lines = [shape for shape in figure.layout.shapes if shape.type == "line"]
+    return ({line.x0 for line in lines if line.x0 == line.x1}, {line.y0 for line in lines if line.y0 == line.y1})
+
+
+@pytest.mark.parametrize(("units", "rows", "columns"), [(16, 4, 4), (32, 6, 6), (64, 8, 8), (128, 11, 12)])
+def test_grid_shape_is_near_square_with_no_empty_row(units, rows, columns):
+    assert charts.grid_shape(units) == (rows, columns)
+
+
+def test_weights_grid_puts_each_unit_in_its_own_framed_tile():
+    images = np.random.default_rng(0).normal(0.0, 0.1, size=(128, 28, 28)).astype(np.float32)
+
+    figure = charts.weights_grid_figure(images, title="First layer")
+
+    (heatmap,) = figure.data  # one trace, whatever the number of units
+    z = np.asarray(heatmap.z)
+    assert z.shape == (11 * 28, 12 * 28)  # 11 rows and 12 columns of 28 x 28 tiles
+    for unit in (0, 11, 12, 127):
+        values, numbers = tile(figure, unit)
+        np.testing.assert_array_equal(values, images[unit])
+        assert (numbers == unit).all()
+    assert np.isnan(z[-28:, 8 * 28:]).all()  # the last row holds 128 - 120 = 8 tiles; the rest is empty
+    assert heatmap.hoverongaps is False and "unit %{customdata}" in heatmap.hovertemplate
+    # A line along every tile edge (cell edges are at -0.5, 27.5, ...), none across the empty end.
+    vertical, horizontal = frame_lines(figure)
+    assert vertical == {28 * column - 0.5 for column in range(13)}
+    assert horizontal == {28 * row - 0.5 for row in range(12)}
+    bottom = [shape for shape in figure.layout.shapes if shape.y0 == shape.y1 == 11 * 28 - 0.5]
+    assert [line.x1 for line in bottom] == [8 * 28 - 0.5]
+    assert figure.layout.title.text == "First layer"
+
+
+def test_weights_grid_has_one_colour_scale_centred_on_zero_for_every_tile():
+    images = np.random.default_rng(2).normal(0.0, 0.1, size=(16, 28, 28)).astype(np.float32)
+    images[3, 5, 5] = -5.0  # one extreme weight
+
+    figure = charts.weights_grid_figure(images)
+
+    (heatmap,) = figure.data
+    scale = figure.layout.coloraxis
+    assert heatmap.coloraxis == "coloraxis"  # the one shared scale, and so the one colour bar
+    assert scale.cmin == -scale.cmax  # centred on 0
+    # It ends at the 99.5th percentile of |weight|: the outlier takes the end colour, not the whole scale.
+    assert scale.cmax == pytest.approx(np.percentile(np.abs(images), 99.5))
+    assert 0.2 < scale.cmax < 0.4
+    colours = [colour for _, colour in scale.colorscale]
+    assert colours[0] != colours[-1]  # diverging: two ends in different colours
+    assert figure.layout.xaxis.visible is False and figure.layout.yaxis.visible is False
+    assert figure.layout.yaxis.scaleanchor == "x"  # square pixels
+    low, high = figure.layout.yaxis.range
+    assert low > high  # row 0 at the top, so the digits' strokes are not upside down
+
+
+@pytest.mark.parametrize(("nonzero", "limit"), [(0.0, 1.0), (0.3, 0.3)])
+def test_weights_grid_colour_range_for_all_zero_and_almost_all_zero_weights(nonzero, limit):
+    images = np.zeros((16, 28, 28), np.float32)
+    images[4, 10, 10] = -nonzero  # one weight: the 99.5th percentile of |weight| is 0, so the scale takes it
+
+    figure = charts.weights_grid_figure(images)
+
+    assert (figure.layout.coloraxis.cmin, figure.layout.coloraxis.cmax) == pytest.approx((-limit, limit))
+
+
+def test_weights_grid_draws_a_cnns_small_kernels_large_enough_to_frame():
+    kernels = np.random.default_rng(1).normal(size=(32, 5, 5)).astype(np.float32)
+
+    figure = charts.weights_grid_figure(kernels)
+
+    assert np.asarray(figure.data[0].z).shape == (6 * 20, 6 * 20)  # 6 x 6 tiles, each 5 x 5 kernel drawn 4x
+    values, numbers = tile(figure, 31, shape=(20, 20))
+    np.testing.assert_array_equal(values, kernels[31].repeat(4, axis=0).repeat(4, axis=1))
+    assert (numbers == 31).all()
+
+
+def test_weights_grid_of_a_very_wide_layer_shows_the_first_units_and_says_so():
+    images = np.ones((1024, 28, 28), dtype=np.float32)
+
+    figure = charts.weights_grid_figure(images, title="First layer")
+
+    assert np.asarray(figure.data[0].customdata).max() == charts.MAX_GRID_UNITS - 1
+    assert figure.layout.title.text == "First layer<br><sup>The first 256 of 1,024 units</sup>"
+
+
+def test_weights_grid_is_taller_for_a_tall_grid_and_fits_a_half_width_column():
+    square = charts.weights_grid_figure(np.zeros((64, 28, 28), np.float32))
+    strip = charts.weights_grid_figure(np.zeros((2, 28, 28), np.float32))
+
+    assert 400 <= square.layout.height <= 640 and strip.layout.height < square.layout.height
+
+
+def test_weights_grid_rejects_what_is_not_a_stack_of_images():
+    with pytest.raises(ValueError, match=r"expected \(units, height, width\)"):
+        charts.weights_grid_figure(np.zeros((784, 128)))
+
+
+def test_saliency_figure_shows_the_saliency_with_the_digits_outline_over_it():
+    digit = np.zeros((28, 28), np.float32)
+    digit[10:18, 14] = 1.0
+    saliency = np.zeros((28, 28), np.float32)
+    saliency[12, 14], saliency[3, 3] = 0.04, 0.01
+
+    figure = charts.saliency_figure(digit, saliency)
+
+    overlay, outline = figure.data
+    assert overlay.type == "heatmap" and outline.type == "contour"  # the outline is drawn last, on top
+    share = np.asarray(overlay.z)
+    assert share.shape == (28, 28) and share[12, 14] == 1.0 and share[3, 3] == pytest.approx(0.25)
+    np.testing.assert_array_equal(np.asarray(overlay.customdata), saliency)  # raw gradients in the hover text
+    assert (overlay.zmin, overlay.zmax) == (0.0, 1.0) and overlay.colorbar.tickformat == ".0%"
+    np.testing.assert_array_equal(np.asarray(outline.z), digit)
+    assert outline.contours.coloring == "none" and outline.contours.start == outline.contours.end  # one line
+    assert outline.showscale is False
+    assert figure.layout.yaxis.scaleanchor == "x" and figure.layout.yaxis.range[0] > figure.layout.yaxis.range[1]
+
+
+def test_saliency_figure_of_a_flat_gradient_is_all_zero_not_nan():
+    figure = charts.saliency_figure(np.ones((28, 28)), np.zeros((28, 28)))
+
+    assert not np.isnan(np.asarray(figure.data[0].z)).any() and np.asarray(figure.data[0].z).max() == 0
+
+
+def test_saliency_figure_rejects_maps_of_different_shapes():
+    with pytest.raises(ValueError, match="expected two"):
+        charts.saliency_figure(np.zeros((28, 28)), np.zeros((14, 14)))
+
+
+# --- comparing runs: parallel coordinates -----------------------------------------------------------
+
+SWEEP_ROWS = [
+    {"hidden_units": "128-128", "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 50, "xla": None,
+     "test_accuracy": 0.94, "run": "a"},
+    {"hidden_units": "16", "optimizer": "adam", "learning_rate": 0.001, "batch_size": 200, "xla": True,
+     "test_accuracy": 0.81, "run": "b"},
+    {"hidden_units": "64-64", "optimizer": "adam", "learning_rate": 0.01, "batch_size": 50, "xla": False,
+     "test_accuracy": 0.9, "run": "c"},
+    {"hidden_units": "16", "optimizer": "sgd", "learning_rate": 10.0, "batch_size": 200, "xla": None,
+     "test_accuracy": None, "run": "diverged"},
+]
+
+
+def axes_of(figure) -> dict:
+    (parcoords,) = figure.data
+    assert parcoords.type == "parcoords"
+    return {axis.label: axis for axis in parcoords.dimensions}
+
+
+def test_parallel_coordinates_has_an_axis_per_setting_then_test_accuracy():
+    figure = charts.parallel_coordinates_figure(SWEEP_ROWS, ["hidden_units", "optimizer", "learning_rate"])
+
+    assert list(axes_of(figure)) == ["Hidden layers", "Optimizer", "Learning rate (log)", "Test accuracy"]
+    # Naming the colour column among the dimensions does not give it two axes.
+    again = charts.parallel_coordinates_figure(SWEEP_ROWS, ["test_accuracy", "optimizer"])
+    assert list(axes_of(again)) == ["Optimizer", "Test accuracy"]
+
+
+def test_parallel_coordinates_leaves_out_runs_without_accuracy_and_colours_by_it():
+    figure = charts.parallel_coordinates_figure(SWEEP_ROWS, ["optimizer"])
+
+    line = figure.data[0].line
+    assert list(line.color) == [0.94, 0.81, 0.9]  # "diverged" has no test accuracy: no line
+    assert (line.cmin, line.cmax) == (0.81, 0.94) and line.showscale is True
+    assert all(len(axis.values) == 3 for axis in figure.data[0].dimensions)
+    assert list(axes_of(figure)["Test accuracy"].values) == [0.94, 0.81, 0.9]
+
+
+def test_parallel_coordinates_turns_categories_into_labelled_integer_ticks():
+    axes = axes_of(charts.parallel_coordinates_figure(SWEEP_ROWS, ["hidden_units", "optimizer", "xla"]))
+
+    layers = axes["Hidden layers"]
+    assert list(layers.ticktext) == ["16", "64-64", "128-128"]  # numbers in the text sort as numbers
+    assert list(layers.tickvals) == [0, 1, 2] and list(layers.values) == [2, 0, 1]
+    assert list(axes["Optimizer"].ticktext) == ["adam", "sgd"] and list(axes["Optimizer"].values) == [1, 0, 0]
+    assert list(axes["XLA"].ticktext) == ["auto", "off", "on"]  # None/False/True read as the choice labels
+    assert list(axes["XLA"].values) == [0, 2, 1]
+
+
+def test_parallel_coordinates_puts_the_learning_rate_on_a_log_axis_labelled_in_real_values():
+    axis = axes_of(charts.parallel_coordinates_figure(SWEEP_ROWS, ["learning_rate"]))["Learning rate (log)"]
+
+    np.testing.assert_allclose(axis.values, np.log10([0.5, 0.001, 0.01]))
+    np.testing.assert_allclose(axis.tickvals, np.log10([0.001, 0.01, 0.5]))
+    assert list(axis.ticktext) == ["0.001", "0.01", "0.5"]
+
+
+def test_parallel_coordinates_names_each_value_of_a_swept_number():
+    axis = axes_of(charts.parallel_coordinates_figure(SWEEP_ROWS, ["batch_size"]))["Batch size"]
+
+    assert list(axis.values) == [50, 200, 50]
+    assert list(axis.tickvals) == [50, 200] and list(axis.ticktext) == ["50", "200"]
+
+
+def test_parallel_coordinates_with_no_scored_run_is_an_empty_chart_not_an_error():
+    figure = charts.parallel_coordinates_figure(SWEEP_ROWS[3:], ["optimizer"])
+
+    assert all(len(axis.values) == 0 for axis in figure.data[0].dimensions)

@@ -133,7 +133,7 @@ def test_flags_default_to_the_articles_config():
     config = config_from_args(build_parser().parse_args([]))
 
     assert config == TrainConfig()
-    assert config.architecture() == "784-128-128-10"
+    assert config.describe_layers() == "784-128-128-10"
 
 
 def test_data_flag_implies_the_path_source():
@@ -161,3 +161,34 @@ def test_help_lists_every_settings_flag():
     for setting in SETTINGS:
         assert setting.cli_flag in result.stdout, f"{setting.cli_flag} is not in --help"
     assert "--no-xla" in result.stdout
+
+
+def test_a_sweep_trains_every_combination_and_prints_a_json_line_for_each(tmp_path):
+    runs_dir = tmp_path / "runs"
+
+    result = run_cli(*flags_for(TINY), "--steps", "20", "--sweep", "learning_rate=0.1,0.5", "--sweep",
+                     "batch-size=20,50", "--json", "--runs-dir", str(runs_dir))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(reports) == 4 and len({report["sweep"] for report in reports}) == 1
+    runs = [load_run(report["run_id"], runs_dir) for report in reports]
+    assert [(run.config.learning_rate, run.config.batch_size) for run in runs] == [(0.1, 20), (0.1, 50), (0.5, 20),
+                                                                                     (0.5, 50)]
+    assert all(run.state == "completed" and run.status.sweep == reports[0]["sweep"] for run in runs)
+
+
+def test_a_bad_sweep_value_exits_2_naming_it_before_anything_trains(tmp_path):
+    result = run_cli("--sweep", "learning_rate=0.1,fast", "--runs-dir", str(tmp_path / "runs"), timeout=30)
+
+    assert result.returncode == 2
+    assert "'fast' is not a number" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_preset_is_the_starting_point_and_flags_change_it():
+    config = config_from_args(build_parser().parse_args(["--preset", "cnn", "--steps", "20"]))
+
+    assert config.architecture == "cnn" and config.optimizer == "adam" and config.augment is True
+    assert config.steps == 20
+    assert config_from_args(build_parser().parse_args(["--preset", "article"])) == TrainConfig()

@@ -7,7 +7,19 @@ import math
 
 import pytest
 
-from core.config import ACTIVATIONS, DATASETS, ENGINES, OPTIMIZERS, SETTINGS_BY_NAME, SOURCES, TrainConfig
+from core.config import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    DATASETS,
+    ENGINES,
+    OPTIMIZERS,
+    PRESETS,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    SOURCES,
+    TrainConfig,
+    config_from_preset,
+)
 
 
 def test_defaults_are_the_articles():
@@ -20,7 +32,9 @@ def test_defaults_are_the_articles():
     assert config.learning_rate == 0.5
     assert config.batch_size == 50
     assert config.steps == 1000
-    assert config.architecture() == "784-128-128-10"
+    assert config.architecture == "mlp"
+    assert config.augment is False
+    assert config.describe_layers() == "784-128-128-10"
 
 
 def test_defaults_do_not_share_the_hidden_units_list():
@@ -36,11 +50,16 @@ def test_choice_constants_list_what_the_article_and_the_pages_offer():
     assert set(ENGINES) == {"function", "session"}
     assert set(DATASETS) == {"mnist", "fashion_mnist"}
     assert set(SOURCES) == {"auto", "keras", "offline", "path"}
+    assert set(ARCHITECTURES) == {"mlp", "cnn"}
 
 
-def test_architecture_follows_the_hidden_units():
-    assert TrainConfig(hidden_units=[512, 64, 32]).architecture() == "784-512-64-32-10"
+def test_the_layers_description_follows_the_hidden_units_or_names_the_cnn():
+    assert TrainConfig(hidden_units=[512, 64, 32]).describe_layers() == "784-512-64-32-10"
     assert TrainConfig(hidden_units=(16,)).hidden_units == [16]
+    cnn = TrainConfig(architecture="cnn")
+    assert cnn.describe_layers() == "32C5-P2-64C5-P2-128-10"
+    # The MLP's hidden layers mean nothing to the CNN.
+    assert cnn.replace(hidden_units=[16]).describe_layers() == cnn.describe_layers()
 
 
 def test_edges_of_every_range_are_accepted():
@@ -94,6 +113,11 @@ BAD_VALUES = [
     ("engine", "graph"),
     ("xla", "yes"),
     ("xla", 1),
+    ("architecture", "CNN"),
+    ("architecture", "resnet"),
+    ("augment", "on"),
+    ("augment", 1),
+    ("augment", None),
 ]
 
 
@@ -120,6 +144,8 @@ MESSAGES = [  # the exact sentence a person reads: the setting, what is allowed,
     ({"hidden_units": [128, 8]}, "hidden_units[1] must be from 16 to 1,024; got 8"),
     ({"learning_rate": "0.5"}, "learning_rate must be a number from 1e-05 to 10; got '0.5'"),
     ({"batch_size": 1.5}, "batch_size must be a whole number from 1 to 4,096; got 1.5"),
+    ({"architecture": "rnn"}, "architecture must be one of mlp, cnn; got 'rnn'"),
+    ({"augment": "yes"}, "augment must be one of false, true; got 'yes'"),
 ]
 
 
@@ -146,6 +172,27 @@ def test_xla_and_data_path_apply_only_with_their_engine_and_source():
     assert xla.applies({"engine": "function"}) and not xla.applies({"engine": "session"})
     assert data_path.applies({"source": "path"}) and not data_path.applies({"source": "auto"})
     assert SETTINGS_BY_NAME["steps"].applies({})
+
+
+def test_hidden_units_apply_only_to_the_mlp_and_come_after_the_architecture():
+    hidden_units = SETTINGS_BY_NAME["hidden_units"]
+
+    assert hidden_units.applies({"architecture": "mlp"}) and not hidden_units.applies({"architecture": "cnn"})
+    names = [setting.name for setting in SETTINGS]
+    assert names.index("architecture") < names.index("hidden_units")  # the form shows the choice first
+    assert SETTINGS_BY_NAME["architecture"].cli_flag == "--architecture"
+    assert SETTINGS_BY_NAME["augment"].choice_labels == {False: "off", True: "on"}
+
+
+@pytest.mark.parametrize("changes", [{"architecture": "cnn"}, {"augment": True}], ids=["cnn", "augment"])
+def test_xla_is_refused_for_the_cnn_and_for_augmentation(changes):
+    with pytest.raises(ValueError) as raised:
+        TrainConfig(xla=True, **changes)
+    assert "xla" in str(raised.value) and next(iter(changes)) in str(raised.value)
+
+    # Unset or off, XLA is no obstacle: the engine does without it.
+    assert TrainConfig(xla=False, **changes).xla is False
+    assert TrainConfig(**changes).xla is None
 
 
 def test_hidden_units_given_as_a_number_is_a_value_error_naming_the_field():
@@ -205,7 +252,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = TrainConfig.load(path)
 
     assert loaded == config
-    assert loaded.architecture() == "784-256-32-10"
+    assert loaded.describe_layers() == "784-256-32-10"
     # config.json is plain JSON a person (or nanoGPT-style script) can read: every field by name.
     on_disk = json.loads(path.read_text())
     assert on_disk["hidden_units"] == [256, 32]
@@ -219,3 +266,70 @@ def test_load_rejects_a_hand_edited_config_with_a_bad_value(tmp_path):
 
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig.load(path)
+
+
+def test_a_config_saved_before_the_cnn_existed_loads_as_the_mlp_without_augmentation(tmp_path):
+    path = tmp_path / "config.json"
+    older = {name: value for name, value in TrainConfig(hidden_units=[64]).to_dict().items()
+             if name not in ("architecture", "augment")}
+    path.write_text(json.dumps(older))
+
+    loaded = TrainConfig.load(path)
+
+    assert (loaded.architecture, loaded.augment, loaded.hidden_units) == ("mlp", False, [64])
+
+
+def test_cnn_and_augmentation_round_trip_through_config_json(tmp_path):
+    config = TrainConfig(architecture="cnn", augment=True, optimizer="adam", learning_rate=0.001)
+    path = tmp_path / "config.json"
+
+    config.save(path)
+
+    assert TrainConfig.load(path) == config
+    on_disk = json.loads(path.read_text())
+    assert (on_disk["architecture"], on_disk["augment"]) == ("cnn", True)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+
+def test_the_article_preset_is_the_default_config():
+    assert config_from_preset("article") == TrainConfig()
+
+
+def test_the_cnn_preset_is_a_cnn_with_adam_and_augmentation():
+    config = config_from_preset("cnn")
+
+    assert config.architecture == "cnn" and config.augment is True
+    assert (config.optimizer, config.learning_rate) == ("adam", 0.001)
+    # Everything the preset does not name keeps its default.
+    named = set(PRESETS["cnn"])
+    for setting in SETTINGS:
+        if setting.name not in named:
+            assert getattr(config, setting.name) == setting.default, setting.name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_names_only_settings_and_validates(name):
+    assert set(PRESETS[name]) <= set(SETTINGS_BY_NAME)
+    config = config_from_preset(name)
+    for setting_name, value in PRESETS[name].items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert getattr(config, setting_name) == expected, setting_name
+
+
+def test_a_preset_takes_overrides_and_validates_them():
+    config = config_from_preset("cnn", steps=30, source="offline", engine="session")
+
+    assert (config.architecture, config.steps, config.source, config.engine) == ("cnn", 30, "offline", "session")
+    with pytest.raises(ValueError, match="steps"):
+        config_from_preset("cnn", steps=0)
+    with pytest.raises(ValueError, match="xla"):
+        config_from_preset("cnn", xla=True)
+
+
+def test_an_unknown_preset_is_refused_naming_the_presets():
+    with pytest.raises(ValueError) as raised:
+        config_from_preset("resnet")
+
+    assert str(raised.value) == "preset must be one of article, cnn; got 'resnet'"

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 import core.service
-from core import queue
+from core import insight, queue
 from core.config import TrainConfig
 from core.digits import classify, preprocess_drawing
 from core.network import load_model
@@ -34,6 +34,7 @@ from ui.drawing import (
     DrawingModel,
     choose_run,
     classify_drawing,
+    explain_prediction,
     preview_image,
     training_failure,
     training_run,
@@ -45,6 +46,8 @@ PAGE = "pages/4_Draw.py"
 CANVAS_SIZE = 280
 PAGE_TIMEOUT = 120  # seconds; the first run of a module imports TensorFlow and loads a model
 HINT = "Draw a digit on the canvas"
+WHY = "Why this prediction"
+TOP_UNIT = re.compile(r"unit (\d+) \((-?\d+\.\d\d)\)")
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
@@ -126,6 +129,40 @@ def prediction_headers(page: AppTest) -> list[str]:
     return [text for text in texts(page.header) if text.startswith("Prediction:")]
 
 
+def in_page_order(block) -> list:
+    """Every element under a block, top to bottom as the page shows them (columns left to right)."""
+    elements = []
+    for index in sorted(block.children):
+        child = block.children[index]
+        elements += in_page_order(child) if hasattr(child, "children") else [child]
+    return elements
+
+
+def position(elements: list, matches) -> int:
+    """The index of the only element that `matches`."""
+    (found,) = [index for index, element in enumerate(elements) if matches(element)]
+    return found
+
+
+def chart_traces(element) -> list[dict]:
+    return json.loads(element.proto.spec)["data"] if element.type == "plotly_chart" else []
+
+
+def is_saliency_chart(element) -> bool:
+    return any(trace.get("name") == "saliency" for trace in chart_traces(element))
+
+
+def top_units_shown(page: AppTest) -> list[tuple[str, list[tuple[int, float]]]]:
+    """The layers and (unit, activation) pairs of the page's top-units list."""
+    shown = []
+    for text in texts(page.markdown):
+        for line in text.splitlines():
+            layer = re.match(r"- `(\w+)`: ", line)
+            if layer:
+                shown.append((layer.group(1), [(int(unit), float(value)) for unit, value in TOP_UNIT.findall(line)]))
+    return shown
+
+
 # --- the page without a model -------------------------------------------------------------
 
 
@@ -202,6 +239,7 @@ def test_the_select_box_defaults_to_the_trained_run_and_an_empty_canvas_gets_a_h
     assert any(HINT in text for text in texts(page.info))
     assert not prediction_headers(page)
     assert not page.get("plotly_chart")
+    assert WHY not in texts(page.subheader) and not top_units_shown(page)
     # The address names the run, so a reload or a shared link shows the same model.
     assert page.query_params["run"] == only_run_id(runs_dir)
 
@@ -219,13 +257,88 @@ def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_i
     assert prediction_headers(page) == [f"Prediction: {int(expected.argmax())}"]
     assert page.metric[0].label == "Confidence"
     assert page.metric[0].value == f"{expected.max():.1%}"
-    assert re.fullmatch(r"Preprocessing and classification took \d+\.\d ms\.", texts(page.caption)[-1])
-    (chart,) = page.get("plotly_chart")
-    (bars,) = json.loads(chart.proto.spec)["data"]
+    assert any(re.fullmatch(r"Preprocessing and classification took \d+\.\d ms\.", text)
+               for text in texts(page.caption))
+    bars_chart, _saliency_chart = page.get("plotly_chart")
+    (bars,) = json.loads(bars_chart.proto.spec)["data"]
     np.testing.assert_allclose(plotly_array(bars["y"]), expected, atol=1e-5)
     (preview,) = page.image
     assert preview.captions == ["What the model saw (28 × 28)"]
     assert not page.info
+
+
+def test_a_drawing_is_explained_under_its_prediction_by_saliency_and_top_units(runs_dir):
+    drawing = seven_drawing()
+    page = draw_page()
+    page.session_state["draw_canvas_0"] = canvas_value(drawing)
+
+    page.run()
+
+    assert not page.exception
+    model = load_model(load_run(only_run_id(runs_dir), runs_dir).model_path)
+    digit = preprocess_drawing(drawing)
+    elements = in_page_order(page.main)
+    header = position(elements, lambda element: element.type == "header"
+                      and str(element.value).startswith("Prediction:"))
+    why = position(elements, lambda element: element.type == "subheader" and element.value == WHY)
+    chart = position(elements, is_saliency_chart)
+    units = position(elements, lambda element: element.type == "markdown" and TOP_UNIT.search(element.value))
+    assert header < why < chart < units  # the prediction first, its explanation under it
+    saliency_trace, outline_trace = chart_traces(elements[chart])
+    np.testing.assert_allclose(plotly_array(outline_trace["z"]).reshape(28, 28), digit, atol=1e-6)
+    np.testing.assert_allclose(plotly_array(saliency_trace["customdata"]).reshape(28, 28),
+                               insight.saliency(model, digit), rtol=1e-4, atol=1e-7)
+    expected = insight.top_units(model, digit, count=5)
+    shown = top_units_shown(page)
+    assert [layer for layer, _ in shown] == [layer for layer, _ in expected] == ["hidden_1"]  # TINY: one layer
+    for (_, shown_units), (_, expected_units) in zip(shown, expected):
+        assert [unit for unit, _ in shown_units] == [unit for unit, _ in expected_units]
+        np.testing.assert_allclose([value for _, value in shown_units], [value for _, value in expected_units],
+                                   atol=0.005 + 1e-6)
+    assert any(re.fullmatch(r"Saliency and top units: \d+ ms, after the prediction was shown\.", text)
+               for text in texts(page.caption))
+
+
+def test_a_cnns_prediction_is_explained_with_its_convolution_layers_too(tmp_path_factory, monkeypatch):
+    runs_dir = tmp_path_factory.mktemp("cnn-runs")
+    run = train(TINY.replace(architecture="cnn", optimizer="adam", learning_rate=0.001), runs_dir)
+    assert run.state == RunState.COMPLETED, run.status
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    drawing = seven_drawing()
+    page = draw_page()
+    page.session_state["draw_canvas_0"] = canvas_value(drawing)
+
+    page.run()
+
+    assert not page.exception
+    assert prediction_headers(page)
+    model = load_model(run.model_path)
+    digit = preprocess_drawing(drawing)
+    (chart,) = [element for element in in_page_order(page.main) if is_saliency_chart(element)]
+    np.testing.assert_allclose(plotly_array(chart_traces(chart)[0]["customdata"]).reshape(28, 28),
+                               insight.saliency(model, digit), rtol=1e-4, atol=1e-7)
+    shown = top_units_shown(page)
+    assert [layer for layer, _ in shown] == [layer for layer, _ in insight.top_units(model, digit)]
+    assert [layer for layer, _ in shown][:2] == ["conv_1", "conv_2"]  # filters, averaged over the image
+    assert all(len(units) == 5 for _, units in shown)
+
+
+def test_the_prediction_is_on_the_page_before_its_explanation_is_computed(runs_dir, monkeypatch):
+    def broken_saliency(model, digit):
+        raise RuntimeError("the explanation broke")
+
+    # If the page computed the explanation first, this failure would leave no prediction behind it.
+    monkeypatch.setattr(insight, "saliency", broken_saliency)
+    page = draw_page()
+    page.session_state["draw_canvas_0"] = canvas_value(seven_drawing())
+
+    page.run()
+
+    assert "the explanation broke" in page.exception[0].value
+    assert len(prediction_headers(page)) == 1
+    assert page.metric[0].label == "Confidence"
+    assert len(page.get("plotly_chart")) == 1  # the probabilities, but no saliency
+    assert not top_units_shown(page)
 
 
 def test_a_blank_canvas_after_the_toolbar_reset_shows_the_hint_again(runs_dir):
@@ -237,6 +350,8 @@ def test_a_blank_canvas_after_the_toolbar_reset_shows_the_hint_again(runs_dir):
     assert not page.exception
     assert any(HINT in text for text in texts(page.info))
     assert not prediction_headers(page)
+    assert not page.get("plotly_chart")
+    assert WHY not in texts(page.subheader) and not top_units_shown(page)
 
 
 def test_clear_empties_the_canvas(runs_dir):
@@ -347,6 +462,36 @@ def test_the_compiled_model_matches_keras_even_after_streamlit_clears_the_keras_
     np.testing.assert_array_equal(prediction.digit, digit)
     assert classify_drawing(drawing_model, None) is None
     assert classify_drawing(drawing_model, np.zeros((CANVAS_SIZE, CANVAS_SIZE, 3), np.uint8)) is None
+
+
+def test_the_drawing_model_explains_with_the_keras_model_on_its_tensorflow_thread(runs_dir, monkeypatch):
+    model_path = load_run(only_run_id(runs_dir), runs_dir).model_path
+    drawing_model = DrawingModel(model_path)
+    threads = []
+
+    def on_thread(function):
+        def recorded(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return function(*args, **kwargs)
+        return recorded
+
+    monkeypatch.setattr(insight, "saliency", on_thread(insight.saliency))
+    monkeypatch.setattr(insight, "top_units", on_thread(insight.top_units))
+    keras.backend.clear_session(free_memory=False)  # as Streamlit does after every script run
+    prediction = classify_drawing(drawing_model, seven_drawing())
+
+    explanation = explain_prediction(drawing_model, prediction, count=3)
+
+    keras_model = load_model(model_path)
+    np.testing.assert_allclose(explanation.saliency, insight.saliency(keras_model, prediction.digit),
+                               rtol=1e-4, atol=1e-7)
+    assert explanation.saliency.shape == (28, 28) and explanation.saliency.max() > 0
+    ((layer, units),) = explanation.top_units
+    ((expected_layer, expected_units),) = insight.top_units(keras_model, prediction.digit, count=3)
+    assert layer == expected_layer and [unit for unit, _ in units] == [unit for unit, _ in expected_units]
+    assert len(units) == 3 and explanation.seconds > 0
+    # Both ran on the page's one long-lived TensorFlow thread, not on the caller's (a new one per rerun).
+    assert threads[:2] == ["drawing-model_0", "drawing-model_0"]
 
 
 def test_preview_image_enlarges_each_pixel_into_a_sharp_square():

@@ -18,7 +18,8 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # The server imports the training service, its queue and the TensorBoard mount at start (app.py), so they must
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
 LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
-                 "core.engines", "core.service", "core.queue", "core.tensorboard_server", "ui.texts"]
+                 "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
+                 "ui.texts"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 

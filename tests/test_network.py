@@ -1,5 +1,6 @@
-"""Tests for core.network: one network definition that both engines and the exported model.keras follow,
-and a model loader that refuses files that are missing, not models, not ours, or that name code to run."""
+"""Tests for core.network: one network definition (the article's MLP or the CNN) that both engines and the
+exported model.keras follow, and a model loader that refuses files that are missing, not models, not ours, or
+that name code to run."""
 
 from __future__ import annotations
 
@@ -17,17 +18,26 @@ from core.engines import engine_class, named_weights
 from core.network import (
     ModelError,
     build_export_model,
+    first_kernel_name,
     initial_weights,
     layer_sizes,
     layer_specs,
     load_model,
+    make_layers,
+    multiply_adds,
     weight_names,
+    weight_shapes,
 )
 from tests.factories import TINY
 
 ARTICLE = TrainConfig()  # 784-128-128-10, relu, no dropout
 # Two hidden layers with dropout between them: the names must skip the weightless dropout layers.
 WITH_DROPOUT = TrainConfig(hidden_units=[32, 16], dropout_rate=0.25, steps=10, eval_every=10, source="offline")
+CNN = TrainConfig(architecture="cnn", steps=10, eval_every=10, source="offline")
+CNN_NAMES = ["reshape", "conv_1", "pool_1", "conv_2", "pool_2", "flatten", "hidden_1", "probabilities"]
+CNN_WEIGHT_NAMES = ["conv_1/kernel", "conv_1/bias", "conv_2/kernel", "conv_2/bias", "hidden_1/kernel", "hidden_1/bias",
+                    "probabilities/kernel", "probabilities/bias"]
+CNN_WEIGHT_SHAPES = [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (7 * 7 * 64, 128), (128,), (128, 10), (10,)]
 
 
 # --- the layers, their names and sizes --------------------------------------------------------------
@@ -60,6 +70,84 @@ def test_weight_names_are_kernel_and_bias_of_each_dense_layer_in_order():
     assert weight_names(WITH_DROPOUT) == weight_names(ARTICLE)  # dropout has no weights
 
 
+def test_the_cnn_is_two_convolutions_with_pooling_then_a_dense_layer_and_the_softmax():
+    specs = layer_specs(CNN)
+
+    assert [spec.name for spec in specs] == CNN_NAMES
+    assert [spec.kind for spec in specs] == ["reshape", "conv", "pool", "conv", "pool", "flatten", "dense", "dense"]
+    assert specs[0].target_shape == (28, 28, 1)
+    convolutions = [spec for spec in specs if spec.kind == "conv"]
+    assert [(spec.units, spec.kernel_size, spec.activation) for spec in convolutions] == [(32, 5, "relu"), (64, 5, "relu")]
+    assert [spec.pool_size for spec in specs if spec.kind == "pool"] == [2, 2]
+    assert [(spec.units, spec.activation) for spec in specs if spec.kind == "dense"] == [(128, "relu"), (10, "softmax")]
+    # The activation setting reaches every hidden layer; the MLP's hidden_units do not matter to the CNN.
+    assert {spec.activation for spec in layer_specs(CNN.replace(activation="tanh")) if spec.kind == "conv"} == {"tanh"}
+    assert layer_specs(CNN.replace(hidden_units=[16, 16])) == specs
+
+
+def test_the_cnn_gets_one_dropout_layer_after_its_dense_layer():
+    names = [spec.name for spec in layer_specs(CNN.replace(dropout_rate=0.5))]
+
+    assert names == [*CNN_NAMES[:-1], "dropout_1", "probabilities"]
+    assert weight_names(CNN.replace(dropout_rate=0.5)) == CNN_WEIGHT_NAMES
+
+
+def test_cnn_weight_names_shapes_and_sizes_cover_convolutions_and_dense_layers_in_order():
+    assert weight_names(CNN) == CNN_WEIGHT_NAMES
+    assert weight_shapes(CNN) == CNN_WEIGHT_SHAPES
+    # A convolution's kernel seen as a matrix: k*k*in rows, one column per filter.
+    assert layer_sizes(CNN) == [(25, 32), (800, 64), (3136, 128), (128, 10)]
+
+
+def test_the_first_kernel_is_the_first_layer_with_weights():
+    assert first_kernel_name(ARTICLE) == "hidden_1/kernel"
+    assert first_kernel_name(CNN) == "conv_1/kernel"
+    assert first_kernel_name(CNN) in weight_names(CNN) and first_kernel_name(ARTICLE) in weight_names(ARTICLE)
+
+
+def test_multiply_adds_count_a_weight_per_image_for_dense_layers_and_every_position_for_convolutions():
+    assert multiply_adds(ARTICLE) == 784 * 128 + 128 * 128 + 128 * 10
+    by_hand = 28 * 28 * 5 * 5 * 1 * 32 + 14 * 14 * 5 * 5 * 32 * 64 + 3136 * 128 + 128 * 10
+    assert multiply_adds(CNN) == by_hand
+
+
+def test_cnn_initial_weights_are_glorot_with_the_receptive_field_in_both_fans():
+    weights = initial_weights(CNN)
+
+    assert [w.shape for w in weights] == CNN_WEIGHT_SHAPES
+    assert all(w.dtype == np.float32 for w in weights)
+    assert all((bias == 0).all() for bias in weights[1::2])
+    for kernel, (fan_in, fan_out) in zip(weights[0::2], [(25 * 1, 25 * 32), (25 * 32, 25 * 64), (3136, 128),
+                                                          (128, 10)]):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        assert 0.9 * limit < np.abs(kernel).max() <= limit  # uniform up to the limit: the largest comes close
+    assert not np.array_equal(weights[0], initial_weights(CNN.replace(seed=1))[0])
+
+
+def test_the_mlp_initial_weights_are_unchanged_by_the_cnn():
+    """The MLP's arrays are drawn as before the CNN existed: the first kernel's first values, pinned."""
+    rng = np.random.default_rng(ARTICLE.seed)
+    limit = np.sqrt(6.0 / (784 + 128))
+    expected = rng.uniform(-limit, limit, size=(784, 128)).astype(np.float32)
+
+    np.testing.assert_array_equal(initial_weights(ARTICLE)[0], expected)
+
+
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_both_keras_packages_make_the_same_cnn_layers(package):
+    import importlib
+
+    layers = make_layers(CNN, importlib.import_module(package).layers)
+
+    assert [layer.name for layer in layers] == CNN_NAMES
+    assert [type(layer).__name__ for layer in layers] == ["Reshape", "Conv2D", "MaxPooling2D", "Conv2D",
+                                                          "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    conv = layers[1].get_config()
+    assert (conv["filters"], tuple(conv["kernel_size"]), conv["padding"], conv["activation"]) == (32, (5, 5), "same",
+                                                                                                  "relu")
+    assert tuple(layers[2].get_config()["pool_size"]) == (2, 2)
+
+
 def test_initial_weights_have_the_layer_sizes_and_follow_the_seed():
     weights = initial_weights(WITH_DROPOUT)
 
@@ -86,21 +174,46 @@ def small_dataset():
 
 
 @pytest.mark.parametrize("engine_name", ["function", "session"])
-def test_each_engines_weights_carry_the_network_names_and_sizes(engine_name, small_dataset, tmp_path):
-    engine = engine_class(engine_name)(WITH_DROPOUT, small_dataset, tmp_path)
+@pytest.mark.parametrize("config", [WITH_DROPOUT, CNN.replace(dropout_rate=0.25)], ids=["mlp", "cnn"])
+def test_each_engines_weights_carry_the_network_names_and_sizes(engine_name, config, small_dataset, tmp_path):
+    config = config.replace(engine=engine_name)
+    engine = engine_class(engine_name)(config, small_dataset, tmp_path)
     try:
-        weights = named_weights(engine, WITH_DROPOUT)
+        weights = named_weights(engine, config)
         probabilities = engine.predict(small_dataset.x_test[:3])
     finally:
         engine.close()
 
-    assert list(weights) == weight_names(WITH_DROPOUT)
-    expected_shapes = [shape for fan_in, fan_out in layer_sizes(WITH_DROPOUT) for shape in ((fan_in, fan_out), (fan_out,))]
-    assert [value.shape for value in weights.values()] == expected_shapes
+    assert list(weights) == weight_names(config)
+    assert [value.shape for value in weights.values()] == weight_shapes(config)
+    if config.architecture == "mlp":
+        expected_shapes = [shape for fan_in, fan_out in layer_sizes(config) for shape in ((fan_in, fan_out), (fan_out,))]
+        assert weight_shapes(config) == expected_shapes
     # Both engines start from the shared initial weights, in the same order as the names.
-    for value, initial in zip(weights.values(), initial_weights(WITH_DROPOUT)):
+    for value, initial in zip(weights.values(), initial_weights(config)):
         np.testing.assert_array_equal(value, initial)
     assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine_name", ["function", "session"])
+def test_the_exported_cnn_predicts_what_the_engine_predicts(engine_name, small_dataset, tmp_path):
+    """The engines feed flat images to the CNN's reshape layer, the export 28x28 images: the same pixels must land
+    in the same places, or the saved model would disagree with the run that trained it."""
+    config = CNN.replace(engine=engine_name, steps=20)
+    engine = engine_class(engine_name)(config, small_dataset, tmp_path)
+    try:
+        engine.train_chunk(np.arange(20 * config.batch_size, dtype=np.int32).reshape(20, config.batch_size) % 500, 0)
+        trained = engine.weights()
+        from_engine = engine.predict(small_dataset.x_test)
+    finally:
+        engine.close()
+    assert not np.array_equal(trained[0], initial_weights(config)[0])  # the steps moved the weights
+
+    exported = np.asarray(build_export_model(config, trained)(small_dataset.x_test, training=False))
+
+    np.testing.assert_allclose(exported, from_engine, atol=1e-5)
+    assert (exported.argmax(axis=1) == from_engine.argmax(axis=1)).all()
 
 
 # --- the exported model --------------------------------------------------------------------------
@@ -116,6 +229,31 @@ def test_exported_model_layers_are_named_as_the_specs_and_hold_the_weights():
     np.testing.assert_array_equal(kernel, weights[2])
     np.testing.assert_array_equal(bias, weights[3])
     assert model.get_layer("probabilities").get_config()["activation"] == "softmax"
+
+
+def test_the_exported_cnn_takes_28x28_images_with_its_layers_named_as_the_specs():
+    weights = initial_weights(CNN)
+
+    model = build_export_model(CNN, weights)
+
+    assert [layer.name for layer in model.layers] == CNN_NAMES  # its own reshape takes the image: no extra flatten
+    assert tuple(model.input_shape) == (None, 28, 28) and tuple(model.output_shape) == (None, 10)
+    kernel, bias = model.get_layer("conv_2").get_weights()
+    np.testing.assert_array_equal(kernel, weights[2])
+    np.testing.assert_array_equal(bias, weights[3])
+
+
+def test_a_saved_cnn_keeps_the_model_keras_contract(tmp_path):
+    path = tmp_path / "model.keras"
+    build_export_model(CNN, initial_weights(CNN)).save(path)
+
+    model = load_model(path)
+    images = np.random.default_rng(0).random((2, 28, 28), dtype=np.float32)
+    probabilities = np.asarray(model(images, training=False))
+
+    assert probabilities.shape == (2, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert [layer.name for layer in model.layers] == CNN_NAMES
 
 
 @pytest.fixture(scope="module")

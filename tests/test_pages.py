@@ -8,6 +8,7 @@ the training service queues and a warm worker process trains, so the test polls,
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import streamlit.runtime.context
 from streamlit.testing.v1 import AppTest
@@ -237,6 +239,72 @@ def test_selecting_two_runs_overlays_them_and_lists_only_the_settings_that_diffe
     assert {trace.get("name") for trace in loss_chart["data"]} >= {populated.completed.run_id, populated.adam.run_id}
     assert app.selectbox(key="runs_examine").options == [run.run_id for run in runs if run.run_id in
                                                          (populated.completed.run_id, populated.adam.run_id)]
+
+
+def select_runs(app: AppTest, runs_dir: Path, run_ids: list[str]) -> AppTest:
+    """Tick these runs' rows in the Runs table, as a click does, and rerun."""
+    runs = list_runs(runs_dir)
+    rows = [index for index, run in enumerate(runs) if run.run_id in run_ids]
+    app.session_state[f"runs_table_{page_texts.runs_signature(runs)}"] = {"selection": {"rows": rows, "columns": []}}
+    return app.run()
+
+
+def parallel_coordinates(app: AppTest) -> list[dict]:
+    """The Parcoords traces of the page's Plotly charts."""
+    return [trace for chart in app.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]
+            if trace["type"] == "parcoords"]
+
+
+def plotly_numbers(values) -> list[float]:
+    """A number array from a figure's JSON: a plain list, or Plotly's base64 {"dtype", "bdata"} form."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_two_selected_runs_plot_the_settings_that_differ_against_test_accuracy(populated, monkeypatch):
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch)
+    chosen = [populated.completed.run_id, populated.adam.run_id]
+
+    select_runs(app, populated.runs_dir, chosen)
+
+    assert_no_exception(app)
+    assert "Settings against test accuracy" in texts(app)
+    (chart,) = parallel_coordinates(app)
+    axes = {axis["label"]: axis for axis in chart["dimensions"]}
+    # Exactly the settings of the "Settings that differ" table (hidden units, optimizer, learning rate), in the
+    # order of the settings, then test accuracy.
+    assert set(app.dataframe[1].value["field"]) == {"hidden_units", "optimizer", "learning_rate"}
+    assert list(axes) == ["Hidden layers", "Optimizer", "Learning rate (log)", "Test accuracy"]
+    in_table_order = [run for run in list_runs(populated.runs_dir) if run.run_id in chosen]
+    assert plotly_numbers(axes["Test accuracy"]["values"]) == pytest.approx(
+        [run.test_accuracy for run in in_table_order])
+    assert plotly_numbers(chart["line"]["color"]) == pytest.approx([run.test_accuracy for run in in_table_order])
+    optimizers = [axes["Optimizer"]["ticktext"][int(value)] for value in plotly_numbers(axes["Optimizer"]["values"])]
+    assert optimizers == [run.config.optimizer for run in in_table_order]
+    layers = [axes["Hidden layers"]["ticktext"][int(value)]
+              for value in plotly_numbers(axes["Hidden layers"]["values"])]
+    assert layers == ["-".join(map(str, run.config.hidden_units)) for run in in_table_order]
+
+
+def test_one_selected_run_has_no_parallel_coordinates_chart(populated, monkeypatch):
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch, run=populated.adam.run_id)
+
+    assert_no_exception(app)
+    assert len(app.get("plotly_chart")) == 4  # the run's own charts only
+    assert not parallel_coordinates(app)
+    assert "Settings against test accuracy" not in texts(app)
+
+
+def test_a_run_without_test_accuracy_leaves_too_few_runs_for_the_chart(populated, monkeypatch):
+    app = open_page("pages/2_Runs.py", populated.runs_dir, monkeypatch)
+
+    select_runs(app, populated.runs_dir, [populated.completed.run_id, populated.diverged.run_id])
+
+    assert_no_exception(app)
+    assert "Settings that differ" in texts(app)  # the diverged run has other settings
+    assert not parallel_coordinates(app)
+    assert "needs two runs that reached their test" in texts(app)
 
 
 def test_deleting_a_run_asks_first_then_removes_its_folder(tmp_path, monkeypatch):

@@ -317,8 +317,8 @@ def test_a_run_above_the_work_limit_is_refused(tmp_path, monkeypatch, no_workers
     assert load_run(service.submit(TINY, tmp_path, limits=False).run_id, tmp_path).state is RunState.QUEUED
 
 
-def test_the_work_limit_is_steps_times_batch_times_weights():
-    assert service.work_of(TINY) == 35 * 50 * (784 * 16 + 16 + 16 * 10 + 10)
+def test_the_work_limit_is_steps_times_batch_times_multiply_adds_per_image():
+    assert service.work_of(TINY) == 35 * 50 * (784 * 16 + 16 * 10)
     assert service.work_of(TINY.replace(steps=70)) == 2 * service.work_of(TINY)
 
 

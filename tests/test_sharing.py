@@ -233,8 +233,8 @@ def test_one_visitor_may_have_only_so_many_runs_waiting(service_defaults, no_wor
 
     assert_no_exception(app)
     (error,) = errors(app)
-    assert error.startswith("Cannot train: you already have 1 runs waiting or training"), error
-    assert "stop one or wait for one to finish" in error
+    assert error.startswith("Cannot train: you already have 1 run waiting or training"), error
+    assert "stop some or wait for them to finish" in error
     assert [run.run_id for run in list_runs(service_defaults)] == [waiting.run_id]
     assert queue.queued_ids(service_defaults) == [waiting.run_id]
     assert no_workers == []

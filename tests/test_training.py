@@ -167,8 +167,9 @@ def test_tensorboard_has_the_evaluation_summaries_at_each_evaluation(tiny, tiny_
     assert WEIGHT_TAGS == {f"weights/{name}" for name in weight_names(TINY)}  # the network's own names
     for tag in WEIGHT_TAGS:
         assert tiny_events.steps(tag) == TINY_EVALUATION_STEPS
-    assert tiny_events.tags(IMAGES) == {"test_predictions"}
+    assert tiny_events.tags(IMAGES) == {"test_predictions", "first_layer_weights"}
     assert tiny_events.steps("test_predictions") == TINY_EVALUATION_STEPS
+    assert tiny_events.steps("first_layer_weights") == TINY_EVALUATION_STEPS
 
 
 def test_tensorboard_histograms_hold_the_weights(tiny_events):
@@ -373,7 +374,7 @@ def article_run(tmp_path_factory):
 
 def test_article_defaults_reach_92_percent_on_the_offline_test_split(article_run):
     assert article_run.state is RunState.COMPLETED, article_run.status
-    assert article_run.config.architecture() == "784-128-128-10"
+    assert article_run.config.describe_layers() == "784-128-128-10"
     assert article_run.summary.steps == 1000
     assert article_run.summary.data_sizes == {"train": 4000, "test": 1000}
     assert article_run.summary.test_accuracy >= 0.92

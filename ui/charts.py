@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
+
+from core.config import SETTINGS_BY_NAME
 
 PALETTE = tuple(plotly.colors.qualitative.D3)  # Plotly's own default colours, the ones TensorBoard users know
 
@@ -177,3 +181,218 @@ def per_class_figure(accuracies, class_names: list[str]) -> go.Figure:
     figure.update_xaxes(type="category")
     figure.update_yaxes(range=[0, 1.1], tickformat=".0%")
     return figure
+
+
+# ----------------------------------------------------------------------------------------- inside the network
+
+# Diverging, centred on 0: negative weights blue, positive red, zero near-white (ColorBrewer's RdBu, reversed).
+DIVERGING = plotly.colors.diverging.RdBu_r
+# Tiles are framed by lines drawn over the heatmap's tile edges rather than by blank pixels between them:
+# a 1-pixel gap in a 28-pixel tile scaled to a 30-pixel cell is drawn 1 or 2 screen pixels wide, unevenly.
+FRAME = dict(color="#5a5a5a", width=1)  # dark enough to frame a tile whose weights are all near 0 (near-white)
+GRID_WIDTH = 430  # px the grid is drawn for: a half-width column at 1280 px
+GRID_TOP_MARGIN = 56  # px above the grid: the title on the left, the colour bar on the right
+NOTE_HEIGHT = 18  # px more above it for a line that says which units are shown
+MAX_GRID_UNITS = 256  # more tiles than this are too small to read at that width (and slow to send)
+MIN_TILE_PIXELS = 20  # a CNN's 5x5 kernel is drawn as 20x20, so its frame stays thin beside it
+# The colour scale ends at this percentile of |weight|: a few extreme weights would otherwise wash every tile
+# out to near-white (in a trained 784-128-128-10 the largest |weight| is twice the 99.5th percentile).
+SCALE_PERCENTILE = 99.5
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) of a near-square grid of `count` tiles: about sqrt(count) columns, no empty row."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return max(1, math.ceil(count / columns)), columns
+
+
+def weights_grid_figure(images: np.ndarray, title: str | None = None) -> go.Figure:
+    """One tile per unit: its (h, w) weights on a diverging colour scale centred on 0, the same for all tiles.
+
+    The tiles are parts of a single heatmap, framed by lines, not one trace per unit: the page stays quick
+    with hundreds of units, and the grid needs one pair of axes and one colour bar. Hovering a pixel names
+    its unit (0-based, as the Draw page's top units are). Weights beyond the colour bar's ends (the largest
+    0.5 %) take its end colours.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3 or 0 in images.shape:
+        raise ValueError(f"got images of shape {images.shape}; expected (units, height, width), e.g. "
+                         "(128, 28, 28) from core.insight.first_layer_images")
+    total = len(images)
+    images = images[:MAX_GRID_UNITS]
+    limit = _colour_limit(images)
+    scale = max(1, math.ceil(MIN_TILE_PIXELS / max(images.shape[1:])))
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    count, height, width = images.shape
+    rows, columns = grid_shape(count)
+    mosaic = np.full((rows * height, columns * width), np.nan, dtype=np.float32)  # NaN: an empty tile
+    units = np.full(mosaic.shape, -1, dtype=np.int16)
+    for unit, image in enumerate(images):
+        top, left = (unit // columns) * height, (unit % columns) * width
+        mosaic[top:top + height, left:left + width] = image
+        units[top:top + height, left:left + width] = unit
+    figure = go.Figure(go.Heatmap(
+        z=mosaic, customdata=units, coloraxis="coloraxis", hoverongaps=False,
+        hovertemplate="unit %{customdata}<br>weight %{z:.3f}<extra></extra>"))
+    figure.update_layout(
+        # The colour bar lies above the grid, on the title's line, so that the grid can take the column's width.
+        coloraxis=dict(colorscale=DIVERGING, cmin=-limit, cmax=limit,  # centred on 0
+                       colorbar=dict(title=dict(text="weight", side="right"), orientation="h", thickness=10,
+                                     len=0.5, x=1, xanchor="right", y=1, yanchor="bottom", ypad=8,
+                                     tickformat=".2f", nticks=5)),
+        shapes=_tile_frames(rows, columns, count, height, width), plot_bgcolor="rgba(0,0,0,0)",
+        height=_grid_height(mosaic.shape) + (NOTE_HEIGHT if total > count else 0),
+        margin=dict(l=0, r=0, t=GRID_TOP_MARGIN + (NOTE_HEIGHT if total > count else 0), b=0),
+        title=dict(text=_grid_title(title, count, total), font=dict(size=14), x=0, xanchor="left", y=1,
+                   yref="paper", yanchor="bottom", pad=dict(b=16)))
+    # Square pixels, row 0 at the top (as images are drawn), and no axes: positions in the mosaic mean nothing.
+    figure.update_xaxes(visible=False, constrain="domain", constraintoward="left",
+                        range=[-0.5, mosaic.shape[1] - 0.5])
+    figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, constrain="domain", constraintoward="top",
+                        range=[mosaic.shape[0] - 0.5, -0.5])
+    return figure
+
+
+def _colour_limit(images: np.ndarray) -> float:
+    """The |weight| at which the colour bar ends: a high percentile, or the largest if that is 0; 1 for all-0."""
+    magnitudes = np.abs(images[np.isfinite(images)])
+    if not magnitudes.size or magnitudes.max() == 0:
+        return 1.0
+    limit = float(np.percentile(magnitudes, SCALE_PERCENTILE))
+    return limit if limit > 0 else float(magnitudes.max())
+
+
+def _tile_frames(rows: int, columns: int, count: int, height: int, width: int) -> list[dict]:
+    """A line along every tile edge, as long as the tiles on either side of it (a last row may be short)."""
+    def tiles_in_row(row: int) -> int:
+        return 0 if not 0 <= row < rows else columns if row < rows - 1 else count - (rows - 1) * columns
+
+    def line(x0, y0, x1, y1) -> dict:  # in heatmap cells, whose edges are at -0.5, 0.5, ...
+        return dict(type="line", x0=x0 - 0.5, y0=y0 - 0.5, x1=x1 - 0.5, y1=y1 - 0.5, line=FRAME, layer="above")
+
+    last_row = tiles_in_row(rows - 1)
+    lines = [line(0, row * height, max(tiles_in_row(row - 1), tiles_in_row(row)) * width, row * height)
+             for row in range(rows + 1)]
+    lines += [line(column * width, 0, column * width, (rows if column <= last_row else rows - 1) * height)
+              for column in range(columns + 1)]
+    return lines
+
+
+def _grid_height(shape: tuple[int, int]) -> int:
+    """A height that fits the grid's aspect at GRID_WIDTH, between a short strip and a tall column."""
+    return int(np.clip(GRID_WIDTH * shape[0] / shape[1], 120, 640)) + GRID_TOP_MARGIN
+
+
+def _grid_title(title: str | None, shown: int, total: int) -> str:
+    """The caller's title, and below it, when not every unit fits, which ones are shown."""
+    if shown == total:
+        return title or ""
+    note = f"the first {shown:,} of {total:,} units"
+    return f"{title}<br><sup>{note.capitalize()}</sup>" if title else note.capitalize()
+
+
+# Black at 0, then red, orange and yellow for the strongest pixels (like matplotlib's "hot").
+SALIENCY_COLOURS = [[0.0, "#000000"], [0.35, "#b40000"], [0.7, "#ff8c00"], [1.0, "#ffff70"]]
+OUTLINE_COLOUR = "#00e5ff"  # cyan: apart from every colour of the map
+OUTLINE_INK = 0.4  # the digit's outline follows this ink level (0-1)
+SALIENCY_HEIGHT = 280
+
+
+def saliency_figure(digit: np.ndarray, saliency: np.ndarray) -> go.Figure:
+    """The saliency map, black where the gradient is 0 through red to yellow, with the digit's outline over it.
+
+    Colour is each pixel's gradient as a share of the largest one (the raw value is in the hover text). An MLP's
+    map is speckled beyond the strokes too: pixels that are blank in every training image keep their random
+    initial weights, so an outline shows the digit better than a see-through overlay would.
+    """
+    digit = np.asarray(digit, dtype=np.float32)
+    saliency = np.asarray(saliency, dtype=np.float32)
+    if digit.shape != saliency.shape or digit.ndim != 2:
+        raise ValueError(f"got a digit of shape {digit.shape} and a saliency map of shape {saliency.shape}; "
+                         "expected two (28, 28) arrays")
+    largest = float(np.nanmax(saliency)) if np.isfinite(saliency).any() else 0.0
+    share = saliency / largest if largest > 0 else np.zeros_like(saliency)
+    figure = go.Figure([
+        go.Heatmap(z=share, zmin=0.0, zmax=1.0, colorscale=SALIENCY_COLOURS, customdata=saliency, name="saliency",
+                   colorbar=dict(title="|gradient|", tickformat=".0%", thickness=10, len=0.8, y=0, yanchor="bottom"),
+                   hovertemplate="row %{y}, column %{x}<br>|∂p/∂pixel| %{customdata:.2e}<extra></extra>"),
+        go.Contour(z=digit, name="digit", showscale=False, hoverinfo="skip", line=dict(color=OUTLINE_COLOUR, width=2),
+                   contours=dict(start=OUTLINE_INK, end=OUTLINE_INK, size=1, coloring="none")),
+    ])
+    figure.update_layout(height=SALIENCY_HEIGHT, margin=dict(l=0, r=0, t=0, b=0), plot_bgcolor="#000000")
+    figure.update_xaxes(visible=False, constrain="domain", range=[-0.5, digit.shape[1] - 0.5])
+    figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, constrain="domain",
+                        range=[digit.shape[0] - 0.5, -0.5])
+    return figure
+
+
+
+# ----------------------------------------------------------------------------------------- comparing runs
+
+COLOUR_LABEL = {"test_accuracy": "Test accuracy"}
+MAX_LISTED_TICKS = 6  # up to this many distinct values (a sweep's), each is named on its axis
+
+
+def parallel_coordinates_figure(rows: list[dict], dimensions: list[str], color: str = "test_accuracy") -> go.Figure:
+    """One line per row across an axis per dimension, coloured by `color`, which is also the last axis.
+
+    Numbers get a numeric axis (logarithmic for a setting declared log-scale, such as the learning rate);
+    anything else (text, booleans, None, layer lists) becomes integer positions labelled with their text. A
+    row without a `color` value (a run that ended before its test) is left out.
+    """
+    scored = [row for row in rows if _is_number(row.get(color))]
+    axes = [name for name in dimensions if name != color] + [color]
+    values = np.array([row[color] for row in scored], dtype=float)
+    line = dict(color=values, colorscale="Viridis", showscale=True,
+                colorbar=dict(title=COLOUR_LABEL.get(color, color).replace(" ", "<br>"), tickformat=".1%",
+                              thickness=12))
+    if len(values):
+        line.update(cmin=float(values.min()), cmax=float(values.max()))
+    figure = go.Figure(go.Parcoords(line=line, labelfont=dict(size=13), tickfont=dict(size=12),
+                                    dimensions=[_axis(name, [row.get(name) for row in scored]) for name in axes]))
+    figure.update_layout(height=380, margin=dict(l=70, r=40, t=60, b=20))
+    return figure
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _axis(name: str, values: list) -> dict:
+    """A Parcoords dimension for one setting (or the colour column) from the rows' values."""
+    setting = SETTINGS_BY_NAME.get(name)
+    label = setting.label if setting else COLOUR_LABEL.get(name, name)
+    if values and all(_is_number(value) for value in values):
+        numbers = np.array(values, dtype=float)
+        distinct = np.unique(numbers)
+        if setting is not None and setting.log_scale and numbers.min() > 0:
+            ticks = distinct if len(distinct) <= MAX_LISTED_TICKS else 10.0 ** np.arange(
+                np.floor(np.log10(numbers.min())), np.ceil(np.log10(numbers.max())) + 1)
+            return dict(label=f"{label} (log)", values=np.log10(numbers), tickvals=np.log10(ticks),
+                        ticktext=[f"{tick:g}" for tick in ticks])
+        axis = dict(label=label, values=numbers)
+        if name == "test_accuracy":
+            axis["tickformat"] = ".1%"
+        elif len(distinct) <= MAX_LISTED_TICKS:  # a sweep's few values, each named on the axis
+            axis.update(tickvals=distinct, ticktext=[f"{value:g}" for value in distinct])
+        return axis
+    texts = [_category_text(setting, value) for value in values]
+    order = sorted(set(texts), key=_natural_key)
+    position = {text: index for index, text in enumerate(order)}
+    return dict(label=label, values=[position[text] for text in texts], tickvals=list(range(len(order))),
+                ticktext=order, range=[-0.25, len(order) - 0.75] if len(order) > 1 else [-1, 1])
+
+
+
+def _category_text(setting, value) -> str:
+    """How a non-numeric value reads on its axis: a choice's label for None/True/False (xla: auto/on/off)."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(item) for item in value)
+    if setting is not None and not isinstance(value, str) and value in setting.choice_labels:
+        return setting.choice_labels[value]
+    return "—" if value is None else f"{value:g}" if _is_number(value) else str(value)
+
+
+def _natural_key(text: str) -> list:
+    """Sort "16" before "128-128" and "64-64" before "128": numbers inside text compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]

@@ -1,4 +1,5 @@
-"""What the Draw page does besides widgets: pick the run to draw with, classify a drawing, show the digit.
+"""What the Draw page does besides widgets: pick the run to draw with, classify a drawing, explain the
+prediction, show the digit.
 
 The page reruns on every stroke, so everything here is cheap except loading a model, which the page does
 once per run and caches (the model file's mtime is part of the key). Nothing here imports streamlit, nor
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import insight
 from core.digits import DIGIT_SIZE, EmptyDrawingError, classify, preprocess_drawing
 from core.network import load_model
 from core.runs import Run, RunNotFound, RunState, best_run, list_runs, load_run
@@ -24,6 +26,7 @@ from ui.charts import enlarge
 DRAWING_DATASET = "mnist"
 # The 28x28 digit is shown 6x larger (168 px), each pixel a visible square.
 PREVIEW_SCALE = 6
+TOP_UNIT_COUNT = 5  # the most active units shown per hidden layer
 # Why DrawingModel does not just call the Keras model: after every script run Streamlit calls
 # keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call
 # of the model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification.
@@ -96,7 +99,7 @@ def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None
 def run_label(run: Run) -> str:
     """How a run reads in the select box: its id, layer sizes and test accuracy."""
     accuracy = f"{run.test_accuracy:.1%} test accuracy" if run.test_accuracy is not None else "not evaluated"
-    return f"{run.run_id} · {run.config.architecture()} · {accuracy}"
+    return f"{run.run_id} · {run.config.describe_layers()} · {accuracy}"
 
 
 def training_run(runs_dir: Path | None = None) -> Run | None:
@@ -121,17 +124,30 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
 
 
 class DrawingModel:
-    """A run's model, compiled for classifying one drawing at a time in a Streamlit server."""
+    """A run's model, compiled for classifying one drawing at a time in a Streamlit server, and kept as a Keras
+    model for explaining a prediction (saliency, top units), which may take longer than classifying."""
 
     def __init__(self, model_path):
-        self._forward = _TENSORFLOW_THREAD.submit(_compile_forward_pass, model_path).result()
-        # Compile now rather than on the first stroke.
-        self.probabilities(np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32))
+        self._model, self._forward = _TENSORFLOW_THREAD.submit(_load_and_compile, model_path).result()
+        # Compile now rather than on the first stroke. Explain once too: TensorFlow's first gradient takes
+        # ~100 ms, and on the shared thread the first stroke's explanation would hold up the next stroke.
+        blank = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
+        self.probabilities(blank)
+        self.saliency(blank)
+        self.top_units(blank)
         _freeze_long_lived_objects()
 
     def probabilities(self, digit: np.ndarray) -> np.ndarray:
         """The (10,) class probabilities of one preprocessed 28x28 digit."""
         return _TENSORFLOW_THREAD.submit(classify, self._forward, digit).result()
+
+    def saliency(self, digit: np.ndarray) -> np.ndarray:
+        """(28, 28) |d p_predicted / d pixel| of one preprocessed digit (core.insight.saliency)."""
+        return _TENSORFLOW_THREAD.submit(insight.saliency, self._model, digit).result()
+
+    def top_units(self, digit: np.ndarray, count: int = TOP_UNIT_COUNT) -> list[tuple[str, list[tuple[int, float]]]]:
+        """Each hidden layer's name and its `count` most active units as (unit, activation) (core.insight)."""
+        return _TENSORFLOW_THREAD.submit(insight.top_units, self._model, digit, count).result()
 
 
 _frozen = False
@@ -152,12 +168,12 @@ def _freeze_long_lived_objects() -> None:
         _frozen = True
 
 
-def _compile_forward_pass(model_path):
-    """Load a model and return it as an XLA-compiled function, called like the model itself."""
+def _load_and_compile(model_path):
+    """Load a model; return it and its forward pass as an XLA-compiled function, called like the model."""
     import tensorflow as tf  # deferred: only drawing needs it
 
     model = load_model(model_path)
-    return tf.function(lambda batch, training=False: model(batch, training=training), jit_compile=True)
+    return model, tf.function(lambda batch, training=False: model(batch, training=training), jit_compile=True)
 
 
 def classify_drawing(model: DrawingModel, image) -> Prediction | None:
@@ -171,6 +187,29 @@ def classify_drawing(model: DrawingModel, image) -> Prediction | None:
         return None
     probabilities = model.probabilities(digit)
     return Prediction(digit, probabilities, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why the model predicted what it did: where the input mattered and which units fired most."""
+
+    saliency: np.ndarray  # (28, 28) |gradient of the predicted probability| per pixel
+    top_units: list[tuple[str, list[tuple[int, float]]]]  # (layer name, [(unit, activation), ...]) per hidden layer
+    seconds: float
+
+
+def explain_prediction(model: DrawingModel, prediction: Prediction, count: int = TOP_UNIT_COUNT) -> Explanation:
+    """The saliency map and top units of a prediction's digit; called after the prediction is shown."""
+    started = time.perf_counter()
+    saliency = model.saliency(prediction.digit)
+    top_units = model.top_units(prediction.digit, count)
+    return Explanation(saliency, top_units, time.perf_counter() - started)
+
+
+def top_units_markdown(top_units: list[tuple[str, list[tuple[int, float]]]]) -> str:
+    """One line per hidden layer: its name, then its most active units with their activation."""
+    return "\n".join(f"- `{layer}`: " + " · ".join(f"unit {unit} ({activation:.2f})" for unit, activation in units)
+                     for layer, units in top_units)
 
 
 def preview_image(digit: np.ndarray, scale: int = PREVIEW_SCALE) -> np.ndarray:

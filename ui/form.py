@@ -108,19 +108,20 @@ def put_form(config) -> None:
     st.session_state.update(form_values(config))
 
 
-def _layers_widget(setting: Setting) -> None:
-    st.slider(setting.label, 1, setting.max_items, key=LAYER_COUNT_KEY, help=setting.help, **KEEP)
+def _layers_widget(setting: Setting, applies: bool) -> None:
+    st.slider(setting.label, 1, setting.max_items, key=LAYER_COUNT_KEY, help=setting.help, disabled=not applies,
+              **KEEP)
     columns = st.columns(2)
     for index in range(st.session_state[LAYER_COUNT_KEY]):
         key = _unit_key(index)
         columns[index % 2].select_slider(f"Units, layer {index + 1}", stops_with(setting, st.session_state[key]),
-                                         key=key, **KEEP)
+                                         key=key, disabled=not applies, **KEEP)
 
 
 def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
     key, label, help_text = _key(setting.name), setting.label, setting.help
     if setting.widget == "layers":
-        _layers_widget(setting)
+        _layers_widget(setting, applies)
     elif setting.widget == "select":
         options = [_label(setting, c) for c in choices] if _uses_labels(setting) else list(choices)
         st.selectbox(label, options, format_func=lambda value: _label(setting, value), key=key, help=help_text,
@@ -169,3 +170,31 @@ def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict],
         if text:
             st.caption(text)
     return config, errors
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+NO_SETTING = "—"
+
+
+def sweep_form(config_class=TrainConfig) -> tuple[list, dict[str, str]]:
+    """Up to two settings and their values, checked as typed; returns the axes and a message per bad input."""
+    from core import sweeps  # the grid rules live with the sweeps
+
+    labels = {name: next(s.label for s in config_class.SETTINGS if s.name == name) for name in sweeps.SWEPT}
+    axes, errors = [], {}
+    for index in range(sweeps.MAX_AXES):
+        setting_column, values_column = st.columns([2, 3])
+        name = setting_column.selectbox(f"Setting {index + 1}", [NO_SETTING, *sweeps.SWEPT], key=f"sweep_setting_{index}",
+                                        format_func=lambda value: labels.get(value, value), **KEEP)
+        text = values_column.text_input(f"Values {index + 1}", key=f"sweep_values_{index}", **KEEP,
+                                        placeholder="e.g. 0.05, 0.1, 0.5", disabled=name == NO_SETTING,
+                                        help="Separated by commas. Layer sizes as 128-64; choices by name.")
+        if name == NO_SETTING:
+            continue
+        try:
+            axes.append(sweeps.parse_axis(name, text))
+        except ValueError as error:
+            errors[f"values_{index}"] = str(error)[0].upper() + str(error)[1:] + "."
+            st.error(errors[f"values_{index}"], icon=":material/error:")
+    return axes, errors

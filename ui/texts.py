@@ -92,7 +92,7 @@ def short_data_label(run: Run) -> str:
 
 def describe_config(config: TrainConfig, with_engine: bool = True) -> str:
     """One line with the settings that matter most: '784-128-128-10 · relu · sgd at learning rate 0.5 · ...'."""
-    line = (f"{config.architecture()} · {config.activation} · {config.optimizer} at learning rate "
+    line = (f"{config.describe_layers()} · {config.activation} · {config.optimizer} at learning rate "
             f"{config.learning_rate:g} · batch {config.batch_size} · {config.steps:,} steps")
     return f"{line} · {config.engine} engine" if with_engine else line
 
@@ -127,7 +127,7 @@ def run_row(run: Run) -> dict:
         "test_accuracy": run.test_accuracy,
         "engine": config.engine if config else None,
         "data": short_data_label(run) if config else "—",
-        "architecture": config.architecture() if config else None,
+        "architecture": config.describe_layers() if config else None,
         "activation": config.activation if config else None,
         "optimizer": config.optimizer if config else None,
         "learning_rate": config.learning_rate if config else None,
@@ -286,3 +286,30 @@ def outcome(run: Run) -> Outcome:
     if state is RunState.QUEUED:
         return Outcome("neutral", "Queued: waiting for a worker.")
     return Outcome("neutral", f"Still training: step {run.step:,} of {run.total_steps:,}.")
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+
+def sweep_progress(runs: list[Run]) -> str:
+    """'4 runs: 1 done, 1 training, 2 queued' for a sweep's runs."""
+    done = sum(1 for run in runs if run.state.finished)
+    training = sum(1 for run in runs if run.state is RunState.RUNNING)
+    queued = sum(1 for run in runs if run.state is RunState.QUEUED)
+    return f"{len(runs)} runs: {done} done, {training} training, {queued} queued"
+
+
+def settings_rows(runs: list[Run]) -> tuple[list[dict], list[str]]:
+    """One row per readable run: the settings that vary among the runs (layer lists as '128-64'), its status and
+    test accuracy; and the names of those settings. For the sweep table and the parallel-coordinates chart."""
+    readable = [run for run in runs if run.config is not None and not run.damaged]
+    varying = [row["field"] for row in config_diff(readable)]
+    rows = []
+    for run in readable:
+        row = {}
+        for name in varying:
+            value = getattr(run.config, name)
+            row[name] = "-".join(map(str, value)) if isinstance(value, list) else value
+        row.update({"status": STATE_LABELS[run.state], "test_accuracy": run.test_accuracy, "run": run.run_id})
+        rows.append(row)
+    return rows, varying

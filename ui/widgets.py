@@ -18,7 +18,7 @@ TRAIN_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, DRAW_PAGE = ("pages/1_Train.py", "pages
 STACK_STYLE = """<style>
 .STACK { display: grid; grid-template-columns: 100%; }
 .STACK > div { grid-area: 1 / 1; width: 100%; }
-.STACK:has(.FRONT .js-plotly-plot:not([style*="hidden"]) .scatterlayer .trace) > div:has(.BACK) {
+.STACK:has(.FRONT .js-plotly-plot:not([style*="hidden"]) :is(.scatterlayer .trace, .heatmaplayer .hm)) > div:has(.BACK) {
   visibility: hidden;
 }
 </style>"""

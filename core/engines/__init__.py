@@ -16,10 +16,14 @@ from typing import Protocol
 import numpy as np
 
 from core.config import ENGINES
-from core.network import layer_sizes, weight_names
+from core.network import IMAGE_PIXELS, IMAGE_SHAPE, multiply_adds, weight_names
 
 MAX_CHUNK_STEPS = 100
 ASSUMED_FLOPS_PER_SECOND = 60e9
+# On-the-fly augmentation (the `augment` setting): every training digit shifted by up to this many pixels
+# along each axis and rotated by up to this many degrees, drawn uniformly.
+MAX_SHIFT_PIXELS = 2.0
+MAX_ROTATION_DEGREES = 10.0
 
 
 class Engine(Protocol):
@@ -38,7 +42,7 @@ class Engine(Protocol):
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
 
     def weights(self) -> list[np.ndarray]:
-        """Kernels and biases of the Dense layers, in core.network's order."""
+        """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
 
     def write_summaries(self, step: int, protos: list) -> None:
         """Write ready-made TensorBoard summary protos (core/tensorboard_summaries.py) at `step`."""
@@ -63,10 +67,44 @@ def named_weights(engine: Engine, config) -> dict[str, np.ndarray]:
 def chunk_steps_for(config) -> int:
     """How many steps one graph call runs: about 0.2 s of work, at most 100.
 
-    The estimate counts the multiply-adds of forward and backward passes (6 FLOPs per weight per image)
-    against a conservative 60 GFLOP/s for these CPUs, so that progress reports stay frequent even for the
-    largest networks, where a single step may take longer than that.
+    The estimate counts the FLOPs of forward and backward passes, 6 per multiply-add of the forward pass and
+    image (core.network.multiply_adds: a weight for a Dense layer, height x width x k^2 x in x out for a
+    convolution), against a conservative 60 GFLOP/s for these CPUs, so that progress reports stay frequent
+    even for the largest networks, where a single step may take longer than that.
     """
-    weights = sum(fan_in * fan_out for fan_in, fan_out in layer_sizes(config))
-    flops_per_step = 6 * config.batch_size * weights
+    flops_per_step = 6 * config.batch_size * multiply_adds(config)
     return int(min(MAX_CHUNK_STEPS, max(1, 0.2 * ASSUMED_FLOPS_PER_SECOND // flops_per_step)))
+
+
+def augment_images(images, seed, step):
+    """Training images shifted and rotated at random, by TensorFlow ops in the caller's graph.
+
+    `images` is a float32 tensor of flat images (N, 784); `seed` (the config's) and `step` (the global step)
+    are scalars. Each image gets a shift of up to MAX_SHIFT_PIXELS along each axis and a rotation of up to
+    MAX_ROTATION_DEGREES about its centre, drawn by a stateless random op from (seed, step): the same step
+    gets the same transforms in both engines, in any process, whatever ran before. Pixels that come from
+    outside the image are black; the result is bilinear and stays in [0, 1].
+
+    TensorFlow is imported here, not with this module: the engines package must stay light to import.
+    """
+    import tensorflow as tf
+
+    with tf.name_scope("augment"):
+        count = tf.shape(images)[0]
+        key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+        draws = tf.random.stateless_uniform(tf.stack([count, 3]), seed=key, minval=-1.0, maxval=1.0, alg="philox")
+        angle = draws[:, 0] * (MAX_ROTATION_DEGREES * np.pi / 180.0)
+        shift_x, shift_y = draws[:, 1] * MAX_SHIFT_PIXELS, draws[:, 2] * MAX_SHIFT_PIXELS
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        centre_y, centre_x = (IMAGE_SHAPE[0] - 1) / 2.0, (IMAGE_SHAPE[1] - 1) / 2.0
+        # The op maps each output pixel (x, y) back to where it is read in the input: undo the shift, then
+        # rotate back about the centre. Rows are [a0 a1 a2 b0 b1 b2 c0 c1]: x_in = a0 x + a1 y + a2, y_in = ...
+        moved_x, moved_y = centre_x + shift_x, centre_y + shift_y
+        zeros = tf.zeros_like(angle)
+        transforms = tf.stack([cos, sin, centre_x - cos * moved_x - sin * moved_y,
+                               -sin, cos, centre_y + sin * moved_x - cos * moved_y, zeros, zeros], axis=1)
+        moved = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.reshape(images, (-1, *IMAGE_SHAPE, 1)), transforms=transforms,
+            output_shape=tf.constant(IMAGE_SHAPE, tf.int32), fill_value=tf.constant(0.0),
+            interpolation="BILINEAR", fill_mode="CONSTANT")
+        return tf.reshape(moved, (-1, IMAGE_PIXELS))

@@ -1,10 +1,11 @@
 """The `function` engine: Keras 3 layers called on raw TensorFlow tensors, TensorFlow owning the training.
 
 This is the article's idea in today's TensorFlow. No Keras `Model` is trained and `fit` is never called:
-the Dense layers are applied to a TF tensor gathered from the resident training data (name scope `input`,
-the stand-in for the article's placeholders), the loss is a TF op over their output (`loss`), and a
-GradientTape with the optimizer updates the weights (`train`). Steps are grouped into one `tf.function`
-call per chunk, because at batch 50 a step costs less than TensorFlow's per-call overhead.
+the network's layers (Dense, or Conv2D and pooling for the CNN) are applied to a TF tensor gathered from the
+resident training data (name scope `input`, the stand-in for the article's placeholders, where augmentation
+happens too), the loss is a TF op over their output (`loss`), and a GradientTape with the optimizer updates
+the weights (`train`). Steps are grouped into one `tf.function` call per chunk, because at batch 50 a step
+costs less than TensorFlow's per-call overhead.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import keras
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from core.data import Dataset
-from core.engines import chunk_steps_for
-from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers
+from core.engines import augment_images, chunk_steps_for
+from core.network import CLASSES, IMAGE_PIXELS, initial_weights, layer_shapes, make_layers, weighted_layers
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
 CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables and traced graphs)
+PREDICT_BATCH = 1000  # images per call when predicting: a CNN's activations for 10,000 digits take gigabytes
 
 
 def make_optimizer(config):
@@ -40,32 +42,36 @@ def make_optimizer(config):
 def build_layers(config) -> list:
     """The network's Keras 3 layers (core.network), built and set to the shared initial weights."""
     layers = make_layers(config, keras.layers)
-    width = IMAGE_PIXELS
-    for layer in layers:
-        layer.build((None, width))
-        width = getattr(layer, "units", width)
-    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
+    for layer, (_, input_shape, _) in zip(layers, layer_shapes(config)):
+        layer.build((None, *input_shape))
     weights = initial_weights(config)
-    for layer, kernel, bias in zip(dense, weights[0::2], weights[1::2]):
+    for layer, kernel, bias in zip(weighted_layers(config, layers), weights[0::2], weights[1::2]):
         layer.set_weights([kernel, bias])
     return layers
 
 
 def apply_layers(layers: list, images: tf.Tensor, training: bool) -> tf.Tensor:
-    """Call the Keras layers on a raw TF tensor of flat images: the heart of the article."""
+    """Call the Keras layers on a raw TF tensor of flat images: the heart of the article (the CNN's first
+    layer reshapes them to 28x28x1)."""
     x = images
     for layer in layers:
         x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
     return x
 
 
-def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Tensor):
-    """One training step on the batch at `batch_indices`: tape, loss, gradients, apply, batch accuracy."""
+def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Tensor, augment: bool = False):
+    """One training step on the batch at `batch_indices`: tape, loss, gradients, apply, batch accuracy.
+
+    With `augment`, the batch is shifted and rotated first (core.engines.augment_images), drawn from the
+    run's seed and the step's number, exactly as the session engine does.
+    """
     variables = [v for layer in layers for v in layer.trainable_variables]
 
-    def train_step(batch_indices):
+    def train_step(batch_indices, step, seed):
         with tf.name_scope("input"):
             images = tf.reshape(tf.gather(x_train, batch_indices), (-1, IMAGE_PIXELS))
+            if augment:
+                images = augment_images(images, seed, step)
             labels = tf.one_hot(tf.gather(y_train, batch_indices), CLASSES)
         with tf.GradientTape() as tape:
             with tf.name_scope("NN"):
@@ -87,8 +93,12 @@ def uses_xla(config, min_steps: int = XLA_MIN_STEPS) -> bool:
 
     Compiling costs about a second here and then saves about a quarter of a millisecond per step, so it
     pays off from a few thousand steps on; a short run (the article's 1,000 steps) is done sooner without.
-    A warm worker, which compiles each shape once for many runs, passes min_steps=0.
+    A warm worker, which compiles each shape once for many runs, passes min_steps=0. Never for the CNN
+    (XLA's convolutions on CPU measured 20 to 50 times slower) nor with augmentation (XLA has no kernel for
+    the image transform); the config refuses xla=True for those.
     """
+    if config.architecture == "cnn" or config.augment:
+        return False
     return config.xla if config.xla is not None else config.steps >= min_steps
 
 
@@ -96,11 +106,12 @@ def shape_key(config, dataset: Dataset, use_xla: bool) -> tuple:
     """What a traced and compiled training step depends on; runs with the same key share one.
 
     The learning rate is not in it (it is a variable of the optimizer), nor the seed, except with dropout:
-    the dropout layers' random state is built from it.
+    the dropout layers' random state is built from it (augmentation takes the seed as an argument).
     """
-    return (tuple(config.hidden_units), config.activation, config.dropout_rate, config.optimizer,
-            config.batch_size, chunk_steps_for(config), use_xla, dataset.name, dataset.description,
-            config.seed if config.dropout_rate > 0 else None)
+    hidden_units = tuple(config.hidden_units) if config.architecture == "mlp" else None
+    return (config.architecture, hidden_units, config.activation, config.dropout_rate, config.augment,
+            config.optimizer, config.batch_size, chunk_steps_for(config), use_xla, dataset.name,
+            dataset.description, config.seed if config.dropout_rate > 0 else None)
 
 
 class CompiledNetwork:
@@ -122,16 +133,17 @@ class CompiledNetwork:
         # optimizer's step count and slots, the dropout layers' random state.
         self._state = [v for layer in self.layers for v in layer.non_trainable_variables] + list(self.optimizer.variables)
         self._fresh_state = [v.numpy() for v in self._state]
-        train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train)
+        self.weighted = weighted_layers(config, self.layers)
+        train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train, config.augment)
         self.chunk_steps = chunk_steps_for(config)
         self.use_xla = use_xla
 
-        def run_steps(chunk_indices):
+        def run_steps(chunk_indices, first_step, seed):
             steps = tf.shape(chunk_indices)[0]
             losses = tf.TensorArray(tf.float32, size=steps)
             accuracies = tf.TensorArray(tf.float32, size=steps)
             for i in tf.range(steps):
-                loss, accuracy = train_step(chunk_indices[i])
+                loss, accuracy = train_step(chunk_indices[i], first_step + tf.cast(i, tf.int64), seed)
                 losses = losses.write(i, loss)
                 accuracies = accuracies.write(i, accuracy)
             return losses.stack(), accuracies.stack()
@@ -140,11 +152,15 @@ class CompiledNetwork:
         # per-call overhead. Full chunks have one fixed shape and go through XLA, which fuses the whole
         # loop (about twice as fast here); XLA compiles once per shape, so the odd-sized chunks before an
         # evaluation or at the end take the plain graph instead.
+        # The first step's number and the run's seed come in as arguments (they only matter with
+        # augmentation), so runs of every seed share the traced functions.
         batch = config.batch_size
+        numbers = [tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64)]
         self.full_chunk = tf.function(run_steps, jit_compile=True,
-                                      input_signature=[tf.TensorSpec((self.chunk_steps, batch), tf.int32)])
-        self.any_chunk = tf.function(run_steps, input_signature=[tf.TensorSpec((None, batch), tf.int32)])
-        self.predict = tf.function(lambda images: apply_layers(self.layers, images, training=False))
+                                      input_signature=[tf.TensorSpec((self.chunk_steps, batch), tf.int32), *numbers])
+        self.any_chunk = tf.function(run_steps, input_signature=[tf.TensorSpec((None, batch), tf.int32), *numbers])
+        self.predict = tf.function(lambda images: apply_layers(self.layers, images, training=False),
+                                   input_signature=[tf.TensorSpec((None, IMAGE_PIXELS), tf.float32)])
         self._graph_def = None
 
     @property
@@ -156,9 +172,8 @@ class CompiledNetwork:
 
     def reset(self, config) -> None:
         """Start over for a run: its initial weights and learning rate, a fresh optimizer and dropout state."""
-        dense = [layer for layer in self.layers if isinstance(layer, keras.layers.Dense)]
         weights = initial_weights(config)
-        for layer, kernel, bias in zip(dense, weights[0::2], weights[1::2]):
+        for layer, kernel, bias in zip(self.weighted, weights[0::2], weights[1::2]):
             layer.kernel.assign(kernel)
             layer.bias.assign(bias)
         for variable, value in zip(self._state, self._fresh_state):
@@ -222,6 +237,7 @@ class FunctionEngine:
         self.chunk_steps = self.network.chunk_steps
         self.use_xla = self.network.use_xla
         self.layers = self.network.layers
+        self.seed = tf.constant(config.seed, tf.int64)
         # The graph goes to TensorBoard's Graphs tab from the compiled network, so no chunk needs tracing
         # again to record it (an XLA-compiled call records no ops anyway).
         with self.writer.as_default():
@@ -231,7 +247,7 @@ class FunctionEngine:
         """Run len(chunk_indices) steps and log them; returns their losses and batch accuracies."""
         use_xla = self.use_xla and len(chunk_indices) == self.chunk_steps
         run = self.network.full_chunk if use_xla else self.network.any_chunk
-        losses, accuracies = run(tf.constant(chunk_indices, tf.int32))
+        losses, accuracies = run(tf.constant(chunk_indices, tf.int32), tf.constant(first_step, tf.int64), self.seed)
         self._write_steps(losses, accuracies, first_step)
         return losses.numpy(), accuracies.numpy()
 
@@ -242,12 +258,14 @@ class FunctionEngine:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
-        flat = tf.constant(images.reshape(len(images), IMAGE_PIXELS), tf.float32)
-        return self.network.predict(flat).numpy()
+        flat = images.reshape(len(images), IMAGE_PIXELS).astype(np.float32, copy=False)
+        parts = [self.network.predict(tf.constant(flat[start:start + PREDICT_BATCH])).numpy()
+                 for start in range(0, len(flat), PREDICT_BATCH)]
+        return np.concatenate(parts) if parts else np.empty((0, CLASSES), np.float32)
 
     def weights(self) -> list[np.ndarray]:
-        """Kernels and biases of the Dense layers, in order."""
-        return [w for layer in self.layers if isinstance(layer, keras.layers.Dense) for w in layer.get_weights()]
+        """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
+        return [w for layer in self.network.weighted for w in layer.get_weights()]
 
     def write_summaries(self, step: int, protos: list) -> None:
         """Write ready-made summary protos (see core/tensorboard_summaries.py) at `step`."""

@@ -1,5 +1,9 @@
 """The `session` engine: the article's own code path, a TF1 graph run by a Session, fed by placeholders.
 
+The same network as the function engine (core.network: the article's Dense layers or the CNN), built from
+tf_keras layers called on the placeholders, with the same name scopes (input, NN, loss, train), the same
+initial weights and, with augmentation, the same shifted and rotated batches.
+
 Why tf_keras: Keras 3 has no Session and no TF1 graph mode (its layers run eagerly or inside tf.function),
 so the article's `K.set_session(sess)` and layers called on a `tf.placeholder` only exist in the Keras 2
 package, tf_keras. Each run builds its own `tf.Graph` and `Session` instead of calling
@@ -17,15 +21,15 @@ import tf_keras
 from tf_keras.api._v1.keras import backend as K  # the TF1 API of tf_keras: where set_session lives
 
 from core.data import Dataset
-from core.engines import chunk_steps_for
-from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers
+from core.engines import augment_images, chunk_steps_for
+from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers, weighted_layers
 
 v1 = tf.compat.v1
 # tf_keras keeps one global session; registering ours (as the article does) and building the layers must
 # not interleave with another run doing the same in another thread of the same process (the app trains
 # each run in its own worker process, but core.training.train may be called from threads).
 _set_session_lock = threading.Lock()
-PREDICT_BATCH = 5000
+PREDICT_BATCH = 1000  # a CNN's activations for 10,000 digits at once would take gigabytes
 
 
 def make_v1_optimizer(config):
@@ -40,7 +44,7 @@ def make_v1_optimizer(config):
 
 
 class SessionEngine:
-    """The article's graph: placeholders -> tf_keras Dense layers -> loss -> optimizer.minimize, sess.run per step."""
+    """The article's graph: placeholders -> tf_keras layers -> loss -> optimizer.minimize, sess.run per step."""
 
     name = "session"
 
@@ -67,14 +71,22 @@ class SessionEngine:
             self.images = v1.placeholder(tf.float32, shape=(None, IMAGE_PIXELS), name="img")
             self.labels = v1.placeholder(tf.float32, shape=(None, CLASSES), name="labels")
             self.training = v1.placeholder_with_default(False, shape=(), name="training")
+            x = self.images
+            if self.config.augment:
+                # Training batches are shifted and rotated in the graph, from the run's seed and the step's
+                # number (fed with each batch), exactly as the function engine does. Predictions feed the
+                # network's input tensor itself, which TF1 allows, so the augmentation never runs for them.
+                self.step = v1.placeholder_with_default(tf.constant(0, tf.int64), shape=(), name="step")
+                seed = tf.constant(self.config.seed, tf.int64, name="seed")
+                x = augment_images(self.images, seed, self.step)
+            self.network_input = x
         # Keras layers can be called on TensorFlow tensors.
         layers = make_layers(self.config, tf_keras.layers)
         with tf.name_scope("NN"):
-            x = self.images
             for layer in layers:
                 x = layer(x, training=self.training) if isinstance(layer, tf_keras.layers.Dropout) else layer(x)
             self.predictions = x
-        self.dense_layers = [layer for layer in layers if isinstance(layer, tf_keras.layers.Dense)]
+        self.weighted_layers = weighted_layers(self.config, layers)
         with tf.name_scope("loss"):
             self.loss = tf.reduce_mean(tf_keras.losses.categorical_crossentropy(self.labels, self.predictions))
         with tf.name_scope("accuracy"):
@@ -86,8 +98,12 @@ class SessionEngine:
             tf.raw_ops.ScalarSummary(tags="batch_accuracy", values=self.accuracy, name="accuracy_summary"),
         ])
         with tf.name_scope("train"):
-            self.train_step = make_v1_optimizer(self.config).minimize(self.loss)
-        self.variables = [v for layer in self.dense_layers for v in (layer.kernel, layer.bias)]
+            # No gating: TF1's default (GATE_OP) puts an identity between each op's gradients and their users,
+            # which stops oneDNN from computing a convolution's bias gradient with its kernel gradient, as
+            # it does in the function engine; the sums then differ in the last bits, and training amplifies
+            # that into losses that differ by percents within a hundred steps.
+            self.train_step = make_v1_optimizer(self.config).minimize(self.loss, gate_gradients=v1.train.Optimizer.GATE_NONE)
+        self.variables = [v for layer in self.weighted_layers for v in (layer.kernel, layer.bias)]
         self._weight_inputs = [v1.placeholder(v.dtype.base_dtype, v.shape) for v in self.variables]
         self._assign_weights = [v.assign(p) for v, p in zip(self.variables, self._weight_inputs)]
 
@@ -100,6 +116,8 @@ class SessionEngine:
         accuracies = np.empty(len(chunk_indices), np.float32)
         for i, batch in enumerate(chunk_indices):
             feed = {self.images: self.x_train[batch], self.labels: self.y_train[batch], self.training: True}
+            if self.config.augment:
+                feed[self.step] = first_step + i
             # The article wrote `summary, loss = sess.run([merged, train_step])`, rebinding `loss` to the
             # train op's None; fetch the loss tensor itself instead.
             summary, losses[i], accuracies[i], _ = self.sess.run(
@@ -110,12 +128,12 @@ class SessionEngine:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for float32 images (N, 28, 28)."""
         flat = images.reshape(len(images), IMAGE_PIXELS)
-        parts = [self.sess.run(self.predictions, {self.images: flat[i:i + PREDICT_BATCH]})
+        parts = [self.sess.run(self.predictions, {self.network_input: flat[i:i + PREDICT_BATCH]})
                  for i in range(0, len(flat), PREDICT_BATCH)]
         return np.concatenate(parts)
 
     def weights(self) -> list[np.ndarray]:
-        """Kernels and biases of the Dense layers, in order."""
+        """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
         return self.sess.run(self.variables)
 
     def write_summaries(self, step: int, protos: list) -> None:
