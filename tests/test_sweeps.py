@@ -112,3 +112,25 @@ def test_sweep_names_differ_and_say_when():
     first, second = sweeps.new_sweep_name(), sweeps.new_sweep_name()
 
     assert first != second and first.startswith("sweep-20")
+
+
+def test_the_train_page_follows_a_sweep_to_its_table_and_chart(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.factories import make_run
+
+    name = sweeps.new_sweep_name()
+    for rate, accuracy in ((0.1, 0.8), (0.5, 0.9)):
+        make_run(tmp_path, TINY.replace(learning_rate=rate), test_accuracy=accuracy, sweep=name)
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(tmp_path))
+    app = AppTest.from_file("../Home.py", default_timeout=60)
+    app.switch_page("pages/1_Train.py")
+    app.query_params["sweep"] = name
+    app.run()
+
+    assert not app.exception
+    assert f"Sweep `{name}`" in [header.value for header in app.subheader]
+    assert "2 runs: 2 done, 0 training, 0 queued" in [bar.text for bar in app.get("progress")][0]
+    table = app.dataframe[0].value
+    assert list(table["learning_rate"]) == [0.1, 0.5] and list(table["test_accuracy"]) == [0.8, 0.9]
+    assert any("parcoords" in chart.proto.spec for chart in app.get("plotly_chart"))
