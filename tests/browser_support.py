@@ -56,12 +56,8 @@ def open_options(page, label: str, within: str = "body"):
 
 
 def choose(page, label: str, option: str, within: str = "body") -> None:
-    """Pick an option of a selectbox (in the sidebar: within='[data-testid="stSidebar"]') and wait for the rerun.
-
-    The option's text is typed first: the list only renders the options in view, so a long one may not show it.
-    """
+    """Pick an option of a selectbox (in the sidebar: within='[data-testid="stSidebar"]') and wait for the rerun."""
     combobox = open_options(page, label, within)
-    combobox.fill(option)
     page.get_by_role("option", name=option, exact=True).click()
     page.locator(IDLE).wait_for()
     assert combobox.input_value() == option
