@@ -167,10 +167,20 @@ def training_order(runs_dir: Path) -> list[str]:
             for line in log.read_text(errors="replace").splitlines() if ": training " in line]
 
 
+def wait_for_training(run_id: str, runs_dir: Path):
+    """The run, once a worker has trained at least one of its steps (so stopping it keeps a model)."""
+    def describe():
+        run = load_run(run_id, runs_dir)
+        return f"run {run_id} is {run.state} at step {run.step} ({run.message!r}), expected to be training"
+
+    return wait_until(lambda: (run := load_run(run_id, runs_dir)).state is RunState.RUNNING and run.step > 0
+                      and run, describe, runs_dir)
+
+
 def start_long_run(runs_dir: Path):
     """Submit a run that will not finish by itself and wait until a worker trains it."""
     long = service.submit(LONG, runs_dir)
-    return wait_for_state(long.run_id, runs_dir, RunState.RUNNING)
+    return wait_for_training(long.run_id, runs_dir)
 
 
 def stop_and_wait(run, runs_dir: Path):
@@ -291,7 +301,7 @@ def test_when_the_server_stops_its_run_is_kept_stopped_and_the_queue_waits(tmp_p
         line = server.stdout.readline()
         assert line, f"the server printed nothing: {server.communicate(timeout=30)[1]}"
         long_id, waiting_id = line.split()
-        long = wait_for_state(long_id, runs_dir, RunState.RUNNING)
+        long = wait_for_training(long_id, runs_dir)
         worker = long.status.pid
         # A bare Python process dies on SIGTERM without running its cleanup, as it does on SIGKILL: the
         # workers must notice that their parent is gone.
