@@ -3,6 +3,10 @@
 Every row trains the same 784-128-128-10 network from the same initial weights on the same data with batch
 50 and writes the loss to TensorBoard every step. All rows run side by side in this one process, so the
 ratios hold even on a noisy machine; the absolute numbers do not. Run: `python bench/train_speed.py`.
+
+The last table is tf.distribute (the `distribute` setting): the CPU is split into two logical devices before
+TensorFlow starts, as the app's workers do, and the rows set one device, two mirrored replicas and two local
+workers (two processes, TF_CONFIG on loopback ports) side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from core.engines import engine_class  # noqa: E402
 from core.engines.function import NETWORKS  # noqa: E402
 from core.runs import load_run  # noqa: E402
 from core.training import BatchSchedule, train  # noqa: E402
+from core.engines import distribute  # noqa: E402
+
+distribute.split_cpu(2)  # before TensorFlow starts: the mirrored rows need two logical CPU devices
 
 WARMUP_STEPS = 100
 
@@ -63,11 +70,12 @@ def python_loop(config, dataset, log_dir, steps) -> float:
     step_fn = tf.function(make_train_step(layers, optimizer, tf.constant(dataset.x_train), tf.constant(dataset.y_train)))
     writer = tf.summary.create_file_writer(str(log_dir))
     schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
+    seed = tf.constant(config.seed, tf.int64)
 
     def run(count, first):
         with writer.as_default():
             for i, batch in enumerate(schedule.take(count)):
-                loss, _ = step_fn(tf.constant(batch))
+                loss, _ = step_fn(tf.constant(batch), tf.constant(first + i, tf.int64), seed)
                 tf.summary.scalar("loss", loss, step=first + i)
 
     run(WARMUP_STEPS, 0)
@@ -122,16 +130,45 @@ def warm_service(config, runs_dir: Path, runs: int) -> list[float]:
     return rates
 
 
+def two_local_workers(config, runs_dir: Path) -> float:
+    """Steps per second of a two-worker run on this machine, from the chief's summary: `python -m core.cli
+    --distribute multi-worker` twice, each with its TF_CONFIG (loopback ports), as the README describes."""
+    import json
+    import socket
+    import subprocess
+
+    sockets = [socket.socket() for _ in range(2)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    flags = ["--source", config.source, "--steps", str(config.steps), "--distribute", "multi-worker",
+             "--runs-dir", str(runs_dir), "--json"]
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "core.cli", *flags], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
+                                                    "task": {"type": "worker", "index": index}})})
+        for index in range(2)]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    report = json.loads(outputs[0].strip().splitlines()[-1])
+    if report["status"] != "completed":
+        raise RuntimeError(f"the two-worker run ended {report['status']}: {report['message']}")
+    return report["steps_per_second"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--engines", default="function,session", help="comma-separated engines to measure")
     parser.add_argument("--long-steps", type=int, default=10_000, help="steps of the longer run (0: skip it)")
     parser.add_argument("--service-runs", type=int, default=5, help="runs through the warm service (0: skip it)")
+    parser.add_argument("--no-distribute", action="store_true", help="skip the tf.distribute rows")
     args = parser.parse_args()
     config = TrainConfig(steps=args.steps, source="offline")
     dataset = load_dataset("mnist", "offline")
-    steady, cold, long_runs, warm = [], [], [], []
+    steady, cold, long_runs, warm, spread = [], [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         steady.append(("Keras `model.fit`, TensorBoard callback `update_freq=1`",
@@ -162,17 +199,31 @@ def main() -> None:
             warm = [steady[0],
                     (f"warm service, request → final status, median of {len(rates)} runs", statistics.median(rates)),
                     ("warm service, request → final status, slowest run", min(rates))]
+        if not args.no_distribute:
+            mirrored = config.replace(distribute="mirrored", cpu_replicas=2)
+            spread.append(("`function` engine, one device, plain graph, 100 steps per call",
+                           engine_chunks(config.replace(xla=False), dataset, scratch / "one-device", args.steps)))
+            spread.append(("`function` engine, mirrored on 2 logical CPU devices, 100 steps per call",
+                           engine_chunks(mirrored, dataset, scratch / "mirrored", args.steps)))
+            spread.append(("`core.training.train()`, one device (end to end)",
+                           end_to_end(config.replace(xla=False), dataset, scratch / "runs-one")))
+            spread.append(("`core.training.train()`, mirrored on 2 logical CPU devices (end to end)",
+                           end_to_end(mirrored, dataset, scratch / "runs-mirrored")))
+            spread.append(("two local workers (`multi-worker`, 2 processes, loopback), the chief's summary",
+                           two_local_workers(config, scratch / "runs-workers")))
     print(f"\n{args.steps} steps of batch {config.batch_size}, {config.describe_layers()}, loss logged every step\n")
-    tables = [("steady state (after warm-up)", steady), ("end to end (from a fresh model)", cold),
-              ("a longer run, end to end", long_runs),
-              ("the warm training service, end to end (against steady `fit`)", warm)]
-    for title, rows in [(title, rows) for title, rows in tables if rows]:
-        print(f"| {title} | steps/s | × `fit` |")
+    tables = [("steady state (after warm-up)", steady, "`fit`"), ("end to end (from a fresh model)", cold, "`fit`"),
+              ("a longer run, end to end", long_runs, "`fit`"),
+              ("the warm training service, end to end (against steady `fit`)", warm, "`fit`"),
+              ("tf.distribute on this CPU", spread, "one device")]
+    for title, rows, against in [table for table in tables if table[1]]:
+        print(f"| {title} | steps/s | × {against} |")
         print("| --- | ---: | ---: |")
-        for label, rate in rows:
-            print(f"| {label} | {rate:,.0f} | {rate / rows[0][1]:.1f}× |")
+        for index, (label, rate) in enumerate(rows):
+            # The distribute table's end-to-end rows compare with the end-to-end one-device row.
+            base = rows[2][1] if against == "one device" and index >= 2 else rows[0][1]
+            print(f"| {label} | {rate:,.0f} | {rate / base:.2f}× |")
         print()
-
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,12 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 from core import sweeps
+from core.engines import distribute
 from core.config import PRESETS, Setting, TrainConfig, config_from_preset
 from core.data import DatasetError, check_data_path, load_dataset
 from core.runs import RunState, RunStoreError, create_run, default_runs_dir
@@ -138,12 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         configs = sweeps.grid(config, axes) if axes else [config]
     except ValueError as error:
         parser.error(str(error))
+    try:
+        placement = place(configs)
+    except ValueError as error:  # DistributeError: no TF_CONFIG, a malformed one, a cluster that never formed
+        parser.error(str(error))
     # The data is read and checked before any run folder exists: a bad file is one line and exit code 2,
     # and leaves nothing behind.
     try:
         dataset = load_dataset(config.dataset, config.source, config.data_path)
     except DatasetError as error:
         parser.error(str(error))
+    if not placement.is_chief:
+        return train_as_worker(config, dataset, placement, args.json)
     sweep = sweeps.new_sweep_name() if axes else None
     if sweep:
         print(f"sweep {sweep}: {len(configs)} runs", file=sys.stderr)
@@ -157,7 +165,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(state in (RunState.COMPLETED, RunState.STOPPED) for state in outcomes) else 1
 
 
-def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool) -> RunState:
+def place(configs: list):
+    """Set up tf.distribute for these runs before TensorFlow starts (core/engines/distribute.py); returns where
+    the first trains. Only the CPU split and a multi-worker cluster need this early start."""
+    kinds = {each.distribute for each in configs}
+    if kinds == {"none"}:
+        return distribute.SINGLE
+    if "multi-worker" in kinds and len(configs) > 1:
+        raise ValueError("a multi-worker run is one run started on every machine; sweep with distribute "
+                         "'mirrored' or 'none' instead")
+    if "mirrored" in kinds:
+        distribute.split_cpu(max(each.cpu_replicas for each in configs if each.distribute == "mirrored"))
+    return distribute.prepare(configs[0])
+
+
+def train_as_worker(config, dataset, placement, as_json: bool) -> int:
+    """A multi-worker run's other workers: train the same steps with the chief, in a scratch folder that is
+    removed at the end, since the chief alone writes the run folder."""
+    print(f"worker {placement.worker_index} of {placement.workers}: training with the chief, which writes the "
+          "run folder", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="hybrid-lab-worker-") as scratch:
+        run = create_run(config, Path(scratch))
+        state = train_and_report(run, config, dataset, Path(scratch), as_json=False, chief=False)
+    if as_json:
+        print(json.dumps({"worker": placement.worker_index, "workers": placement.workers, "status": str(state),
+                          "run_dir": None}), flush=True)
+    return 0 if state in (RunState.COMPLETED, RunState.STOPPED) else 1
+
+
+def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool, chief: bool = True) -> RunState:
     """Train one run in this process with a progress bar, then say how it ended (and print its JSON line)."""
     # The first Ctrl-C asks the run to stop after its current chunk (kept as "stopped"); a second one quits.
     interrupted = threading.Event()
@@ -169,7 +205,8 @@ def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool) -> Run
         print("\nstopping after the current chunk of steps (Ctrl-C again to quit now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, on_interrupt)
-    print(f"training {config.describe_layers()} ({config.engine} engine) into {runs_dir}", file=sys.stderr)
+    where = f"into {runs_dir}" if chief else "alongside the chief"
+    print(f"training {config.describe_layers()} ({config.engine} engine) {where}", file=sys.stderr)
     from core.training import train  # deferred: imports TensorFlow
 
     run = train(config, run=run, dataset=dataset, should_stop=interrupted.is_set,
@@ -179,7 +216,7 @@ def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool) -> Run
     print(f"{run.state}: {run.message}", file=sys.stderr)
     if run.data_description:
         print(f"data: {run.data_description}", file=sys.stderr)
-    print(f"run folder: {run.path}", file=sys.stderr)
+    print(f"run folder: {run.path}" if chief else "run folder: the chief's", file=sys.stderr)
     if as_json:
         print(json.dumps({
             "run_id": run.run_id, "run_dir": str(run.path), "status": str(run.state),
@@ -188,6 +225,9 @@ def train_and_report(run, config, dataset, runs_dir: Path, as_json: bool) -> Run
             "steps_per_second": summary.steps_per_second if summary else None,
             "data_source": run.data_description, "message": run.message,
             "sweep": run.status.sweep,
+            "distribute": summary.distribute if summary else config.distribute,
+            "replicas": summary.replicas if summary else None,
+            "workers": summary.workers if summary else None,
         }), flush=True)
     return run.state
 

@@ -20,6 +20,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 ENGINES = ("function", "session")
 ARCHITECTURES = ("mlp", "cnn")
+DISTRIBUTES = ("none", "mirrored", "multi-worker")
+MAX_CPU_REPLICAS = 8
 DATASETS = ("mnist", "fashion_mnist")
 # Where the images come from. "auto" tries Keras' download (or its cache), then the offline sample.
 SOURCES = ("auto", "keras", "offline", "path")
@@ -173,6 +175,19 @@ SETTINGS: tuple[Setting, ...] = (
             "XLA runs convolutions far slower on CPU and cannot compile the image transform.", "select",
             choices=(None, True, False), choice_labels={None: "auto", True: "on", False: "off"}, nullable=True,
             only_with=("engine", ("function",))),
+    Setting("distribute", str, "none", "Distribute",
+            "function engine, on tf.distribute: none trains on one device. mirrored keeps one replica of the network "
+            "per GPU, or per logical CPU device (the CPU split in CPU replicas), each taking its share of the batch, "
+            "gradients summed across them: the same steps as on one device. multi-worker does the same across "
+            "machines (TF_CONFIG, the command line on each; see the README).", "select",
+            choices=DISTRIBUTES, choice_labels={"none": "none (one device)", "mirrored": "mirrored (one replica per device)",
+                                                "multi-worker": "multi-worker (TF_CONFIG, command line)"},
+            only_with=("engine", ("function",))),
+    Setting("cpu_replicas", int, 2, "CPU replicas",
+            f"mirrored without a GPU: split the CPU into this many logical devices, one replica each (1 to "
+            f"{MAX_CPU_REPLICAS}). They share the same cores, so this shows the strategy at work rather than "
+            "speeding it up.", "number", low=1, high=MAX_CPU_REPLICAS, step=1,
+            only_with=("distribute", ("mirrored",))),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -186,6 +201,19 @@ def _cross_checks(values: dict) -> None:
         raise ValueError("xla=True is for the MLP without augmentation: XLA compiles convolutions on CPU into code "
                          "tens of times slower and cannot compile the augmentation's image transform; leave xla "
                          "unset or false with architecture 'cnn' or augment on")
+    distribute = values.get("distribute", "none")
+    if distribute != "none":
+        if values.get("engine") == "session":
+            raise ValueError(f"distribute={distribute!r} needs the function engine: the session engine runs the "
+                             "article's TF1 graph in one Session on one device; use engine 'function' or distribute "
+                             "'none'")
+        if values.get("xla"):
+            raise ValueError(f"xla=True is for one device: a {distribute} run's steps cross devices, which XLA does "
+                             "not compile here; leave xla unset or false with distribute "
+                             f"{distribute!r}")
+    if distribute == "mirrored" and values.get("batch_size", 1) < values.get("cpu_replicas", 1):
+        raise ValueError(f"batch_size {values['batch_size']} cannot be shared by {values['cpu_replicas']} CPU "
+                         "replicas: each needs at least one image a step; use a bigger batch or fewer replicas")
     if values.get("source") == "path" and not values.get("data_path"):
         raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
 

@@ -19,14 +19,14 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from core.config import ENGINES, TrainConfig
+from core.config import DISTRIBUTES, ENGINES, TrainConfig
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
 QUEUE_DIR = ".queue"  # one file per queued run; see core/queue.py
@@ -197,16 +197,29 @@ class Summary:
     source: str  # keras, offline, debian or path
     data_sizes: dict  # {"train": N, "test": N}
     engine: str
+    # Where it trained (core/engines/distribute.py); summaries written before distribution read as one device.
+    distribute: str = "none"
+    replicas: int = 1
+    workers: int = 1
 
     def to_json(self) -> dict:
         """The dict written to summary.json."""
         return asdict(self)
 
+    @property
+    def placement(self) -> str:
+        """Where it trained, in short: 'one device', 'mirrored x 2', '2 workers x 2 replicas'."""
+        if self.distribute == "none":
+            return "one device"
+        if self.distribute == "mirrored":
+            return f"mirrored × {self.replicas}"
+        return f"{self.workers} workers, {self.replicas} replicas"
+
     @classmethod
     def from_json(cls, values: dict) -> "Summary":
         """Check every field of a summary.json dict; RunFormatError names the first bad one."""
         file = SUMMARY_FILE
-        missing = [f.name for f in fields(cls) if f.name not in values]
+        missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
         if missing:
             raise RunFormatError(f"{file}: has no {', '.join(missing)}")
         accuracy, loss = values["test_accuracy"], values["test_loss"]
@@ -228,7 +241,13 @@ class Summary:
                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()),
                'the train and test sizes, such as {"train": 4000, "test": 1000}')
         _check(file, "engine", values["engine"], values["engine"] in ENGINES, "one of " + ", ".join(ENGINES))
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        distribute = values.get("distribute", "none")
+        _check(file, "distribute", distribute, distribute in DISTRIBUTES, "one of " + ", ".join(DISTRIBUTES))
+        for name in ("replicas", "workers"):
+            count = values.get(name, 1)
+            _check(file, name, count, isinstance(count, int) and not isinstance(count, bool) and count >= 1,
+                   "a whole number, 1 or more")
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 # ------------------------------------------------------------------------------------------- files

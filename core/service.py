@@ -192,6 +192,9 @@ def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | Non
     """
     runs_dir = Path(runs_dir or default_runs_dir())
     service_setting("workers")  # a bad pool size is refused before anything is queued
+    if config.distribute == "multi-worker":
+        raise SubmissionRefused("a multi-worker run starts from the command line on every machine of its cluster "
+                                "(TF_CONFIG; see the README); here, choose distribute 'mirrored' or 'none'")
     if config.source == "path":
         if not files:
             raise SubmissionRefused("this server does not read its own files for visitors; choose the auto, keras "

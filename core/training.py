@@ -24,6 +24,7 @@ from core.advice import chance_level_warning, diverged_message
 from core.config import TrainConfig
 from core.data import Dataset, load_dataset
 from core.engines import Engine, engine_class, named_weights
+from core.engines.distribute import DistributeError, is_lost_peer
 from core.network import build_export_model, first_kernel_name
 from core.runs import Run, RunState, Summary, create_run
 
@@ -125,6 +126,11 @@ def train(
 
 def failure_message(error: Exception, run: Run) -> str:
     """What a failed run's status says: the error in words, and for a full disk, what to do about it."""
+    if isinstance(error, DistributeError):
+        return str(error)
+    if run.config.distribute == "multi-worker" and is_lost_peer(error):
+        return ("another worker of this multi-worker run stopped answering, so the run ended; start the same command "
+                f"on every machine again ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
     if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
         where = Path(error.filename).name if isinstance(error, OSError) and error.filename else "its files"
         return (f"no space left on device while writing {where}; free some space in {run.path.parent} "
@@ -151,9 +157,11 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     evaluated_at = None
     message = ""
     try:
-        run.write_status(RunState.RUNNING, "training")
+        placement = engine.placement
+        run.write_status(RunState.RUNNING, "training" if placement.strategy is None
+                         else f"training on {placement.describe()}")
         while step < config.steps:
-            if should_stop() or run.stop_requested():
+            if engine.stop_together(should_stop() or run.stop_requested()):
                 outcome, message = RunState.STOPPED, f"stopped at step {step} of {config.steps}"
                 reason = stop_reason()
                 message += f": {reason}" if reason else ""
@@ -199,6 +207,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         test_accuracy=test_accuracy, test_loss=test_loss, steps=step, seconds=round(seconds, 3),
         steps_per_second=round(step / seconds, 1) if seconds > 0 else None,
         data_source=dataset.description, source=dataset.source, data_sizes=dataset.sizes(), engine=config.engine,
+        distribute=placement.distribute, replicas=placement.replicas, workers=placement.workers,
     ))
     if outcome is RunState.COMPLETED:
         message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(

@@ -81,7 +81,12 @@ def serve(runs_dir: Path, parent: int) -> int:
     stop = StopSignal()
     stop.watch(parent)
     os.nice(NICENESS)
+    from core.config import MAX_CPU_REPLICAS
+    from core.engines import distribute
     from core.engines.function import NETWORKS
+
+    # Before TensorFlow starts: the CPU split that mirrored runs use (single-device runs take the first device).
+    distribute.split_cpu(MAX_CPU_REPLICAS)
     from core.training import train
 
     # Compiling is paid once per shape here, so XLA pays off from the first run of a shape.

@@ -47,8 +47,12 @@ def show_settings():
               on_click=lambda: put_form(config_from_preset("cnn")),
               help="Conv2D and pooling layers called on the raw tensors, Adam, shifts and rotations on the fly: "
                    "about 0.98 on the real MNIST test set from the offline sample.")
-    withheld = {} if files_offered_here() else {"source": ("path",)}
-    return settings_form(captions={"source": auto_source_caption}, withheld=withheld)
+    # A multi-worker run starts from the command line on every machine of its cluster, never from here.
+    withheld = {"distribute": ("multi-worker",)}
+    if not files_offered_here():
+        withheld["source"] = ("path",)
+    return settings_form(captions={"source": auto_source_caption, "distribute": texts.distribute_caption},
+                         withheld=withheld)
 
 
 def show_run(run_id: str, live: bool) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
 from core.advice import is_chance_level
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
+from core.engines.distribute import gpus_present
 from core.runs import Run, RunState
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
@@ -94,7 +96,14 @@ def describe_config(config: TrainConfig, with_engine: bool = True) -> str:
     """One line with the settings that matter most: '784-128-128-10 · relu · sgd at learning rate 0.5 · ...'."""
     line = (f"{config.describe_layers()} · {config.activation} · {config.optimizer} at learning rate "
             f"{config.learning_rate:g} · batch {config.batch_size} · {config.steps:,} steps")
-    return f"{line} · {config.engine} engine" if with_engine else line
+    if not with_engine:
+        return line
+    line += f" · {config.engine} engine"
+    if config.distribute == "mirrored":
+        line += " · mirrored on every GPU" if gpus_present() else f" · mirrored on {config.cpu_replicas} CPU replicas"
+    elif config.distribute == "multi-worker":
+        line += " · multi-worker"
+    return line
 
 
 def loss_agreement(runs: list[Run]) -> str | None:
@@ -113,6 +122,32 @@ def loss_agreement(runs: list[Run]) -> str | None:
 # ------------------------------------------------------------------------------------------- runs table
 
 
+def distribute_caption(values: dict) -> str | None:
+    """Under the Train page's Distribute select: which devices a mirrored run gets on this machine."""
+    gpus = gpus_present()
+    if values.get("distribute") == "mirrored":
+        if gpus:
+            return f"mirrored, here: one replica on each of this machine's {gpus} GPUs."
+        return (f"mirrored, here: no GPU, so the CPU ({os.cpu_count()} cores) is split into "
+                f"{values.get('cpu_replicas', 2)} logical devices. They share the cores: expect the same steps, "
+                "more slowly (see the README's benchmarks).")
+    if gpus > 1:
+        return f"this machine has {gpus} GPUs: mirrored trains one replica on each."
+    return None
+
+
+def describe_devices(run: Run) -> str | None:
+    """Where a run trains or trained: the summary's record once it has one, else what its config asks for."""
+    if run.damaged:
+        return None
+    if run.summary is not None:
+        return run.summary.placement
+    config = run.config
+    if config.distribute == "mirrored":
+        return f"mirrored × {config.cpu_replicas} (planned)"
+    return "one device" if config.distribute == "none" else "multi-worker"
+
+
 def run_row(run: Run) -> dict:
     """One row of the runs table; a damaged run gets a row too, with what is wrong in `problem`."""
     config = run.config if not run.damaged else None
@@ -126,6 +161,7 @@ def run_row(run: Run) -> dict:
         "status": STATE_LABELS[state],
         "test_accuracy": run.test_accuracy,
         "engine": config.engine if config else None,
+        "devices": describe_devices(run),
         "data": short_data_label(run) if config else "—",
         "architecture": config.describe_layers() if config else None,
         "activation": config.activation if config else None,

@@ -31,6 +31,7 @@ class Engine(Protocol):
 
     name: str
     chunk_steps: int  # how many steps one call of train_chunk should take at most
+    placement: "distribute.Placement"  # where it trains: one device, or a tf.distribute strategy's replicas
 
     def __init__(self, config, dataset, log_dir: Path) -> None:
         """Build (or reuse) the network for `config` at its initial weights; write its graph to `log_dir`."""
@@ -43,6 +44,9 @@ class Engine(Protocol):
 
     def weights(self) -> list[np.ndarray]:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
+
+    def stop_together(self, stop: bool) -> bool:
+        """Whether the run stops now, given whether this process wants to (all workers of a run agree)."""
 
     def write_summaries(self, step: int, protos: list) -> None:
         """Write ready-made TensorBoard summary protos (core/tensorboard_summaries.py) at `step`."""
@@ -76,7 +80,7 @@ def chunk_steps_for(config) -> int:
     return int(min(MAX_CHUNK_STEPS, max(1, 0.2 * ASSUMED_FLOPS_PER_SECOND // flops_per_step)))
 
 
-def augment_images(images, seed, step):
+def augment_images(images, seed, step, first=0, batch=None):
     """Training images shifted and rotated at random, by TensorFlow ops in the caller's graph.
 
     `images` is a float32 tensor of flat images (N, 784); `seed` (the config's) and `step` (the global step)
@@ -85,6 +89,9 @@ def augment_images(images, seed, step):
     gets the same transforms in both engines, in any process, whatever ran before. Pixels that come from
     outside the image are black; the result is bilinear and stays in [0, 1].
 
+    A replica of a distributed run holds images `first` to `first + N` of a step's `batch`: it draws the
+    whole batch's transforms and keeps its share, so its images move as they would on one device.
+
     TensorFlow is imported here, not with this module: the engines package must stay light to import.
     """
     import tensorflow as tf
@@ -92,7 +99,10 @@ def augment_images(images, seed, step):
     with tf.name_scope("augment"):
         count = tf.shape(images)[0]
         key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-        draws = tf.random.stateless_uniform(tf.stack([count, 3]), seed=key, minval=-1.0, maxval=1.0, alg="philox")
+        drawn = count if batch is None else batch
+        draws = tf.random.stateless_uniform(tf.stack([drawn, 3]), seed=key, minval=-1.0, maxval=1.0, alg="philox")
+        if batch is not None:
+            draws = draws[first:first + count]
         angle = draws[:, 0] * (MAX_ROTATION_DEGREES * np.pi / 180.0)
         shift_x, shift_y = draws[:, 1] * MAX_SHIFT_PIXELS, draws[:, 2] * MAX_SHIFT_PIXELS
         cos, sin = tf.cos(angle), tf.sin(angle)

@@ -6,10 +6,16 @@ resident training data (name scope `input`, the stand-in for the article's place
 happens too), the loss is a TF op over their output (`loss`), and a GradientTape with the optimizer updates
 the weights (`train`). Steps are grouped into one `tf.function` call per chunk, because at batch 50 a step
 costs less than TensorFlow's per-call overhead.
+
+With the `distribute` setting the same step runs inside `strategy.run` (core/engines/distribute.py picks the
+strategy): every replica takes its share of the batch, its loss is averaged over the whole batch
+(`tf.nn.compute_average_loss`), the optimizer sums the replicas' gradients, and the chunk's loop stays in one
+graph call. Only the chief writes summaries.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -19,7 +25,7 @@ import keras
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from core.data import Dataset
-from core.engines import augment_images, chunk_steps_for
+from core.engines import augment_images, chunk_steps_for, distribute
 from core.network import CLASSES, IMAGE_PIXELS, initial_weights, layer_shapes, make_layers, weighted_layers
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
@@ -59,31 +65,56 @@ def apply_layers(layers: list, images: tf.Tensor, training: bool) -> tf.Tensor:
     return x
 
 
-def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Tensor, augment: bool = False):
+def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Tensor, augment: bool = False,
+                    strategy=None, batch_size: int | None = None):
     """One training step on the batch at `batch_indices`: tape, loss, gradients, apply, batch accuracy.
 
     With `augment`, the batch is shifted and rotated first (core.engines.augment_images), drawn from the
     run's seed and the step's number, exactly as the session engine does.
+
+    With a `strategy`, each replica runs the step on its share of the `batch_size` images (replica r of R takes
+    images r*B//R to (r+1)*B//R, so any batch splits), its loss is its images' losses summed over the whole
+    batch's size, and the optimizer sums the gradients of all replicas: the step a single device would make.
+    The returned loss and accuracy are the replicas' parts summed, i.e. the whole batch's.
     """
     variables = [v for layer in layers for v in layer.trainable_variables]
 
-    def train_step(batch_indices, step, seed):
+    def replica_step(batch_indices, step, seed):
         with tf.name_scope("input"):
-            images = tf.reshape(tf.gather(x_train, batch_indices), (-1, IMAGE_PIXELS))
+            if strategy is None:
+                mine = batch_indices
+            else:
+                context = tf.distribute.get_replica_context()
+                replica, replicas = context.replica_id_in_sync_group, context.num_replicas_in_sync
+                first = batch_size * replica // replicas
+                mine = batch_indices[first:batch_size * (replica + 1) // replicas]
+            images = tf.reshape(tf.gather(x_train, mine), (-1, IMAGE_PIXELS))
             if augment:
-                images = augment_images(images, seed, step)
-            labels = tf.one_hot(tf.gather(y_train, batch_indices), CLASSES)
+                images = (augment_images(images, seed, step) if strategy is None
+                          else augment_images(images, seed, step, first, batch_size))
+            labels = tf.one_hot(tf.gather(y_train, mine), CLASSES)
         with tf.GradientTape() as tape:
             with tf.name_scope("NN"):
                 predictions = apply_layers(layers, images, training=True)
             with tf.name_scope("loss"):
-                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(labels, predictions))
+                per_image = keras.losses.categorical_crossentropy(labels, predictions)
+                loss = (tf.reduce_mean(per_image) if strategy is None
+                        else tf.nn.compute_average_loss(per_image, global_batch_size=batch_size))
         with tf.name_scope("train"):
             gradients = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(gradients, variables))
         with tf.name_scope("accuracy"):
-            accuracy = tf.reduce_mean(tf.cast(keras.metrics.categorical_accuracy(labels, predictions), tf.float32))
+            correct = tf.cast(keras.metrics.categorical_accuracy(labels, predictions), tf.float32)
+            accuracy = tf.reduce_mean(correct) if strategy is None else tf.reduce_sum(correct) / batch_size
         return loss, accuracy
+
+    if strategy is None:
+        return replica_step
+
+    def train_step(batch_indices, step, seed):
+        losses, accuracies = strategy.run(replica_step, args=(batch_indices, step, seed))
+        total = tf.distribute.ReduceOp.SUM
+        return strategy.reduce(total, losses, axis=None), strategy.reduce(total, accuracies, axis=None)
 
     return train_step
 
@@ -95,9 +126,10 @@ def uses_xla(config, min_steps: int = XLA_MIN_STEPS) -> bool:
     pays off from a few thousand steps on; a short run (the article's 1,000 steps) is done sooner without.
     A warm worker, which compiles each shape once for many runs, passes min_steps=0. Never for the CNN
     (XLA's convolutions on CPU measured 20 to 50 times slower) nor with augmentation (XLA has no kernel for
-    the image transform); the config refuses xla=True for those.
+    the image transform); nor for a distributed run, whose steps cross devices. The config refuses xla=True
+    for those.
     """
-    if config.architecture == "cnn" or config.augment:
+    if config.architecture == "cnn" or config.augment or config.distribute != "none":
         return False
     return config.xla if config.xla is not None else config.steps >= min_steps
 
@@ -109,9 +141,10 @@ def shape_key(config, dataset: Dataset, use_xla: bool) -> tuple:
     the dropout layers' random state is built from it (augmentation takes the seed as an argument).
     """
     hidden_units = tuple(config.hidden_units) if config.architecture == "mlp" else None
+    replicas = config.cpu_replicas if config.distribute == "mirrored" else None
     return (config.architecture, hidden_units, config.activation, config.dropout_rate, config.augment,
             config.optimizer, config.batch_size, chunk_steps_for(config), use_xla, dataset.name,
-            dataset.description, config.seed if config.dropout_rate > 0 else None)
+            dataset.description, config.seed if config.dropout_rate > 0 else None, config.distribute, replicas)
 
 
 class CompiledNetwork:
@@ -122,19 +155,24 @@ class CompiledNetwork:
     and trains exactly as a freshly built network would (tests/test_service.py compares the losses).
     """
 
-    def __init__(self, config, dataset: Dataset, use_xla: bool):
+    def __init__(self, config, dataset: Dataset, use_xla: bool, placement: distribute.Placement = distribute.SINGLE):
         self.dataset = dataset
+        self.placement = placement
+        strategy = placement.strategy
         self.x_train = tf.constant(dataset.x_train)
         self.y_train = tf.constant(dataset.y_train)
-        self.layers = build_layers(config)
-        self.optimizer = make_optimizer(config)
-        self.optimizer.build([v for layer in self.layers for v in layer.trainable_variables])
+        # Under a strategy, the variables (weights, optimizer slots) are mirrored: one copy per replica.
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self.layers = build_layers(config)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build([v for layer in self.layers for v in layer.trainable_variables])
         # Everything but the kernels, biases and learning rate goes back to how it was built: the
         # optimizer's step count and slots, the dropout layers' random state.
         self._state = [v for layer in self.layers for v in layer.non_trainable_variables] + list(self.optimizer.variables)
         self._fresh_state = [v.numpy() for v in self._state]
         self.weighted = weighted_layers(config, self.layers)
-        train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train, config.augment)
+        train_step = make_train_step(self.layers, self.optimizer, self.x_train, self.y_train, config.augment,
+                                     strategy, config.batch_size)
         self.chunk_steps = chunk_steps_for(config)
         self.use_xla = use_xla
 
@@ -162,6 +200,10 @@ class CompiledNetwork:
         self.predict = tf.function(lambda images: apply_layers(self.layers, images, training=False),
                                    input_signature=[tf.TensorSpec((None, IMAGE_PIXELS), tf.float32)])
         self._graph_def = None
+        if strategy is not None:
+            self.votes = tf.function(lambda vote: strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(vote)), axis=None),
+                input_signature=[tf.TensorSpec((), tf.float32)])
 
     @property
     def graph_def(self):
@@ -194,7 +236,7 @@ class NetworkCache:
         key = shape_key(config, dataset, use_xla)
         network = self.networks.get(key)
         if network is None or network.dataset is not dataset:
-            network = CompiledNetwork(config, dataset, use_xla)
+            network = CompiledNetwork(config, dataset, use_xla, distribute.prepare(config))
             self.networks[key] = network
             while len(self.networks) > self.size:
                 self.networks.popitem(last=False)
@@ -232,16 +274,20 @@ class FunctionEngine:
 
     def __init__(self, config, dataset: Dataset, log_dir, cache: NetworkCache = NETWORKS):
         self.config = config
-        self.writer = tf.summary.create_file_writer(str(log_dir))
         self.network = cache.get(config, dataset)
+        self.placement = self.network.placement
+        # Only the chief writes TensorBoard's summaries: the other workers of a multi-worker run compute the
+        # same steps and would only write them again.
+        self.writer = tf.summary.create_file_writer(str(log_dir)) if self.placement.is_chief else None
         self.chunk_steps = self.network.chunk_steps
         self.use_xla = self.network.use_xla
         self.layers = self.network.layers
         self.seed = tf.constant(config.seed, tf.int64)
         # The graph goes to TensorBoard's Graphs tab from the compiled network, so no chunk needs tracing
         # again to record it (an XLA-compiled call records no ops anyway).
-        with self.writer.as_default():
-            tf.summary.graph(self.network.graph_def)
+        if self.writer is not None:
+            with self.writer.as_default():
+                tf.summary.graph(self.network.graph_def)
 
     def train_chunk(self, chunk_indices: np.ndarray, first_step: int) -> tuple[np.ndarray, np.ndarray]:
         """Run len(chunk_indices) steps and log them; returns their losses and batch accuracies."""
@@ -254,6 +300,8 @@ class FunctionEngine:
     def _write_steps(self, losses, accuracies, first_step: int) -> None:
         # XLA cannot hold summary ops, so the losses come out of the chunk and a second graph call writes
         # them: still one TensorBoard point per step, as in the article.
+        if self.writer is None:
+            return
         write_step_summaries(self.writer._resource, losses, accuracies, tf.constant(first_step, tf.int64))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -267,15 +315,25 @@ class FunctionEngine:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
         return [w for layer in self.network.weighted for w in layer.get_weights()]
 
+    def stop_together(self, stop: bool) -> bool:
+        """Whether the run stops now: `stop` on one process; on a multi-worker run, True on every worker as soon
+        as one of them wants to stop, so that none is left waiting for the others' next step."""
+        if self.placement.distribute != "multi-worker":
+            return stop
+        return bool(self.network.votes(tf.constant(1.0 if stop else 0.0)).numpy() > 0)
+
     def write_summaries(self, step: int, protos: list) -> None:
         """Write ready-made summary protos (see core/tensorboard_summaries.py) at `step`."""
+        if self.writer is None:
+            return
         with self.writer.as_default():
             for proto in protos:
                 tf.summary.experimental.write_raw_pb(proto.SerializeToString(), step=step)
 
     def close(self) -> None:
         """Flush and close the event file."""
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 ENGINE = FunctionEngine

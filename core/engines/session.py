@@ -21,7 +21,7 @@ import tf_keras
 from tf_keras.api._v1.keras import backend as K  # the TF1 API of tf_keras: where set_session lives
 
 from core.data import Dataset
-from core.engines import augment_images, chunk_steps_for
+from core.engines import augment_images, chunk_steps_for, distribute
 from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers, weighted_layers
 
 v1 = tf.compat.v1
@@ -47,6 +47,7 @@ class SessionEngine:
     """The article's graph: placeholders -> tf_keras layers -> loss -> optimizer.minimize, sess.run per step."""
 
     name = "session"
+    placement = distribute.SINGLE  # the article's graph runs in one Session on one device
 
     def __init__(self, config, dataset: Dataset, log_dir):
         self.config = config
@@ -135,6 +136,10 @@ class SessionEngine:
     def weights(self) -> list[np.ndarray]:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
         return self.sess.run(self.variables)
+
+    def stop_together(self, stop: bool) -> bool:
+        """One Session on one device: nobody else to agree with."""
+        return stop
 
     def write_summaries(self, step: int, protos: list) -> None:
         """Write ready-made summary protos (see core/tensorboard_summaries.py) through the run's FileWriter."""
