@@ -7,8 +7,11 @@ so a new setting gets its flag without an edit here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -22,6 +25,8 @@ from core.runs import RunState, RunStoreError, create_run, default_runs_dir
 
 PROG = "python -m core.cli"
 BAR_WIDTH = 30
+CLUSTER_WAIT_SECONDS = 300.0  # a multi-worker run waits this long for its peers to start
+WAIT_REPORT_SECONDS = 10.0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,6 +82,9 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
                         help="train a grid of runs over this setting's values (give --sweep twice for two settings); "
                              "the other flags set everything else, e.g. --sweep learning_rate=0.05,0.1,0.5 "
                              "--sweep batch_size=50,200")
+    parser.add_argument("--cluster-wait", type=float, default=CLUSTER_WAIT_SECONDS, metavar="SECONDS",
+                        help="distribute multi-worker: how long to wait for the other workers in TF_CONFIG to start "
+                             f"before giving up (default {CLUSTER_WAIT_SECONDS:g})")
     parser.add_argument("--list", action="store_true",
                         help="list the runs (newest first) with their state, queue position and test accuracy, "
                              "and exit: the same runs the app shows, queued ones included")
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        placement = place(configs)
+        placement = place(configs, args.cluster_wait)
     except ValueError as error:  # DistributeError: no TF_CONFIG, a malformed one, a cluster that never formed
         parser.error(str(error))
     # The data is read and checked before any run folder exists: a bad file is one line and exit code 2,
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(state in (RunState.COMPLETED, RunState.STOPPED) for state in outcomes) else 1
 
 
-def place(configs: list):
+def place(configs: list, cluster_wait: float = CLUSTER_WAIT_SECONDS):
     """Set up tf.distribute for these runs before TensorFlow starts (core/engines/distribute.py); returns where
     the first trains. Only the CPU split and a multi-worker cluster need this early start."""
     kinds = {each.distribute for each in configs}
@@ -176,7 +184,45 @@ def place(configs: list):
                          "'mirrored' or 'none' instead")
     if "mirrored" in kinds:
         distribute.split_cpu(max(each.cpu_replicas for each in configs if each.distribute == "mirrored"))
-    return distribute.prepare(configs[0])
+        return distribute.prepare(configs[0])
+    distribute.cluster_from_env()  # a missing or malformed TF_CONFIG is refused before any waiting
+    with waiting_for_the_cluster(cluster_wait):
+        return distribute.prepare(configs[0])
+
+
+# The watchdog of a multi-worker run's start. TensorFlow joins the cluster in one C++ call that holds the GIL
+# until every worker has answered, so no thread of this process can speak meanwhile: a small process does.
+CLUSTER_WATCHDOG = """
+import os, signal, sys, time
+parent, limit, every, peers = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+started = time.monotonic()
+while True:
+    time.sleep(max(0.1, min(every, limit - (time.monotonic() - started))))
+    if os.getppid() != parent:
+        sys.exit(0)
+    waited = time.monotonic() - started
+    if waited >= limit:
+        print(f"{sys.argv[5]}: error: the other workers of TF_CONFIG ({peers}) did not all answer within {limit:g} s; "
+              "start the same command on every machine of the cluster, each with its own task index, and check "
+              "that their ports are open", file=sys.stderr, flush=True)
+        os.kill(parent, signal.SIGKILL)
+        sys.exit(0)
+    print(f"waiting for the other workers of the cluster ({peers}): {waited:.0f} s", file=sys.stderr, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def waiting_for_the_cluster(limit: float):
+    """While TensorFlow joins the cluster (it waits for every worker in TF_CONFIG to start), say so every few
+    seconds; past `limit`, end this process with one line (nothing has been written yet)."""
+    peers = ", ".join(distribute.cluster_addresses())
+    watchdog = subprocess.Popen([sys.executable, "-c", CLUSTER_WATCHDOG, str(os.getpid()), str(limit),
+                                 str(WAIT_REPORT_SECONDS), peers, PROG])
+    try:
+        yield
+    finally:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def train_as_worker(config, dataset, placement, as_json: bool) -> int:

@@ -180,7 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
             "per GPU, or per logical CPU device (the CPU split in CPU replicas), each taking its share of the batch, "
             "gradients summed across them: the same steps as on one device. multi-worker does the same across "
             "machines (TF_CONFIG, the command line on each; see the README).", "select",
-            choices=DISTRIBUTES, choice_labels={"none": "none (one device)", "mirrored": "mirrored (one replica per device)",
+            choices=DISTRIBUTES, choice_labels={"none": "none (one device)",
+                                                "mirrored": "mirrored (one replica per device)",
                                                 "multi-worker": "multi-worker (TF_CONFIG, command line)"},
             only_with=("engine", ("function",))),
     Setting("cpu_replicas", int, 2, "CPU replicas",

@@ -174,15 +174,16 @@ if damaged:
 # run), which starts a fresh selection instead of pointing at the wrong rows.
 table = st.dataframe(
     texts.run_rows(runs),
-    column_order=("started", "status", "test_accuracy", "engine", "devices", "data", "architecture", "activation", "optimizer",
-                  "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
+    column_order=("started", "status", "test_accuracy", "engine", "devices", "data", "architecture", "activation",
+                  "optimizer", "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
     column_config={
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
         "status": "Status",
         "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="%.4f"),
         "engine": "Engine",
         "devices": st.column_config.TextColumn(
-            "Devices", help="Where it trained: one device, mirrored over N replicas, or several workers (tf.distribute)"),
+            "Devices",
+            help="Where it trained: one device, mirrored over N replicas, or several workers (tf.distribute)"),
         "data": st.column_config.TextColumn("Dataset and source", width="medium"),
         "architecture": "Architecture",
         "activation": "Activation",

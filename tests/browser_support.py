@@ -11,6 +11,7 @@ Use from a test module like this:
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
@@ -55,14 +56,6 @@ def open_options(page, label: str, within: str = "body"):
     return combobox
 
 
-def choose(page, label: str, option: str, within: str = "body") -> None:
-    """Pick an option of a selectbox (in the sidebar: within='[data-testid="stSidebar"]') and wait for the rerun."""
-    combobox = open_options(page, label, within)
-    page.get_by_role("option", name=option, exact=True).click()
-    page.locator(IDLE).wait_for()
-    assert combobox.input_value() == option
-
-
 def type_into(page, label: str, text: str, within: str = "body") -> None:
     """Type into a text or number input; Enter commits it (Streamlit reruns the page)."""
     field = page.locator(within).get_by_label(label, exact=True)
@@ -72,3 +65,61 @@ def type_into(page, label: str, text: str, within: str = "body") -> None:
 
 
 SIDEBAR = '[data-testid="stSidebar"]'
+
+
+def choose(page, label: str, option: str, within: str = "body", attempts: int = 5,
+           attempt_ms: float = 10_000) -> None:
+    """Pick an option of a selectbox (in the sidebar: within=SIDEBAR) by typing it; waits until the choice holds.
+
+    Two things make a plain click on the option miss it. Streamlit 1.67's list is virtualised: only the options
+    in view are in the page, so one far down a long list may not exist to be clicked. And the list closes whenever a
+    scroll container around the selectbox scrolls (react-aria closes a popover on a scroll of its trigger's
+    ancestors): a rerun still redrawing the page, or an expander still opening, moves the page under the open
+    list and shuts it; and a rerun that adds or removes an element above the selectbox draws it anew, closed.
+    So this waits until the selectbox stands still, selects the field's text and types the option (Streamlit
+    filters the list as one types: only the matching options remain, the wanted one among them), clicks the
+    option in this selectbox's own list and checks that the field shows it. If the list closed on the way,
+    leaving the field puts its value back, and it tries again, `attempts` times in all (the attempts that
+    failed are printed: pytest shows them with the test's output).
+    """
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect
+
+    combobox = page.locator(within).get_by_role("combobox", name=label, exact=True)
+    listbox = page.locator(f'[role="listbox"][aria-label="{label}"]')
+    wanted = listbox.get_by_role("option", name=option, exact=True)
+    failures = []
+    for attempt in range(1, attempts + 1):
+        page.locator(IDLE).wait_for()
+        try:
+            combobox.scroll_into_view_if_needed(timeout=attempt_ms)
+            _wait_until_still(combobox, timeout_s=attempt_ms / 1000)
+            combobox.select_text(timeout=attempt_ms)
+            combobox.press_sequentially(option, timeout=attempt_ms)
+            wanted.click(timeout=attempt_ms)
+            expect(combobox).to_have_value(option, timeout=attempt_ms)
+        except (PlaywrightError, AssertionError) as error:
+            failures.append(f"attempt {attempt}: {str(error).strip().splitlines()[0]}")
+            with contextlib.suppress(PlaywrightError):  # a rerun may have replaced the field meanwhile
+                combobox.blur(timeout=attempt_ms)  # closes the list and puts the chosen value back in the field
+            continue
+        page.locator(IDLE).wait_for()
+        expect(listbox).to_have_count(0, timeout=attempt_ms)
+        expect(combobox).to_have_value(option, timeout=attempt_ms)
+        if failures:
+            print(f"choose({label!r}, {option!r}) took {attempt} attempts:", *failures, sep="\n  ")
+        return
+    raise AssertionError(f"could not choose {option!r} for {label!r}:\n" + "\n".join(failures))
+
+
+def _wait_until_still(locator, still_s: float = 0.25, timeout_s: float = 10.0) -> None:
+    """Wait until an element has not moved for still_s (after timeout_s, go on regardless)."""
+    deadline = time.monotonic() + timeout_s
+    last, still_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        box = locator.bounding_box(timeout=timeout_s * 1000)
+        if box is None or box != last:
+            last, still_since = box, time.monotonic()
+        elif time.monotonic() - still_since >= still_s:
+            return
+        time.sleep(0.05)

@@ -282,6 +282,25 @@ def test_a_multi_worker_run_without_a_usable_tf_config_is_one_line(tmp_path, tf_
     assert not list(tmp_path.iterdir())
 
 
+def test_a_worker_whose_peers_never_start_gives_up_in_words_leaving_nothing(tmp_path):
+    # TensorFlow waits for every worker of TF_CONFIG inside one call; the CLI says so, then gives up.
+    port, silent = free_ports(2)
+    environment = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{silent}"]},
+                                            "task": {"type": "worker", "index": 0}})}
+    started = time.monotonic()
+    result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--cluster-wait", "12",
+                     "--runs-dir", str(tmp_path / "runs"), env=environment)
+
+    assert result.returncode != 0 and time.monotonic() - started < TIMEOUT
+    lines = [line for line in result.stderr.splitlines() if "core.cli" in line or "waiting for" in line]
+    assert lines[-1] == (f"python -m core.cli: error: the other workers of TF_CONFIG (127.0.0.1:{port}, "
+                         f"127.0.0.1:{silent}) did not all answer within 12 s; start the same command on every "
+                         "machine of the cluster, each with its own task index, and check that their ports are open")
+    assert lines[0].startswith("waiting for the other workers of the cluster")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
 def test_a_multi_worker_sweep_is_refused_in_words(tmp_path):
     result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--sweep",
                      "learning_rate=0.1,0.5", "--runs-dir", str(tmp_path),

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from core.config import ENGINES
 from core.network import IMAGE_PIXELS, IMAGE_SHAPE, multiply_adds, weight_names
+
+if TYPE_CHECKING:
+    from core.engines.distribute import Placement
 
 MAX_CHUNK_STEPS = 100
 ASSUMED_FLOPS_PER_SECOND = 60e9
@@ -31,7 +34,7 @@ class Engine(Protocol):
 
     name: str
     chunk_steps: int  # how many steps one call of train_chunk should take at most
-    placement: "distribute.Placement"  # where it trains: one device, or a tf.distribute strategy's replicas
+    placement: Placement  # where it trains: one device, or a tf.distribute strategy's replicas
 
     def __init__(self, config, dataset, log_dir: Path) -> None:
         """Build (or reuse) the network for `config` at its initial weights; write its graph to `log_dir`."""

@@ -91,6 +91,15 @@ def cluster_from_env() -> tuple[int, int, bool]:
     return workers, position, is_chief
 
 
+def cluster_addresses() -> list[str]:
+    """The addresses of the cluster's tasks in TF_CONFIG (empty when there is none)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+        return [address for kind in ("chief", "worker") for address in cluster.get(kind, [])]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
 def split_cpu(count: int) -> int:
     """Split the CPU into `count` logical devices if TensorFlow has not started yet; returns how many logical
     CPU devices there are now (TensorFlow keeps the first split it starts with)."""
