@@ -66,7 +66,7 @@ def main() -> None:
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="cnn-accuracy-"))
 
     print(f"preset cnn: {PRESETS['cnn']}; runs in {runs_dir}\n", flush=True)
-    header = f"| data | steps | batch | seconds | own test split | real MNIST t10k | target |"
+    header = "| data | steps | batch | seconds | own test split | real MNIST t10k | target |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for name, config in rows_to_run(args):
         started = time.monotonic()

@@ -131,26 +131,14 @@ def warm_service(config, runs_dir: Path, runs: int) -> list[float]:
 
 
 def two_local_workers(config, runs_dir: Path) -> float:
-    """Steps per second of a two-worker run on this machine, from the chief's summary: `python -m core.cli
-    --distribute multi-worker` twice, each with its TF_CONFIG (loopback ports), as the README describes."""
+    """Steps per second of a two-worker run on this machine, from the chief's summary (bench/local_cluster.py)."""
     import json
-    import socket
     import subprocess
 
-    sockets = [socket.socket() for _ in range(2)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    flags = ["--source", config.source, "--steps", str(config.steps), "--distribute", "multi-worker",
-             "--runs-dir", str(runs_dir), "--json"]
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "core.cli", *flags], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
-                                                    "task": {"type": "worker", "index": index}})})
-        for index in range(2)]
+    from bench.local_cluster import start_workers
+
+    processes = start_workers(["--source", config.source, "--steps", str(config.steps), "--runs-dir", str(runs_dir),
+                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     outputs = [process.communicate(timeout=600)[0] for process in processes]
     report = json.loads(outputs[0].strip().splitlines()[-1])
     if report["status"] != "completed":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import local_cluster
 from core import service
 from core.config import TrainConfig
 from core.engines import distribute
@@ -125,35 +125,16 @@ def test_replicas_take_any_share_of_the_batch_and_augment_their_share_as_one_dev
 # --- two workers on localhost ---------------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now, on the loopback address."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def start_workers(runs_dir: Path, config: TrainConfig, count: int = 2) -> list[subprocess.Popen]:
     """`python -m core.cli --distribute multi-worker ...` once per worker, each with its TF_CONFIG (and its
     temporary files in runs_dir's sibling `tmp`, to see what they leave there)."""
     scratch = runs_dir.parent / "tmp"
     scratch.mkdir(exist_ok=True)
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(count)]
     flags = ["--source", config.source, "--steps", str(config.steps), "--eval-every", str(config.eval_every),
-             "--learning-rate", str(config.learning_rate), "--seed", str(config.seed),
-             "--distribute", "multi-worker", "--runs-dir", str(runs_dir), "--json"]
-    processes = []
-    for index in range(count):
-        environment = {**os.environ, "TMPDIR": str(scratch), "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-m", "core.cli", *flags], cwd=REPO_ROOT, env=environment,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return processes
+             "--learning-rate", str(config.learning_rate), "--seed", str(config.seed), "--runs-dir", str(runs_dir),
+             "--json"]
+    return local_cluster.start_workers(flags, count, env={"TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
 
 
 def finish(processes: list[subprocess.Popen], timeout: float = TIMEOUT) -> list[tuple[int, str, str]]:
@@ -284,17 +265,16 @@ def test_a_multi_worker_run_without_a_usable_tf_config_is_one_line(tmp_path, tf_
 
 def test_a_worker_whose_peers_never_start_gives_up_in_words_leaving_nothing(tmp_path):
     # TensorFlow waits for every worker of TF_CONFIG inside one call; the CLI says so, then gives up.
-    port, silent = free_ports(2)
-    environment = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{silent}"]},
-                                            "task": {"type": "worker", "index": 0}})}
+    addresses = local_cluster.loopback_addresses(2)
+    environment = {"TF_CONFIG": local_cluster.tf_config(addresses, 0)}
     started = time.monotonic()
     result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--cluster-wait", "12",
                      "--runs-dir", str(tmp_path / "runs"), env=environment)
 
     assert result.returncode != 0 and time.monotonic() - started < TIMEOUT
     lines = [line for line in result.stderr.splitlines() if "core.cli" in line or "waiting for" in line]
-    assert lines[-1] == (f"python -m core.cli: error: the other workers of TF_CONFIG (127.0.0.1:{port}, "
-                         f"127.0.0.1:{silent}) did not all answer within 12 s; start the same command on every "
+    assert lines[-1] == (f"python -m core.cli: error: the other workers of TF_CONFIG ({addresses[0]}, "
+                         f"{addresses[1]}) did not all answer within 12 s; start the same command on every "
                          "machine of the cluster, each with its own task index, and check that their ports are open")
     assert lines[0].startswith("waiting for the other workers of the cluster")
     assert "Traceback" not in result.stderr
