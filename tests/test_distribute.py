@@ -407,8 +407,10 @@ def test_the_train_page_offers_mirrored_with_the_cpu_split_but_not_multi_worker(
     app = open_page("pages/1_Train.py", tmp_path, monkeypatch)
     select = app.selectbox(key="form_distribute")
     assert list(select.options) == ["none (one device)", "mirrored (one replica per device)"]
+    assert app.number_input(key="form_cpu_replicas").disabled  # it means nothing on one device
 
     select.set_value("mirrored (one replica per device)").run()
+    assert not app.number_input(key="form_cpu_replicas").disabled
     app.number_input(key="form_cpu_replicas").set_value(4).run()
 
     assert f"no GPU, so the CPU ({os.cpu_count()} cores) is split into 4 logical devices" in texts(app)

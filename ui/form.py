@@ -136,8 +136,7 @@ def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
         # No min/max on the box: Streamlit would quietly ignore a number typed out of range while the box
         # still showed it. The value is checked against the setting when the form is read, in words.
         st.number_input(label, value=None, step=setting.kind(setting.step if setting.step is not None else 1), key=key,
-                        help=help_text,
-                        placeholder=setting.describe_range(), **KEEP)
+                        help=help_text, disabled=not applies, placeholder=setting.describe_range(), **KEEP)
     elif setting.widget == "text" and applies:
         st.text_input(label, key=key, help=help_text, **KEEP)
 
