@@ -34,16 +34,30 @@ def saliency(model, digit: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(gradient)[0]).astype(np.float32)
 
 
+def _per_model(build):
+    """Keep what `build(model)` returns for as long as the model lives: the Draw page asks again for every
+    stroke of the same model (an object that cannot be weakly referenced is built again each time)."""
+    cache = weakref.WeakKeyDictionary()
+
+    def cached(model):
+        try:
+            return cache[model]
+        except (KeyError, TypeError):
+            pass
+        value = build(model)
+        try:
+            cache[model] = value
+        except TypeError:
+            pass
+        return value
+
+    return cached
+
+
 # Traced once per model: run eagerly, the gradient costs ~20 ms after Streamlit clears Keras' session, traced
 # about 1.5 ms, which keeps a stroke from waiting long behind the previous stroke's explanation.
-_GRADIENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
+@_per_model
 def _saliency_function(model):
-    try:
-        return _GRADIENTS[model]
-    except (KeyError, TypeError):
-        pass
     import tensorflow as tf  # deferred: only the Draw page's explanations need TensorFlow here
 
     @tf.function(input_signature=[tf.TensorSpec((1, *network.IMAGE_SHAPE), tf.float32)])
@@ -54,10 +68,6 @@ def _saliency_function(model):
             picked = tf.reduce_max(probabilities[0])  # the predicted class's probability
         return tape.gradient(picked, image)
 
-    try:
-        _GRADIENTS[model] = gradient
-    except TypeError:  # an object that cannot be weakly referenced: trace again next time
-        pass
     return gradient
 
 
@@ -92,25 +102,14 @@ def hidden_layer_names(model) -> list[str]:
             and layer.name not in (network.OUTPUT_LAYER, last)]
 
 
-# A Keras sub-model costs a few milliseconds to build; the Draw page asks again for every stroke of the
-# same model, so each model keeps its probe for as long as it lives.
-_PROBES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
+# A Keras sub-model costs a few milliseconds to build: each model keeps its probe.
+@_per_model
 def _activation_probe(model):
     """(hidden layer names, a Keras model from the model's input to those layers' outputs)."""
-    try:
-        return _PROBES[model]
-    except (KeyError, TypeError):
-        pass
     import keras  # deferred: importing Keras pulls in TensorFlow
 
     names = hidden_layer_names(model)
     probe = keras.Model(model.inputs[0], [model.get_layer(name).output for name in names]) if names else None
-    try:
-        _PROBES[model] = (names, probe)
-    except TypeError:  # an object that cannot be weakly referenced: build again next time
-        pass
     return names, probe
 
 

@@ -6,6 +6,7 @@ A run folder written by hand would test a format the store never writes; `make_r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -68,3 +69,12 @@ def wait_until_finished(run_id: str, runs_dir: Path, timeout: float = 600.0) -> 
         if not run.state.active or time.monotonic() > deadline:
             return run
         time.sleep(0.1)
+
+
+def small_offline_dataset(train: int = 500, test: int = 200):
+    """The offline sample cut down to `train` training and `test` test digits: enough to build an engine."""
+    from core.data import load_dataset
+
+    offline = load_dataset("mnist", "offline")
+    return dataclasses.replace(offline, x_train=offline.x_train[:train], y_train=offline.y_train[:train],
+                               x_test=offline.x_test[:test], y_test=offline.y_test[:test])

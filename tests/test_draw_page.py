@@ -244,16 +244,20 @@ def test_the_select_box_defaults_to_the_trained_run_and_an_empty_canvas_gets_a_h
     assert page.query_params["run"] == only_run_id(runs_dir)
 
 
-def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_image(runs_dir):
+def page_with_a_seven(runs_dir) -> tuple[AppTest, np.ndarray, object]:
+    """The Draw page run once with a "7" on its canvas: (the page, the 28 x 28 digit it read, the run's model)."""
     drawing = seven_drawing()
     page = draw_page()
     page.session_state["draw_canvas_0"] = canvas_value(drawing)
-
     page.run()
-
     assert not page.exception
-    model = load_model(load_run(only_run_id(runs_dir), runs_dir).model_path)
-    expected = classify(model, preprocess_drawing(drawing))
+    return page, preprocess_drawing(drawing), load_model(load_run(only_run_id(runs_dir), runs_dir).model_path)
+
+
+def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_image(runs_dir):
+    page, digit, model = page_with_a_seven(runs_dir)
+
+    expected = classify(model, digit)
     assert prediction_headers(page) == [f"Prediction: {int(expected.argmax())}"]
     assert page.metric[0].label == "Confidence"
     assert page.metric[0].value == f"{expected.max():.1%}"
@@ -268,15 +272,8 @@ def test_a_drawing_shows_the_prediction_the_confidence_the_chart_and_the_28x28_i
 
 
 def test_a_drawing_is_explained_under_its_prediction_by_saliency_and_top_units(runs_dir):
-    drawing = seven_drawing()
-    page = draw_page()
-    page.session_state["draw_canvas_0"] = canvas_value(drawing)
+    page, digit, model = page_with_a_seven(runs_dir)
 
-    page.run()
-
-    assert not page.exception
-    model = load_model(load_run(only_run_id(runs_dir), runs_dir).model_path)
-    digit = preprocess_drawing(drawing)
     elements = in_page_order(page.main)
     header = position(elements, lambda element: element.type == "header"
                       and str(element.value).startswith("Prediction:"))

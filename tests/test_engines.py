@@ -1,7 +1,6 @@
 """Both engines are the same math: the article's TF1 Session graph and today's tf.function agree step by step,
 for the article's MLP and for the CNN, with or without augmentation."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from core.engines.function import NETWORKS, XLA_MIN_STEPS, FunctionEngine, uses_
 from core.engines.session import SessionEngine
 from core.network import CNN_FILTERS, load_model, multiply_adds
 from core.training import train
-from tests.factories import TINY
+from tests.factories import TINY, small_offline_dataset
 from tests.tensorboard_events import RunEvents, name_scopes, node_names
 
 AGREEMENT_STEPS = 1000
@@ -215,10 +214,7 @@ def test_cnn_model_keras_keeps_the_shared_contract(cnn_runs, engine):
 
 @pytest.fixture(scope="module")
 def small_dataset():
-    """The offline sample cut down to 500 training and 200 test digits: enough to build an engine."""
-    offline = load_dataset("mnist", "offline")
-    return dataclasses.replace(offline, x_train=offline.x_train[:500], y_train=offline.y_train[:500],
-                               x_test=offline.x_test[:200], y_test=offline.y_test[:200])
+    return small_offline_dataset(test=200)
 
 
 @pytest.mark.parametrize("engine", ["function", "session"])

@@ -4,7 +4,6 @@ that name code to run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 import zipfile
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 from core.config import TrainConfig
-from core.data import load_dataset
 from core.engines import engine_class, named_weights
 from core.network import (
     ModelError,
@@ -28,7 +26,7 @@ from core.network import (
     weight_names,
     weight_shapes,
 )
-from tests.factories import TINY
+from tests.factories import TINY, small_offline_dataset
 
 ARTICLE = TrainConfig()  # 784-128-128-10, relu, no dropout
 # Two hidden layers with dropout between them: the names must skip the weightless dropout layers.
@@ -167,10 +165,7 @@ def test_initial_weights_have_the_layer_sizes_and_follow_the_seed():
 
 @pytest.fixture(scope="module")
 def small_dataset():
-    """The offline sample cut down to 500 training and 100 test digits: enough to build an engine."""
-    offline = load_dataset("mnist", "offline")
-    return dataclasses.replace(offline, x_train=offline.x_train[:500], y_train=offline.y_train[:500],
-                               x_test=offline.x_test[:100], y_test=offline.y_test[:100])
+    return small_offline_dataset(test=100)
 
 
 @pytest.mark.parametrize("engine_name", ["function", "session"])
