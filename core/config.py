@@ -1,8 +1,12 @@
 """Every setting of a run, declared once as data: validation, the CLI's flags and the Train page's widgets
-are all derived from `SETTINGS`, and `TrainConfig` is built from it.
+are all derived from `SETTINGS`; `TrainConfig` holds one run's values, one plain field per setting.
 
-Adding a setting means adding one `Setting` below (plus the engine code that honours it): its flag, its
-widget, its check and its place in config.json follow.
+Adding a setting takes its `Setting(...)` in SETTINGS and a field of the same name, type and default in
+`TrainConfig` (plus the engine code that honours it): its flag, its widget, its check and its place in
+config.json follow from the Setting. tests/test_settings_as_data.py compares the two, so a setting added in
+one place and not the other fails there. (Why a field written out rather than a class generated from
+SETTINGS: a generated class shows readers and editors no fields at all, and a generated .pyi stub would be a
+second file to keep in step that readers of this module never see.)
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from core.network import describe_layers
 
@@ -219,10 +223,43 @@ def _cross_checks(values: dict) -> None:
         raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
 
 
-class ConfigBase:
-    """What every config class built from settings can do; `TrainConfig` is the one the app uses."""
+def validate(config) -> None:
+    """Raise ValueError naming the setting, the value and the allowed range for the first bad setting."""
+    values = {setting.name: getattr(config, setting.name) for setting in config.SETTINGS}
+    for setting in config.SETTINGS:
+        setting.check(values[setting.name])
+    _cross_checks(values)
 
-    SETTINGS: tuple[Setting, ...] = ()
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as config.json in the run folder.
+
+    One field per setting of SETTINGS, in the same order, with the same type and default: the settings say
+    what each value may be, the fields let a reader (and an editor) see them. tests/test_settings_as_data.py
+    fails when the two disagree.
+    """
+
+    SETTINGS: ClassVar[tuple[Setting, ...]] = SETTINGS
+
+    architecture: str = "mlp"
+    hidden_units: list[int] = field(default_factory=lambda: list(ARTICLE_HIDDEN_UNITS))
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    augment: bool = False
+    optimizer: str = "sgd"
+    learning_rate: float = 0.5
+    batch_size: int = 50
+    steps: int = 1000
+    eval_every: int = 100
+    seed: int = 42
+    dataset: str = "mnist"
+    source: str = "auto"
+    data_path: str | None = None
+    engine: str = "function"
+    xla: bool | None = None
+    distribute: str = "none"
+    cpu_replicas: int = 2
 
     def __post_init__(self) -> None:
         for setting in self.SETTINGS:
@@ -262,31 +299,6 @@ class ConfigBase:
     def describe_layers(self) -> str:
         """The layers in short: '784-128-128-10' as the article writes them, or '32C5-P2-64C5-P2-128-10'."""
         return describe_layers(self)
-
-
-def make_config_class(settings: tuple[Setting, ...], name: str = "TrainConfig") -> type:
-    """A dataclass with one field per setting, its default, and validation on construction."""
-    fields = []
-    for setting in settings:
-        default = setting.default
-        factory = (lambda value=default: list(value)) if isinstance(default, list) else (lambda value=default: value)
-        annotation = setting.kind if not setting.nullable else setting.kind | None
-        fields.append((setting.name, annotation, field(default_factory=factory)))
-    cls = dataclasses.make_dataclass(name, fields, bases=(ConfigBase,), namespace={"SETTINGS": settings})
-    cls.__module__ = __name__
-    cls.__doc__ = "Everything that defines a training run; saved as config.json in the run folder."
-    return cls
-
-
-def validate(config) -> None:
-    """Raise ValueError naming the setting, the value and the allowed range for the first bad setting."""
-    values = {setting.name: getattr(config, setting.name) for setting in config.SETTINGS}
-    for setting in config.SETTINGS:
-        setting.check(values[setting.name])
-    _cross_checks(values)
-
-
-TrainConfig = make_config_class(SETTINGS)
 
 
 # Named starting points: the settings each sets (the others keep their defaults). "cnn" is tuned so that the

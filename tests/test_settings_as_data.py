@@ -4,13 +4,14 @@ widgets all derive from them, so a setting added in one place shows up everywher
 from __future__ import annotations
 
 import dataclasses
+import typing
 from functools import lru_cache
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.cli import build_parser, config_from_args
-from core.config import SETTINGS, Setting, TrainConfig, make_config_class
+from core.config import SETTINGS, Setting, TrainConfig
 from tests.factories import DIVERGING, TINY
 from ui.form import config_from_form, form_values
 
@@ -19,20 +20,28 @@ WIDGET_ELEMENTS = {"layers": "slider", "stops": "select_slider", "select": "sele
                    "number": "number_input", "text": "text_input"}
 LABEL_SMOOTHING = Setting("label_smoothing", float, 0.0, "Label smoothing", "help text", "slider",
                           low=0.0, high=0.5, step=0.05)
+
+
+@dataclasses.dataclass
+class WithLabelSmoothing(TrainConfig):
+    """The app's config with one more setting, added the way the README says: its Setting and its field."""
+
+    SETTINGS = TrainConfig.SETTINGS + (LABEL_SMOOTHING,)
+    label_smoothing: float = 0.0
+
 # Flags that are about the command, not about a run's settings (a preset or a sweep names several runs' settings).
 COMMAND_FLAGS = {"-h", "--help", "--runs-dir", "--json", "--list", "--sweep", "--preset", "--cluster-wait"}
 FORM_TIMEOUT = 60  # seconds for one run of the form script; the first imports Streamlit's widgets
 
 
-def settings_page(extra_settings: tuple = ()) -> None:
-    """The Train page's settings form for SETTINGS plus `extra_settings` (an AppTest script: imports inside)."""
+def settings_page(config_class=None) -> None:
+    """The Train page's settings form for `config_class` (TrainConfig if None; an AppTest script: imports inside)."""
     import streamlit as st
 
-    from core.config import SETTINGS, TrainConfig, make_config_class
+    from core.config import TrainConfig
     from ui.form import settings_form
 
-    config_class = make_config_class(SETTINGS + tuple(extra_settings)) if extra_settings else TrainConfig
-    config, errors = settings_form(config_class)
+    config, errors = settings_form(config_class or TrainConfig)
     st.session_state["read_back"] = (config, errors)
 
 
@@ -48,10 +57,9 @@ def loaded_config_page(config) -> None:
     st.session_state["read_back"] = settings_form()
 
 
-def run_form(state: dict | None = None, extra_settings: tuple = ()) -> AppTest:
+def run_form(state: dict | None = None, config_class=None) -> AppTest:
     """Run the settings form once (with `state` in session state first) and return the AppTest."""
-    app = AppTest.from_function(settings_page, default_timeout=FORM_TIMEOUT,
-                                kwargs={"extra_settings": extra_settings})
+    app = AppTest.from_function(settings_page, default_timeout=FORM_TIMEOUT, kwargs={"config_class": config_class})
     for key, value in (state or {}).items():
         app.session_state[key] = value
     app.run()
@@ -110,14 +118,69 @@ def as_flags(setting: Setting, value) -> list[str]:
 # ------------------------------------------------------------------------------------------ the config class
 
 
-def test_the_config_class_has_one_field_per_setting_in_order_with_its_default():
-    fields = dataclasses.fields(TrainConfig)
+def expected_type(setting: Setting):
+    """The field type a setting calls for: its kind, a list of ints for the layers, `| None` when nullable."""
+    kind = list[int] if setting.kind is list else setting.kind
+    return kind | None if setting.nullable else kind
 
-    assert [field.name for field in fields] == [setting.name for setting in SETTINGS]
-    config = TrainConfig()
-    for setting in SETTINGS:
-        assert getattr(config, setting.name) == setting.default, setting.name
-    assert list(config.to_dict()) == [setting.name for setting in SETTINGS]
+
+def field_default(field: dataclasses.Field):
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def mismatches(config_class) -> list[str]:
+    """Where a config class's fields and its SETTINGS disagree: names and order, types, defaults."""
+    fields = dataclasses.fields(config_class)
+    names, declared = [field.name for field in fields], [setting.name for setting in config_class.SETTINGS]
+    if names != declared:
+        return [f"fields {names} but settings {declared}"]
+    types = typing.get_type_hints(config_class)
+    found = []
+    for field, setting in zip(fields, config_class.SETTINGS):
+        if types[field.name] != expected_type(setting):
+            found.append(f"{field.name}: field type {types[field.name]}, setting {expected_type(setting)}")
+        default = field_default(field)
+        if default != setting.default or type(default) is not type(setting.default):
+            found.append(f"{field.name}: field default {default!r}, setting {setting.default!r}")
+    return found
+
+
+def test_the_config_class_has_one_field_per_setting_in_order_with_its_type_and_default():
+    assert mismatches(TrainConfig) == []
+    assert mismatches(WithLabelSmoothing) == []
+    assert list(TrainConfig().to_dict()) == [setting.name for setting in SETTINGS]
+
+
+@dataclasses.dataclass
+class SettingWithoutField(TrainConfig):
+    SETTINGS = TrainConfig.SETTINGS + (LABEL_SMOOTHING,)
+
+
+@dataclasses.dataclass
+class FieldWithoutSetting(TrainConfig):
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass
+class WrongDefault(TrainConfig):
+    SETTINGS = TrainConfig.SETTINGS + (LABEL_SMOOTHING,)
+    label_smoothing: float = 0.1
+
+
+@dataclasses.dataclass
+class WrongType(TrainConfig):
+    SETTINGS = TrainConfig.SETTINGS + (LABEL_SMOOTHING,)
+    label_smoothing: int = 0
+
+
+@pytest.mark.parametrize(("config_class", "named"), [
+    (SettingWithoutField, "label_smoothing"), (FieldWithoutSetting, "label_smoothing"),
+    (WrongDefault, "field default 0.1, setting 0.0"), (WrongType, "field type <class 'int'>"),
+], ids=["setting-without-field", "field-without-setting", "wrong-default", "wrong-type"])
+def test_a_setting_added_in_one_place_only_is_caught(config_class, named):
+    found = mismatches(config_class)
+
+    assert found and named in " ".join(found)
 
 
 # ------------------------------------------------------------------------------------------ the CLI
@@ -193,7 +256,7 @@ def test_the_hidden_layers_count_shows_one_width_per_layer():
 
 
 def test_a_setting_added_in_a_fixture_gets_a_flag_and_a_check():
-    config_class = make_config_class(SETTINGS + (LABEL_SMOOTHING,))
+    config_class = WithLabelSmoothing
     parser = build_parser(config_class)
 
     assert "--label-smoothing" in parser._option_string_actions
@@ -208,7 +271,7 @@ def test_a_setting_added_in_a_fixture_gets_a_flag_and_a_check():
 
 
 def test_a_setting_added_in_a_fixture_gets_a_widget():
-    app = run_form(extra_settings=(LABEL_SMOOTHING,))
+    app = run_form(config_class=WithLabelSmoothing)
 
     sliders = [slider for slider in app.slider if slider.label == "Label smoothing"]
     assert len(sliders) == 1
