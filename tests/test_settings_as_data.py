@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from functools import lru_cache
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.cli import build_parser, config_from_args
-from core.config import SETTINGS, Setting, TrainConfig
+from core.config import SETTINGS, SETTINGS_BY_NAME, Setting, TrainConfig
 from tests.factories import DIVERGING, TINY
 from ui.form import config_from_form, form_values
 
@@ -399,3 +400,54 @@ def test_a_loaded_config_with_values_between_the_stops_reads_back_unchanged():
     assert app.session_state["read_back"] == (loaded, {})
     assert app.select_slider(key="form_learning_rate").value == 3e-4
     assert app.text_input(key="form_data_path").value == "/data/fashion"
+
+
+# ------------------------------------------------------------------------------------------ the engines
+
+
+def optimizer_tables() -> dict[str, dict]:
+    """Each engine's optimizers by name (imported here: TensorFlow loads only for these tests)."""
+    from core.engines.function import KERAS_OPTIMIZERS
+    from core.engines.session import V1_OPTIMIZERS
+
+    return {"function": KERAS_OPTIMIZERS, "session": V1_OPTIMIZERS}
+
+
+def test_every_optimizer_choice_has_an_entry_in_both_engines():
+    choices = set(SETTINGS_BY_NAME["optimizer"].choices)
+
+    for engine, table in optimizer_tables().items():
+        assert set(table) == choices, f"the {engine} engine's optimizers {sorted(table)} are not the choices {choices}"
+
+
+@pytest.mark.parametrize("optimizer", SETTINGS_BY_NAME["optimizer"].choices)
+def test_each_engine_builds_the_optimizer_a_config_names_at_its_learning_rate(optimizer):
+    from core.engines.function import make_optimizer
+    from core.engines.session import make_v1_optimizer
+
+    config = TrainConfig(optimizer=optimizer, learning_rate=0.0125)
+    keras_optimizer, v1_optimizer = make_optimizer(config), make_v1_optimizer(config)
+
+    assert float(keras_optimizer.learning_rate) == pytest.approx(0.0125)
+    # TF1's optimizers keep their rate as _learning_rate, or _lr (Adam); there is no public getter.
+    assert getattr(v1_optimizer, "_learning_rate", getattr(v1_optimizer, "_lr", None)) == 0.0125
+    expected = {"sgd": ("SGD", "GradientDescentOptimizer"), "momentum": ("SGD", "MomentumOptimizer"),
+                "adam": ("Adam", "AdamOptimizer"), "rmsprop": ("RMSprop", "RMSPropOptimizer")}[optimizer]
+    assert (type(keras_optimizer).__name__, type(v1_optimizer).__name__) == expected
+    if optimizer == "momentum":
+        assert keras_optimizer.momentum == 0.9 and v1_optimizer._momentum == 0.9
+
+
+@pytest.mark.parametrize("engine", ["function", "session"])
+def test_an_optimizer_an_engine_does_not_have_is_refused_by_name_not_replaced(engine):
+    from core.engines.function import make_optimizer
+    from core.engines.session import make_v1_optimizer
+
+    # What a config would hold if a choice were added to OPTIMIZERS without an entry in the engines' tables.
+    unknown = SimpleNamespace(optimizer="lion", learning_rate=0.01)
+    make = make_optimizer if engine == "function" else make_v1_optimizer
+
+    with pytest.raises(ValueError) as raised:
+        make(unknown)
+
+    assert f"the {engine} engine has no optimizer 'lion'" in str(raised.value)

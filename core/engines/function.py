@@ -34,15 +34,22 @@ CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables
 PREDICT_BATCH = 1000  # images per call when predicting: a CNN's activations for 10,000 digits take gigabytes
 
 
+# One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a Keras 3
+# optimizer; the session engine has the same table for TF1 (tests/test_settings_as_data.py checks both).
+KERAS_OPTIMIZERS = {
+    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate),
+    "momentum": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+    "adam": lambda learning_rate: keras.optimizers.Adam(learning_rate),
+    "rmsprop": lambda learning_rate: keras.optimizers.RMSprop(learning_rate),
+}
+
+
 def make_optimizer(config):
-    """The optimizer the config names, at its learning rate."""
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate)
-    if config.optimizer == "momentum":
-        return keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
-    return keras.optimizers.RMSprop(config.learning_rate)
+    """The optimizer the config names, at its learning rate; ValueError if this engine has none of that name."""
+    if config.optimizer not in KERAS_OPTIMIZERS:
+        raise ValueError(f"the function engine has no optimizer {config.optimizer!r}: it has "
+                         f"{', '.join(KERAS_OPTIMIZERS)}; add it to KERAS_OPTIMIZERS in core/engines/function.py")
+    return KERAS_OPTIMIZERS[config.optimizer](config.learning_rate)
 
 
 def build_layers(config) -> list:

@@ -32,15 +32,23 @@ _set_session_lock = threading.Lock()
 PREDICT_BATCH = 1000  # a CNN's activations for 10,000 digits at once would take gigabytes
 
 
+# One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a TF1
+# optimizer with Keras 3's constants (epsilon 1e-7, RMSprop's decay 0.9), so both engines make the same steps;
+# tests/test_settings_as_data.py checks that both engines' tables are complete.
+V1_OPTIMIZERS = {
+    "sgd": lambda learning_rate: v1.train.GradientDescentOptimizer(learning_rate),
+    "momentum": lambda learning_rate: v1.train.MomentumOptimizer(learning_rate, momentum=0.9),
+    "adam": lambda learning_rate: v1.train.AdamOptimizer(learning_rate, epsilon=1e-7),
+    "rmsprop": lambda learning_rate: v1.train.RMSPropOptimizer(learning_rate, decay=0.9, epsilon=1e-7),
+}
+
+
 def make_v1_optimizer(config):
-    """The tf.compat.v1.train optimizer the config names, with Keras 3's constants so both engines agree."""
-    if config.optimizer == "sgd":
-        return v1.train.GradientDescentOptimizer(config.learning_rate)
-    if config.optimizer == "momentum":
-        return v1.train.MomentumOptimizer(config.learning_rate, momentum=0.9)
-    if config.optimizer == "adam":
-        return v1.train.AdamOptimizer(config.learning_rate, epsilon=1e-7)
-    return v1.train.RMSPropOptimizer(config.learning_rate, decay=0.9, epsilon=1e-7)
+    """The tf.compat.v1.train optimizer the config names; ValueError if this engine has none of that name."""
+    if config.optimizer not in V1_OPTIMIZERS:
+        raise ValueError(f"the session engine has no optimizer {config.optimizer!r}: it has "
+                         f"{', '.join(V1_OPTIMIZERS)}; add it to V1_OPTIMIZERS in core/engines/session.py")
+    return V1_OPTIMIZERS[config.optimizer](config.learning_rate)
 
 
 class SessionEngine:
