@@ -191,7 +191,32 @@ def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | Non
     is looked at; with it, a path that is not there is a DatasetError.
     """
     runs_dir = Path(runs_dir or default_runs_dir())
+    check_submission([config], runs_dir, visitor, limits, files)
+    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep)
+    ensure_pool(runs_dir)
+    return run
+
+
+def check_submission(configs: list[TrainConfig], runs_dir: Path, visitor: str | None = None, limits: bool = True,
+                     files: bool = True, labels: list[str] | None = None) -> None:
+    """Every refusal the service has for these runs, checked for all of them before any is queued.
+
+    Each run's own refusals (multi-worker, the server's files, a data path that is not there), then with
+    `limits` the size ceiling of each and the visitor's queue limit for them together. `labels` names each
+    run in a refusal ("the run with distribute multi-worker"), for a sweep.
+    """
     service_setting("workers")  # a bad pool size is refused before anything is queued
+    for config, label in zip(configs, labels or [None] * len(configs)):
+        try:
+            _check_run(config, files)
+        except SubmissionRefused as refusal:
+            raise SubmissionRefused(f"{label}: {refusal}" if label else str(refusal)) from None
+    if limits:
+        _check_limits(configs, runs_dir, visitor)
+
+
+def _check_run(config: TrainConfig, files: bool) -> None:
+    """One run's own refusals, whoever asks: what the pool cannot train, and the server's files."""
     if config.distribute == "multi-worker":
         raise SubmissionRefused("a multi-worker run starts from the command line on every machine of its cluster "
                                 "(TF_CONFIG; see the README); here, choose distribute 'mirrored' or 'none'")
@@ -200,25 +225,22 @@ def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | Non
             raise SubmissionRefused("this server does not read its own files for visitors; choose the auto, keras "
                                     "or offline source")
         check_data_path(config.source, config.data_path)
-    if limits:
-        _check_limits([config], runs_dir, visitor)
-    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep)
-    ensure_pool(runs_dir)
-    return run
 
 
 def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, visitor: str | None = None,
                  limits: bool = True, files: bool = True) -> tuple[str, list[Run]]:
     """Queue every run of a sweep (core/sweeps.py) under one new name; returns the name and the runs.
 
-    The whole grid is checked first (its size, each run's limits), so a sweep is queued whole or not at all.
+    The whole grid is checked first (its shape in sweeps.grid, then every refusal each run could meet), so a
+    sweep is queued whole or not at all.
     """
     runs_dir = Path(runs_dir or default_runs_dir())
     configs = sweeps.grid(config, axes)
-    if limits:
-        _check_limits(configs, runs_dir, visitor)
+    check_submission(configs, runs_dir, visitor, limits, files, [sweeps.run_label(each, axes) for each in configs])
     name = sweeps.new_sweep_name()
-    return name, [submit(each, runs_dir, visitor, limits=False, files=files, sweep=name) for each in configs]
+    runs = [create_run(each, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=name) for each in configs]
+    ensure_pool(runs_dir)
+    return name, runs
 
 
 def _check_limits(configs: list[TrainConfig], runs_dir: Path, visitor: str | None) -> None:

@@ -3,12 +3,16 @@
 A sweep is no new kind of thing on disk: each of its runs is an ordinary run folder whose status names the
 sweep, so the run store, the queue, TensorBoard (HParams) and the Runs page see them as they see any run.
 Values are read the way each setting declares them (core/config.py) and checked against it before anything
-is queued.
+is queued; the CLI's --sweep and the Train page's sweep form both read them here. What is not a value is
+refused by name, never dropped or guessed: an empty item, a number in other digits than 0-9, more values than
+a sweep has runs. So is a grid that would waste runs: a setting swept where it does not apply (CPU replicas
+without mirrored), or two runs that would train the same.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,43 +36,66 @@ class Axis:
     values: tuple
 
 
+# How a person writes a number: ASCII digits only. Python's int() and float() also take other scripts' digits
+# ("０.５" is 0.5 to them), underscores ("1_0") and words ("nan", "infinity"), which nobody means in a sweep.
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+LAYER_SIZES = re.compile(r"[0-9]+(\s*[-xX]\s*[0-9]+)*")  # 128-64, 256x32, 128 - 64
+
+
 def parse_value(setting: Setting, text: str):
     """One value of a setting, from how a person types it ("0.05", "adam", "on", "128-64"); ValueError if bad."""
     text = text.strip()
     if setting.kind is list:
-        try:
-            value = [int(part) for part in text.replace("x", "-").split("-") if part.strip()]
-        except ValueError:
-            raise ValueError(f"{setting.name}: {text!r} is not a list of layer sizes such as 128-64") from None
+        if not LAYER_SIZES.fullmatch(text):
+            raise ValueError(f"{setting.name}: {text!r} is not a list of layer sizes written with the digits 0 to 9, "
+                             "such as 128-64")
+        value = [int(part) for part in re.split(r"\s*[-xX]\s*", text)]
     elif setting.choices:
         by_text = {str(choice).lower(): choice for choice in setting.choices}
         by_text.update({label.lower(): choice for choice, label in setting.choice_labels.items()})
         if text.lower() not in by_text:
             raise ValueError(f"{setting.name}: {text!r} is not {setting.describe_range()}")
         value = by_text[text.lower()]
+    elif setting.kind is int:
+        if not WHOLE_NUMBER.fullmatch(text):
+            raise ValueError(f"{setting.name}: {text!r} is not a whole number written with the digits 0 to 9, such "
+                             f"as {setting.default}")
+        value = int(text)
     else:
-        try:
-            value = setting.kind(text)
-        except ValueError:
-            raise ValueError(f"{setting.name}: {text!r} is not a {'whole number' if setting.kind is int else 'number'}") \
-                from None
+        if not NUMBER.fullmatch(text):
+            raise ValueError(f"{setting.name}: {text!r} is not a number written with the digits 0 to 9, such as "
+                             "0.05 or 1e-3")
+        value = float(text)
     setting.check(value)
     return value
 
 
 def parse_axis(setting_name: str, values_text: str) -> Axis:
-    """An axis from a setting's name and its values separated by commas; ValueError says what is wrong."""
+    """An axis from a setting's name and its values separated by commas; ValueError says what is wrong.
+
+    Every item must be a value: an empty one (two commas in a row, one at the end) is refused by its place,
+    not dropped. More items than a sweep has runs are refused by their count before any is read.
+    """
     if setting_name not in SWEPT:
         raise ValueError(f"a sweep varies one of {', '.join(SWEPT)}; got {setting_name!r}")
     setting = SETTINGS_BY_NAME[setting_name]
-    values = [parse_value(setting, part) for part in values_text.split(",") if part.strip()]
-    if not values:
+    items = values_text.split(",")
+    if not "".join(items).strip():
         raise ValueError(f"{setting_name}: give at least one value, separated by commas")
-    unique = []
-    for value in values:
-        if value not in unique:
-            unique.append(value)
-    return Axis(setting_name, tuple(unique))
+    if len(items) > MAX_SWEEP_RUNS:
+        raise ValueError(f"{setting_name}: {len(items):,} values are more than one sweep takes: at most "
+                         f"{MAX_SWEEP_RUNS} runs go into one sweep; give fewer values")
+    for place, item in enumerate(items, start=1):
+        if not item.strip():
+            raise ValueError(f"{setting_name}: value {place} of {len(items)} is empty (two commas in a row, or one "
+                             "at the end); remove the extra comma or put a value there")
+    values = []
+    for item in items:
+        value = parse_value(setting, item)
+        if value not in values:  # "0.1, 1e-1" is one run
+            values.append(value)
+    return Axis(setting_name, tuple(values))
 
 
 def parse_flag(text: str) -> Axis:
@@ -79,8 +106,28 @@ def parse_flag(text: str) -> Axis:
     return parse_axis(name.strip().lstrip("-").replace("-", "_"), values)
 
 
+def shown(setting: Setting, value) -> str:
+    """A value as a person types it in a sweep: 128-64 for layers, a choice's label when it is not text."""
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    if setting.choices and not isinstance(value, str):
+        return setting.choice_labels.get(value, str(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_label(config, axes: list[Axis]) -> str:
+    """Which run of a sweep this is, in words: 'the run with learning_rate 0.1, batch_size 50'."""
+    values = (shown(SETTINGS_BY_NAME[axis.setting], getattr(config, axis.setting)) for axis in axes)
+    return "the run with " + ", ".join(f"{axis.setting} {value}" for axis, value in zip(axes, values))
+
+
 def grid(config, axes: list[Axis]) -> list:
-    """Every combination of the axes' values applied to `config` (validated), first axis slowest."""
+    """Every combination of the axes' values applied to `config` (validated), first axis slowest.
+
+    Refused, by what is wrong: more than MAX_AXES settings, one setting twice, more than MAX_SWEEP_RUNS runs,
+    a combination the settings forbid, a swept setting that applies to none of the runs (CPU replicas without
+    mirrored), and two runs that would train the same (they differ only in a setting that does not apply).
+    """
     if not 1 <= len(axes) <= MAX_AXES:
         raise ValueError(f"a sweep varies 1 or {MAX_AXES} settings; got {len(axes)}")
     if len({axis.setting for axis in axes}) != len(axes):
@@ -88,7 +135,50 @@ def grid(config, axes: list[Axis]) -> list:
     combinations = list(itertools.product(*(axis.values for axis in axes)))
     if len(combinations) > MAX_SWEEP_RUNS:
         raise ValueError(f"this sweep would be {len(combinations)} runs; at most {MAX_SWEEP_RUNS} go into one sweep")
-    return [config.replace(**{axis.setting: value for axis, value in zip(axes, values)}) for values in combinations]
+    configs = [config.replace(**{axis.setting: value for axis, value in zip(axes, values)}) for values in combinations]
+    for axis in axes:
+        _check_applies(SETTINGS_BY_NAME[axis.setting], configs)
+    _check_distinct(configs, axes)
+    return configs
+
+
+def _depends_on(setting: Setting) -> tuple[Setting, str]:
+    """The setting this one applies with, and the values it needs in words ('mirrored', 'mlp')."""
+    other, allowed = setting.only_with
+    return SETTINGS_BY_NAME[other], " or ".join(repr(value) for value in allowed)
+
+
+def _check_applies(setting: Setting, configs: list) -> None:
+    if any(setting.applies(each.to_dict()) for each in configs):
+        return
+    other, allowed = _depends_on(setting)
+    held = " or ".join(dict.fromkeys(repr(getattr(each, other.name)) for each in configs))
+    raise ValueError(f"{setting.name} applies only with {other.name} {allowed}, and this sweep's runs have "
+                     f"{other.name} {held}: set {other.name} to {allowed.split(' or ')[0]} first, or sweep "
+                     "another setting")
+
+
+def _check_distinct(configs: list, axes: list[Axis]) -> None:
+    """Refuse two runs that would train the same: equal in every setting that applies to them."""
+    seen = {}
+    for each in configs:
+        values = each.to_dict()
+        key = repr([(setting.name, values[setting.name] if setting.applies(values) else None)
+                    for setting in each.SETTINGS])
+        if key not in seen:
+            seen[key] = each
+            continue
+        first = seen[key]
+        differing = [SETTINGS_BY_NAME[axis.setting] for axis in axes
+                     if getattr(first, axis.setting) != getattr(each, axis.setting)]
+        setting = differing[0]  # axes hold distinct values, so the two runs differ in a swept setting
+        other, allowed = _depends_on(setting)
+        raise ValueError(
+            f"this sweep would train the same run twice: with {other.name} {getattr(each, other.name)!r}, "
+            f"{setting.name} {shown(setting, getattr(first, setting.name))} and "
+            f"{shown(setting, getattr(each, setting.name))} make no difference ({setting.name} applies only with "
+            f"{other.name} {allowed}); sweep {setting.name} alone with {other.name} {allowed.split(' or ')[0]}, or "
+            f"give {setting.name} one value")
 
 
 def new_sweep_name() -> str:

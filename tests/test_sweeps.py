@@ -22,7 +22,8 @@ def no_workers(monkeypatch):
     ("optimizer", "sgd, Adam, rmsprop", ("sgd", "adam", "rmsprop")),
     ("optimizer", "SGD with momentum 0.9", ("momentum",)),  # a choice by its label
     ("xla", "auto, on, off", (None, True, False)),
-    ("hidden_units", "128-128, 64, 256x32", ([128, 128], [64], [256, 32])),
+    ("hidden_units", "128-128, 64, 256x32, 32 - 16", ([128, 128], [64], [256, 32], [32, 16])),
+    ("learning_rate", "5e-2, .5, 1.", (0.05, 0.5, 1.0)),
     ("learning_rate", "0.1, 0.1, 0.5", (0.1, 0.5)),  # repeats count once
 ])
 def test_values_are_read_as_the_setting_declares_them(setting, text, expected):
@@ -38,12 +39,34 @@ def test_values_are_read_as_the_setting_declares_them(setting, text, expected):
     ("learning_rate", " , ", "at least one value"),
     ("data_path", "/etc", "a sweep varies one of"),
     ("colour", "red", "a sweep varies one of"),
+    # An empty item is refused by its place, not dropped (it used to queue 0.1 and 0.2).
+    ("learning_rate", "0.1,,0.2", "learning_rate: value 2 of 3 is empty (two commas in a row, or one at the end)"),
+    ("learning_rate", "0.1, 0.2, ", "learning_rate: value 3 of 3 is empty"),
+    ("hidden_units", "128--64", "'128--64' is not a list of layer sizes written with the digits 0 to 9"),
+    # Python's float() and int() read other scripts' digits, underscores and words; a sweep does not.
+    ("learning_rate", "\uff10.\uff15", "learning_rate: '\uff10.\uff15' is not a number written with the digits 0 to 9"),
+    ("batch_size", "\u0665\u0660", "batch_size: '\u0665\u0660' is not a whole number written with the digits 0 to 9"),
+    ("hidden_units", "\uff11\uff12\uff18", "is not a list of layer sizes written with the digits 0 to 9"),
+    ("seed", "1_000", "seed: '1_000' is not a whole number"),
+    ("learning_rate", "nan", "learning_rate: 'nan' is not a number"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting_and_the_value(setting, text, named):
     with pytest.raises(ValueError) as raised:
         sweeps.parse_axis(setting, text)
 
     assert named in str(raised.value)
+
+
+def test_more_values_than_a_sweep_takes_are_refused_by_their_count_before_any_is_read(monkeypatch):
+    read = []
+    monkeypatch.setattr(sweeps, "parse_value", lambda setting, text: read.append(text))
+
+    with pytest.raises(ValueError) as raised:
+        sweeps.parse_axis("seed", ",".join(map(str, range(10_000))))
+
+    assert str(raised.value) == ("seed: 10,000 values are more than one sweep takes: at most 16 runs go into one "
+                                 "sweep; give fewer values")
+    assert read == []
 
 
 def test_the_grid_is_every_combination_with_the_first_axis_slowest():
@@ -65,6 +88,66 @@ def test_grids_that_are_too_big_or_vary_one_setting_twice_are_refused():
         sweeps.grid(TINY, twice)
     with pytest.raises(ValueError, match="1 or 2 settings"):
         sweeps.grid(TINY, [])
+
+
+REFUSED_GRIDS = [  # (axes as the page takes them, the base config's changes, what the refusal says)
+    ({"cpu_replicas": "1, 8"}, {}, "cpu_replicas applies only with distribute 'mirrored', and this sweep's runs "
+                                   "have distribute 'none': set distribute to 'mirrored' first"),
+    ({"cpu_replicas": "4"}, {}, "cpu_replicas applies only with distribute 'mirrored'"),
+    ({"hidden_units": "64, 128"}, {"architecture": "cnn"}, "hidden_units applies only with architecture 'mlp', and "
+                                                             "this sweep's runs have architecture 'cnn'"),
+    ({"xla": "auto, off"}, {"engine": "session"}, "xla applies only with engine 'function'"),
+    ({"distribute": "none, mirrored", "cpu_replicas": "1, 8"}, {},
+     "this sweep would train the same run twice: with distribute 'none', cpu_replicas 1 and 8 make no difference "
+     "(cpu_replicas applies only with distribute 'mirrored'); sweep cpu_replicas alone with distribute 'mirrored', "
+     "or give cpu_replicas one value"),
+    ({"architecture": "mlp, cnn", "hidden_units": "64, 128-64"}, {},
+     "with architecture 'cnn', hidden_units 64 and 128-64 make no difference"),
+    ({"engine": "function, session", "xla": "auto, off"}, {}, "with engine 'session', xla auto and off make no"),
+]
+
+
+@pytest.mark.parametrize(("axes", "changes", "named"), REFUSED_GRIDS,
+                         ids=[" x ".join(axes) for axes, _, _ in REFUSED_GRIDS])
+def test_a_grid_that_would_waste_runs_is_refused_naming_the_setting_it_depends_on(axes, changes, named, tmp_path,
+                                                                                  no_workers):
+    # It used to queue them: CPU replicas 1 and 8 with distribute none were two identical runs.
+    parsed = [sweeps.parse_axis(name, text) for name, text in axes.items()]
+
+    with pytest.raises(ValueError) as raised:
+        service.submit_sweep(TINY.replace(**changes), parsed, tmp_path)
+
+    assert named in str(raised.value)
+    assert list_runs(tmp_path) == []
+
+
+def test_a_setting_that_applies_to_some_runs_of_the_grid_is_swept_with_them():
+    axes = [sweeps.parse_axis("distribute", "none, mirrored"), sweeps.parse_axis("cpu_replicas", "4")]
+
+    configs = sweeps.grid(TINY, axes)
+
+    assert [(c.distribute, c.cpu_replicas) for c in configs] == [("none", 4), ("mirrored", 4)]
+
+
+def test_a_sweep_one_of_whose_runs_the_service_refuses_queues_nothing(tmp_path, no_workers):
+    # The Train page's sweep over distribute none, multi-worker used to queue the first run, then refuse.
+    axes = [sweeps.parse_axis("distribute", "none, multi-worker")]
+
+    with pytest.raises(service.SubmissionRefused) as raised:
+        service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+
+    assert str(raised.value).startswith("the run with distribute multi-worker: a multi-worker run starts from the "
+                                        "command line")
+    assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
+
+
+def test_a_sweep_on_the_servers_files_is_refused_whole_when_files_are_not_offered(tmp_path, no_workers):
+    config = TINY.replace(source="path", data_path=str(tmp_path / "mnist.npz"))
+
+    with pytest.raises(service.SubmissionRefused, match="does not read its own files"):
+        service.submit_sweep(config, [sweeps.parse_axis("seed", "1, 2")], tmp_path / "runs", files=False)
+
+    assert list_runs(tmp_path / "runs") == []
 
 
 def test_a_combination_the_settings_forbid_is_refused_before_anything_is_queued(tmp_path, no_workers):
@@ -134,3 +217,48 @@ def test_the_train_page_follows_a_sweep_to_its_table_and_chart(tmp_path, monkeyp
     table = app.dataframe[0].value
     assert list(table["learning_rate"]) == [0.1, 0.5] and list(table["test_accuracy"]) == [0.8, 0.9]
     assert any("parcoords" in chart.proto.spec for chart in app.get("plotly_chart"))
+
+
+def sweep_inputs(app, index: int):
+    """The sweep form's setting box and values box number `index` (1 or 2), found by their labels."""
+    setting = next(box for box in app.selectbox if box.label == f"Setting {index}")
+    values = next(box for box in app.text_input if box.label == f"Values {index}")
+    return setting, values
+
+
+def test_the_train_page_refuses_a_sweep_whole_and_says_which_run(tmp_path, monkeypatch, no_workers):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(tmp_path))
+    app = AppTest.from_file("../Home.py", default_timeout=60)
+    app.switch_page("pages/1_Train.py")
+    app.run()
+    sweep_inputs(app, 1)[0].set_value("distribute").run()
+    sweep_inputs(app, 1)[1].input("none, multi-worker").run()
+    app.button(key="sweep_queue").click().run()
+
+    assert not app.exception
+    assert any(error.value.startswith("Cannot queue this sweep: the run with distribute multi-worker: a multi-worker "
+                                      "run starts from the command line") for error in app.error), app.error
+    assert list_runs(tmp_path) == []
+
+
+def test_the_sweep_form_words_a_bad_value_with_the_settings_label_under_its_box():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from ui.form import sweep_form
+
+        st.session_state["read_back"] = sweep_form()
+
+    app = AppTest.from_function(page, default_timeout=60).run()
+    sweep_inputs(app, 1)[0].set_value("learning_rate").run()
+    sweep_inputs(app, 1)[1].input("0.1,,0.2").run()
+
+    axes, errors = app.session_state["read_back"]
+    expected = ("Learning rate: value 2 of 3 is empty (two commas in a row, or one at the end); remove the extra comma "
+                "or put a value there.")
+    assert axes == [] and errors == {"values_0": expected}
+    assert [error.value for error in app.error] == [expected]

@@ -193,7 +193,8 @@ def sweep_form(config_class=TrainConfig) -> tuple[list, dict[str, str]]:
             continue
         try:
             axes.append(sweeps.parse_axis(name, text))
-        except ValueError as error:
-            errors[f"values_{index}"] = str(error)[0].upper() + str(error)[1:] + "."
+        except ValueError as error:  # worded with the setting's name; the page speaks in its labels
+            message = str(error).replace(name, labels[name], 1)
+            errors[f"values_{index}"] = message[0].upper() + message[1:] + "."
             st.error(errors[f"values_{index}"], icon=":material/error:")
     return axes, errors
