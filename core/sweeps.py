@@ -142,20 +142,27 @@ def grid(config, axes: list[Axis]) -> list:
     return configs
 
 
-def _depends_on(setting: Setting) -> tuple[Setting, str]:
-    """The setting this one applies with, and the values it needs in words ('mirrored', 'mlp')."""
+def _depends_on(setting: Setting) -> tuple[Setting, tuple]:
+    """The setting this one applies with, and the values of it that it needs."""
     other, allowed = setting.only_with
-    return SETTINGS_BY_NAME[other], " or ".join(repr(value) for value in allowed)
+    return SETTINGS_BY_NAME[other], allowed
+
+
+def _either(values) -> str:
+    return " or ".join(dict.fromkeys(repr(value) for value in values))
 
 
 def _check_applies(setting: Setting, configs: list) -> None:
+    """Refuse a swept setting that means nothing in any run of the grid (CPU replicas without mirrored)."""
     if any(setting.applies(each.to_dict()) for each in configs):
         return
     other, allowed = _depends_on(setting)
-    held = " or ".join(dict.fromkeys(repr(getattr(each, other.name)) for each in configs))
-    raise ValueError(f"{setting.name} applies only with {other.name} {allowed}, and this sweep's runs have "
-                     f"{other.name} {held}: set {other.name} to {allowed.split(' or ')[0]} first, or sweep "
-                     "another setting")
+    held = _either(getattr(each, other.name) for each in configs)
+    raise ValueError(f"{setting.name} applies only with {other.name} {_either(allowed)}, and this sweep's runs have "
+                     f"{other.name} {held}: set {other.name} to {allowed[0]!r} first, or sweep another setting")
+
+
+NOT_APPLIED = "(does not apply)"
 
 
 def _check_distinct(configs: list, axes: list[Axis]) -> None:
@@ -163,21 +170,19 @@ def _check_distinct(configs: list, axes: list[Axis]) -> None:
     seen = {}
     for each in configs:
         values = each.to_dict()
-        key = repr([(setting.name, values[setting.name] if setting.applies(values) else None)
-                    for setting in each.SETTINGS])
-        if key not in seen:
-            seen[key] = each
+        key = repr([values[setting.name] if setting.applies(values) else NOT_APPLIED for setting in each.SETTINGS])
+        first = seen.setdefault(key, each)
+        if first is each:
             continue
-        first = seen[key]
-        differing = [SETTINGS_BY_NAME[axis.setting] for axis in axes
-                     if getattr(first, axis.setting) != getattr(each, axis.setting)]
-        setting = differing[0]  # axes hold distinct values, so the two runs differ in a swept setting
+        # The axes' values are distinct, so the two runs differ in a swept setting, which does not apply to them.
+        setting = next(SETTINGS_BY_NAME[axis.setting] for axis in axes
+                       if getattr(first, axis.setting) != getattr(each, axis.setting))
         other, allowed = _depends_on(setting)
         raise ValueError(
             f"this sweep would train the same run twice: with {other.name} {getattr(each, other.name)!r}, "
             f"{setting.name} {shown(setting, getattr(first, setting.name))} and "
             f"{shown(setting, getattr(each, setting.name))} make no difference ({setting.name} applies only with "
-            f"{other.name} {allowed}); sweep {setting.name} alone with {other.name} {allowed.split(' or ')[0]}, or "
+            f"{other.name} {_either(allowed)}); sweep {setting.name} alone with {other.name} {allowed[0]!r}, or "
             f"give {setting.name} one value")
 
 
