@@ -14,7 +14,7 @@ import numpy as np
 
 from core.data import load_dataset
 from core.network import CLASSES, load_model
-from core.runs import load_run
+from core.store import load_run
 
 FASHION_CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -24,7 +24,9 @@ from core import queue, sweeps
 from core.config import ENGINES, TrainConfig
 from core.data import check_data_path
 from core.network import multiply_adds
-from core.runs import Run, RunState, create_run, default_runs_dir, list_runs
+from core.records import RunState
+from core.run_folder import Run
+from core.store import create_run, default_runs_dir, list_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKERS_DIR = ".workers"  # the pool's logs, beside the queue in the runs directory

@@ -26,7 +26,9 @@ from core.data import Dataset, load_dataset
 from core.engines import Engine, engine_class, named_weights
 from core.engines.distribute import DistributeError, is_lost_peer
 from core.network import build_export_model, first_kernel_name
-from core.runs import Run, RunState, Summary, create_run
+from core.records import RunState, Summary
+from core.run_folder import Run
+from core.store import create_run
 
 # The first layer's picture costs TensorBoard's event file 85 KB an evaluation for the article's network (600 KB
 # for 1,024 units): a 200,000-step run evaluating every 100 steps would pile up gigabytes of pictures that

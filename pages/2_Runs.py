@@ -5,7 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import evaluation
-from core.runs import RunStoreError, default_runs_dir, delete_run, list_runs
+from core.records import RunStoreError
+from core.store import default_runs_dir, delete_run, list_runs
 from ui import charts, texts
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, train_first_link
 

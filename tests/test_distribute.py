@@ -25,7 +25,8 @@ from core import service
 from core.config import TrainConfig
 from core.engines import distribute
 from core.network import load_model
-from core.runs import RunState, Summary, list_runs, load_run, RunFormatError
+from core.records import RunFormatError, RunState, Summary
+from core.store import list_runs, load_run
 from tests.factories import TINY, finished_summary, make_run, rewrite_json
 from tests.tensorboard_events import read_scalars
 

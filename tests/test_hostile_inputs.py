@@ -35,7 +35,8 @@ from core.cli import PROG
 from core.config import OPTIMIZERS, TrainConfig
 from core.data import _as_dataset, check_data_path, load_dataset
 from core.datafiles import IDX_FILES, MAX_IMAGES, DatasetError, read_idx, read_npz
-from core.runs import RunState, load_run, read_run
+from core.records import RunState
+from core.store import load_run, read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A hang (a FIFO opened for reading waits forever for a writer) must fail the test, not block the suite.

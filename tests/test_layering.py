@@ -17,7 +17,8 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
 # The server imports the training service, its queue and the TensorBoard mount at start (app.py), so they must
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
-LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
+LIGHT_MODULES = ["core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
+                 "core.processes", "core.cli", "core.worker", "core.advice", "core.network",
                  "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
                  "ui.texts"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
@@ -77,7 +78,7 @@ def test_home_page_modules_do_not_import_tensorflow():
         f"for name in {LIGHT_MODULES!r}:\n"
         "    __import__(name)\n"
         "from core.data import describe_default_source\n"
-        "from core.runs import list_runs\n"
+        "from core.store import list_runs\n"
         "describe_default_source('mnist'); describe_default_source('fashion_mnist')\n"
         "list_runs(tempfile.mkdtemp())\n"
         f"print(json.dumps(sorted(name for name in {HEAVY_PACKAGES!r} if name in sys.modules)))\n"

@@ -26,8 +26,10 @@ import core.service
 from core import queue, service, tensorboard_server
 from core.advice import chance_level_warning
 from core.config import SETTINGS_BY_NAME, TrainConfig
-from core.runs import (CONFIG_FILE, METRICS_FIELDS, CsvFollower, Run, RunState, Status, create_run, list_runs,
-                       load_run)
+from core.records import CONFIG_FILE, METRICS_FIELDS, RunState, Status
+from core.run_files import CsvFollower
+from core.run_folder import Run
+from core.store import create_run, list_runs, load_run
 from core.training import train
 from tests.factories import DIVERGING, TINY, finished_summary, make_run, wait_until_finished
 from ui import texts as page_texts

@@ -14,16 +14,8 @@ import pytest
 import core.service
 from core import queue, service
 from core.data import DatasetError
-from core.runs import (
-    QUEUE_DIR,
-    STOP_FILE,
-    RunState,
-    create_run,
-    delete_run,
-    list_runs,
-    load_run,
-    staging_folder,
-)
+from core.records import STOP_FILE, RunState
+from core.store import QUEUE_DIR, create_run, delete_run, list_runs, load_run, staging_folder
 from core.service import SubmissionRefused
 from tests.factories import TINY, dead_pid, make_run
 

@@ -22,7 +22,8 @@ import pytest
 from core import queue, service
 from core.data import load_dataset
 from core.engines.function import NETWORKS
-from core.runs import METRICS_FILE, QUEUE_DIR, RunState, load_run
+from core.records import METRICS_FILE, RunState
+from core.store import QUEUE_DIR, load_run
 from core.training import train
 from core.worker import SERVER_GONE
 from tests.factories import TINY

@@ -16,7 +16,9 @@ from core.config import TrainConfig
 from core.data import load_dataset
 from core.datafiles import read_idx
 from core.network import weight_names
-from core.runs import Run, RunState, load_run
+from core.records import RunState
+from core.run_folder import Run
+from core.store import load_run
 from core.training import train
 from tests.factories import DIVERGING, TINY, TINY_EVALUATION_STEPS, wait_until_finished
 from tests.tensorboard_events import SCALARS, HISTOGRAMS, IMAGES, RunEvents, name_scopes, node_names

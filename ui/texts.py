@@ -16,7 +16,8 @@ from core.advice import is_chance_level
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
 from core.engines.distribute import gpus_present
-from core.runs import Run, RunState
+from core.records import RunState
+from core.run_folder import Run
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
 STATE_LABELS = {

@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 from core import service
-from core.runs import Run
+from core.run_folder import Run
 from ui import texts
 
 KEEP = {"persist_state": "session"}  # widget values survive a visit to another page
