@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict
 
 import pytest
 
 from core.records import (
-    CONFIG_FILE, EVALUATIONS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE, RunState, Status, Summary,
+    CONFIG_FILE, EVALUATIONS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE, Advice, AdviceKind,
+    FailureKind, RunState, Status, StopReason, Summary,
 )
+from core.run_folder import read_folder
 from core.store import best_run, list_runs, load_run, load_runs, read_run
 from tests.factories import TINY, finished_summary, make_run, rewrite_json
 
@@ -32,6 +35,45 @@ def test_status_and_summary_round_trip_through_json(tmp_path):
     reread = load_run(run.run_id, tmp_path)
     assert reread.summary == summary and reread.test_accuracy == 0.5 and reread.step == TINY.steps
     assert reread.data_description == summary.data_source
+
+
+@pytest.mark.parametrize("state, ending", [
+    (RunState.STOPPED, {"stop_reason": StopReason.PEER}),
+    (RunState.FAILED, {"failure": FailureKind.NO_SPACE}),
+    (RunState.INTERRUPTED, {"failure": FailureKind.LEFT_QUEUE}),
+    (RunState.COMPLETED, {"advice": Advice(AdviceKind.STEPS_TOO_SMALL, 2.3, 2.31, 2.29, suggested_learning_rate=1e-3)}),
+    (RunState.COMPLETED, {"advice": Advice(AdviceKind.STEPS_TOO_LARGE, 2.3, 80.0, 2.3, suggested_optimizer="adam")}),
+], ids=["stop-reason", "failure", "interrupted", "advice", "advice-optimizer"])
+def test_how_a_run_ended_round_trips_through_status_json_as_typed_fields(tmp_path, state, ending):
+    run = make_run(tmp_path, state=state, message="a sentence for people", **ending)
+    on_disk = json.loads((run.path / STATUS_FILE).read_text())
+
+    reread = read_folder(run.path).status  # as written: the store's liveness checks play no part
+    assert reread == run.status and reread.message == "a sentence for people"
+    name, value = next(iter(ending.items()))
+    assert getattr(reread, name) == value and type(getattr(reread, name)) is type(value)
+    assert on_disk[name] == (asdict(value) if isinstance(value, Advice) else str(value))  # plain JSON words
+
+
+def test_a_status_from_before_the_ending_fields_reads_them_as_unknown(tmp_path):
+    run = make_run(tmp_path, state=RunState.STOPPED, message="stopped at step 20 of 35: the app server stopped")
+    rewrite_json(run.path / STATUS_FILE, lambda values: {key: value for key, value in values.items()
+                                                         if key not in ("stop_reason", "failure", "advice")})
+
+    reread = load_run(run.run_id, tmp_path)
+
+    assert reread.damaged is None and reread.state is RunState.STOPPED
+    assert (reread.status.stop_reason, reread.status.failure, reread.status.advice) == (None, None, None)
+
+
+def test_a_new_state_does_not_keep_the_ending_of_the_last_one(tmp_path):
+    run = make_run(tmp_path, state=RunState.STOPPED, stop_reason=StopReason.ASKED)
+
+    run.write_status(RunState.FAILED, "it failed afterwards", failure=FailureKind.ERROR)
+
+    reread = load_run(run.run_id, tmp_path)
+    assert reread.damaged is None  # a stop reason left on a failed run would read as damage
+    assert (reread.status.stop_reason, reread.status.failure) == (None, FailureKind.ERROR)
 
 
 def test_run_states_compare_equal_to_their_words():
@@ -81,6 +123,8 @@ def _folder(name):
     return edit
 
 
+ADVICE_JSON = {"kind": "steps-too-large", "first_loss": 2.3, "highest_loss": 40.0, "last_loss": 2.3,
+               "suggested_learning_rate": 1.0, "suggested_optimizer": None}
 # (edit of a good run's copy, words the reason must hold: the file first, then the field or value)
 DAMAGE = {
     "accuracy-word": (_summary(test_accuracy="high"), [SUMMARY_FILE, "test_accuracy", "'high'", "from 0 to 1"]),
@@ -112,6 +156,23 @@ DAMAGE = {
     "started-at-word": (_status(started_at="yesterday"), [STATUS_FILE, "started_at", "yesterday"]),
     "visitor-number": (_status(visitor=7), [STATUS_FILE, "visitor", "7"]),
     "queue-entry-list": (_status(queue_entry=["x"]), [STATUS_FILE, "queue_entry", "['x']"]),
+    # How a run ended: typed fields, checked like the others (the good run is completed).
+    "stop-reason-word": (_status(status="stopped", stop_reason="bored"), [STATUS_FILE, "stop_reason", "'bored'",
+                                                                         "asked, server-stopped"]),
+    "stop-reason-on-completed": (_status(stop_reason="asked"), [STATUS_FILE, "stop_reason", "'asked'", "completed"]),
+    "failure-number": (_status(status="failed", failure=7), [STATUS_FILE, "failure", "7", "no-space"]),
+    "failure-on-stopped": (_status(status="stopped", failure="no-space"), [STATUS_FILE, "failure", "stopped"]),
+    "advice-word": (_status(advice="try harder"), [STATUS_FILE, "advice", "'try harder'"]),
+    "advice-kind": (_status(advice={**ADVICE_JSON, "kind": "vibes"}), [STATUS_FILE, "advice.kind", "'vibes'"]),
+    "advice-loss-negative": (_status(advice={**ADVICE_JSON, "first_loss": -1}), [STATUS_FILE, "advice.first_loss"]),
+    "advice-loss-nan": (_status(advice={**ADVICE_JSON, "highest_loss": float("nan")}),
+                        [STATUS_FILE, "advice.highest_loss", "nan"]),
+    "advice-missing-loss": (_status(advice={"kind": "steps-too-small"}), [STATUS_FILE, "advice", "first_loss"]),
+    "advice-rate-zero": (_status(advice={**ADVICE_JSON, "suggested_learning_rate": 0}),
+                         [STATUS_FILE, "advice.suggested_learning_rate", "0"]),
+    "advice-optimizer": (_status(advice={**ADVICE_JSON, "suggested_optimizer": "newton"}),
+                         [STATUS_FILE, "advice.suggested_optimizer", "newton"]),
+    "advice-on-failed": (_status(status="failed", advice=ADVICE_JSON), [STATUS_FILE, "advice", "failed"]),
     "config-missing": (lambda path: (path / CONFIG_FILE).unlink(), [CONFIG_FILE, "missing"]),
     "config-unknown-field": (_text(CONFIG_FILE, json.dumps({**TINY.to_dict(), "colour": "blue"})),
                              [CONFIG_FILE, "unknown", "colour"]),

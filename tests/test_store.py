@@ -383,11 +383,23 @@ def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
     reread = load_run(run.run_id, tmp_path)
 
     assert reread.state is RunState.INTERRUPTED and reread.damaged is None
+    assert reread.status.failure is FailureKind.PROCESS_ENDED  # what a page words, with no message to read
     assert "ended" in reread.message
     assert reread.status.step == 12 and reread.step == 12
     # ... but a run whose process is alive (this one) is still running.
     run.write_status(RunState.RUNNING, "training", pid=os.getpid())
     assert load_run(run.run_id, tmp_path).state is RunState.RUNNING
+
+
+def test_a_queued_run_whose_queue_entry_went_away_reads_as_interrupted_having_left_the_queue(tmp_path):
+    run = create_run(TINY, tmp_path, state=RunState.QUEUED)
+    (tmp_path / QUEUE_DIR / run.status.queue_entry).unlink()
+
+    reread = load_run(run.run_id, tmp_path)
+
+    assert reread.state is RunState.INTERRUPTED and reread.damaged is None
+    assert reread.status.failure is FailureKind.LEFT_QUEUE
+    assert reread.message == "it left the queue without starting"
 
 
 def test_a_finished_run_stays_finished_whatever_its_pid(tmp_path):
