@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data import default_source_is_sample, describe_default_source
-from core.runs import best_run, default_runs_dir, list_runs
+from core.store import best_run, default_runs_dir, list_runs
 from ui import texts
 from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, files_offered_here, train_first_link
 

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from core import service
-from core.runs import default_runs_dir
+from core.store import default_runs_dir
 from core.tensorboard_server import MOUNT_PATH, TensorBoardMount
 
 

@@ -27,7 +27,7 @@ distribute.split_cpu(2)
 import numpy as np  # noqa: E402
 
 from core.config import TrainConfig  # noqa: E402
-from core.runs import list_runs  # noqa: E402
+from core.store import list_runs  # noqa: E402
 from core.training import train  # noqa: E402
 
 

@@ -43,7 +43,7 @@ from core.data import load_dataset  # noqa: E402
 from core.digits import classify, preprocess_drawing, render_as_drawing  # noqa: E402
 from ui.drawing import DrawingModel, classify_drawing  # noqa: E402
 from core.network import load_model  # noqa: E402
-from core.runs import RUNS_DIR_ENV, best_run  # noqa: E402
+from core.store import RUNS_DIR_ENV, best_run  # noqa: E402
 from core.training import train  # noqa: E402
 
 STROKES = 40  # drawings classified per method

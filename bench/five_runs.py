@@ -22,7 +22,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
 from core import queue, service  # noqa: E402
-from core.runs import RunState, list_runs  # noqa: E402
+from core.records import RunState  # noqa: E402
+from core.store import list_runs  # noqa: E402
 
 PRESSES = 5
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'

@@ -23,7 +23,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
 from core import service  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
-from core.runs import RunState, create_run, load_run  # noqa: E402
+from core.records import RunState  # noqa: E402
+from core.store import create_run, load_run  # noqa: E402
 
 VISITS = 5
 LOAD_STEPS = 20_000

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from core.datafiles import read_idx  # noqa: E402
 from core.evaluation import predict  # noqa: E402
 from core.network import load_model  # noqa: E402
-from core.runs import Run, read_run  # noqa: E402
+from core.run_folder import Run  # noqa: E402
+from core.store import read_run  # noqa: E402
 
 DEFAULT_IDX = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 

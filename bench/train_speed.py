@@ -31,7 +31,7 @@ from core.network import build_export_model, initial_weights  # noqa: E402
 from core import service  # noqa: E402
 from core.engines import engine_class  # noqa: E402
 from core.engines.function import NETWORKS  # noqa: E402
-from core.runs import load_run  # noqa: E402
+from core.store import load_run  # noqa: E402
 from core.training import BatchSchedule, train  # noqa: E402
 from core.engines import distribute  # noqa: E402
 

@@ -1,11 +1,14 @@
 """What to tell a person whose run went wrong: plain sentences about the loss and the learning rate.
 
-The trainer puts these in a run's status message, and pages show them; nothing here imports TensorFlow.
+For a run that learned nothing, the advice is a typed record first (core.records.Advice, kept in its status)
+and words second: the trainer puts the words in the status message for the command line, and pages word the
+same record with `advice_words`, never by reading the message. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 from core.config import SETTINGS_BY_NAME
+from core.records import Advice, AdviceKind
 
 # Ten balanced classes: 0.10 is guessing. A run that ends at or below this did not learn anything.
 CHANCE_LEVEL_ACCURACY = 0.15
@@ -45,25 +48,49 @@ def is_chance_level(test_accuracy: float | None) -> bool:
     return test_accuracy is not None and test_accuracy <= CHANCE_LEVEL_ACCURACY
 
 
-def chance_level_warning(config, test_accuracy: float, first_loss: float, highest_loss: float,
-                         last_loss: float) -> str:
-    """A sentence to add when a run ended no better than guessing, telling steps too large from too small.
+def chance_level_advice(config, test_accuracy: float | None, first_loss: float, highest_loss: float,
+                        last_loss: float) -> Advice | None:
+    """For a run that ended no better than guessing, whether its steps were too large or too small, and what
+    to try; None for a run that learned.
 
     Too large, the loss shoots up (ReLU units die, and it settles back near chance); too small, it hardly
     moves from where it started. The suggestion always stays within the learning rates allowed.
     """
     if not is_chance_level(test_accuracy):
-        return ""
+        return None
     rate = config.learning_rate
-    said = "; that is no better than guessing, so the network did not learn: "
+    losses = dict(first_loss=first_loss, highest_loss=highest_loss, last_loss=last_loss)
     if highest_loss > BLEW_UP_FACTOR * first_loss:
         if rate <= LEARNING_RATE.low:
-            return said + (f"the loss shot up to {highest_loss:.3g} even at the smallest learning rate ({rate:g}); "
-                           f"try another optimizer ({other_optimizer(config)})")
-        return said + (f"the loss shot up from {first_loss:.3g} to {highest_loss:.3g}, so with learning rate "
-                       f"{rate:g} ({config.optimizer}) the steps are too large; try {smaller_learning_rate(rate):g}")
+            return Advice(AdviceKind.STEPS_TOO_LARGE, **losses, suggested_optimizer=other_optimizer(config))
+        return Advice(AdviceKind.STEPS_TOO_LARGE, **losses, suggested_learning_rate=smaller_learning_rate(rate))
     if rate >= LEARNING_RATE.high:
-        return said + (f"the loss only went from {first_loss:.3g} to {last_loss:.3g} even at the largest learning "
-                       "rate; train for more steps")
-    return said + (f"the loss only went from {first_loss:.3g} to {last_loss:.3g}, so with learning rate {rate:g} "
-                   f"({config.optimizer}) the steps are too small; try {larger_learning_rate(rate):g}, or more steps")
+        return Advice(AdviceKind.STEPS_TOO_SMALL, **losses)
+    return Advice(AdviceKind.STEPS_TOO_SMALL, **losses, suggested_learning_rate=larger_learning_rate(rate))
+
+
+def advice_words(advice: Advice, config) -> str:
+    """The advice in words, for the run's `config`: what the loss did, and what to try."""
+    rate = config.learning_rate
+    if advice.kind is AdviceKind.STEPS_TOO_LARGE:
+        if advice.suggested_learning_rate is None:
+            return (f"the loss shot up to {advice.highest_loss:.3g} even at the smallest learning rate ({rate:g}); "
+                    f"try another optimizer ({advice.suggested_optimizer or other_optimizer(config)})")
+        return (f"the loss shot up from {advice.first_loss:.3g} to {advice.highest_loss:.3g}, so with learning "
+                f"rate {rate:g} ({config.optimizer}) the steps are too large; "
+                f"try {advice.suggested_learning_rate:g}")
+    if advice.suggested_learning_rate is None:
+        return (f"the loss only went from {advice.first_loss:.3g} to {advice.last_loss:.3g} even at the largest "
+                "learning rate; train for more steps")
+    return (f"the loss only went from {advice.first_loss:.3g} to {advice.last_loss:.3g}, so with learning rate "
+            f"{rate:g} ({config.optimizer}) the steps are too small; try {advice.suggested_learning_rate:g}, "
+            "or more steps")
+
+
+def chance_level_warning(config, test_accuracy: float, first_loss: float, highest_loss: float,
+                         last_loss: float) -> str:
+    """The words to add to a status message when a run ended no better than guessing ("" when it learned)."""
+    advice = chance_level_advice(config, test_accuracy, first_loss, highest_loss, last_loss)
+    if advice is None:
+        return ""
+    return "; that is no better than guessing, so the network did not learn: " + advice_words(advice, config)

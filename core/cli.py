@@ -21,7 +21,8 @@ from core import sweeps
 from core.engines import distribute
 from core.config import PRESETS, Setting, TrainConfig, config_from_preset
 from core.data import DatasetError, check_data_path, load_dataset
-from core.runs import RunState, RunStoreError, create_run, default_runs_dir
+from core.records import RunState, RunStoreError
+from core.store import create_run, default_runs_dir
 
 PROG = "python -m core.cli"
 BAR_WIDTH = 30
@@ -94,7 +95,7 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
 def list_lines(runs_dir: Path) -> list[str]:
     """One line per run for --list: id, state (with its place in the queue), steps, test accuracy."""
     from core import queue
-    from core.runs import list_runs
+    from core.store import list_runs
 
     lines = []
     for run in list_runs(runs_dir):

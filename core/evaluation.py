@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from core.data import load_dataset
-from core.network import CLASSES, load_model
-from core.runs import load_run
+from core.network import CLASSES, PREDICT_BATCH, load_model
+from core.store import load_run
 
 FASHION_CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-PREDICT_BATCH = 2000  # images per model call: the whole MNIST test set would be 31 MB of floats at once
 GALLERY_LIMIT = 24  # misclassified digits kept for the gallery (the most confident mistakes first)
 
 

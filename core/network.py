@@ -26,6 +26,9 @@ WEIGHT_PARTS = ("kernel", "bias")
 WEIGHTED_KINDS = ("conv", "dense")  # the layers with a kernel and a bias
 EXPORT_NAMES = {"mlp": "hybrid_mlp", "cnn": "hybrid_cnn"}
 EXPORT_NAME = EXPORT_NAMES["mlp"]
+# Images per call when predicting, in every engine and on the Runs page: a CNN's activations for 10,000
+# digits at once would take gigabytes.
+PREDICT_BATCH = 1000
 
 # The CNN: 28x28x1 -> conv 5x5 (32) -> pool 2 -> conv 5x5 (64) -> pool 2 -> Dense 128 -> softmax 10, the
 # classic "deep MNIST" network of TensorFlow's early tutorials.
@@ -115,11 +118,6 @@ def layer_shapes(config) -> list[tuple[LayerSpec, tuple, tuple]]:
 def weighted_specs(config) -> list[LayerSpec]:
     """The layers with weights (Dense and Conv2D), in order."""
     return [spec for spec in layer_specs(config) if spec.has_weights]
-
-
-def dense_specs(config) -> list[LayerSpec]:
-    """Only the Dense layers, in order."""
-    return [spec for spec in layer_specs(config) if spec.kind == "dense"]
 
 
 def weight_shapes(config) -> list[tuple[int, ...]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.runs import QUEUE_DIR, Run, RunNotFound, RunState, is_run_id, load_run, staging_folder
+from core.records import RunNotFound, RunState
+from core.run_folder import Run
+from core.store import QUEUE_DIR, is_run_id, load_run, staging_folder
 
 
 def _folder(runs_dir: Path) -> Path:

@@ -24,7 +24,9 @@ from core import queue, sweeps
 from core.config import ENGINES, TrainConfig
 from core.data import check_data_path
 from core.network import multiply_adds
-from core.runs import Run, RunState, create_run, default_runs_dir, list_runs
+from core.records import RunState, StopReason
+from core.run_folder import Run
+from core.store import create_run, default_runs_dir, list_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKERS_DIR = ".workers"  # the pool's logs, beside the queue in the runs directory
@@ -269,6 +271,7 @@ def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, 
 def stop(run: Run) -> None:
     """Stop a run: a queued one leaves the queue at once (kept as stopped), a running one after its chunk."""
     if run.state is RunState.QUEUED and queue.cancel(run):
-        run.write_status(RunState.STOPPED, "cancelled while queued: it never started", step=0)
+        run.write_status(RunState.STOPPED, "cancelled while queued: it never started", step=0,
+                         stop_reason=StopReason.CANCELLED)
         return
     run.request_stop()

@@ -19,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from core.config import SETTINGS_BY_NAME, Setting
-from core.runs import Run, list_runs
+from core.run_folder import Run
+from core.store import list_runs
 
 MAX_AXES = 2
 MAX_SWEEP_RUNS = 16

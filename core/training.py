@@ -20,18 +20,28 @@ from typing import Callable
 import numpy as np
 
 from core import insight, tensorboard_summaries
-from core.advice import chance_level_warning, diverged_message
+from core.advice import chance_level_advice, chance_level_warning, diverged_message
 from core.config import TrainConfig
 from core.data import Dataset, load_dataset
 from core.engines import Engine, engine_class, named_weights
 from core.engines.distribute import DistributeError, is_lost_peer
 from core.network import build_export_model, first_kernel_name
-from core.runs import Run, RunState, Summary, create_run
+from core.records import FailureKind, RunState, StopReason, Summary
+from core.run_folder import Run
+from core.store import create_run
 
 # The first layer's picture costs TensorBoard's event file 85 KB an evaluation for the article's network (600 KB
 # for 1,024 units): a 200,000-step run evaluating every 100 steps would pile up gigabytes of pictures that
 # TensorBoard samples down to ten anyway. first_layer.npy, replaced in place, follows every evaluation.
 MAX_FIRST_LAYER_PICTURES = 50
+# How a stopped run's status message says why it stopped (pages word StopReason themselves: core/records.py).
+STOP_WORDS = {
+    StopReason.ASKED: "asked to stop",
+    StopReason.SERVER_STOPPED: "the app server stopped",
+    StopReason.WORKER_STOPPED: "its worker was asked to stop",
+    StopReason.CANCELLED: "cancelled while queued",
+    StopReason.PEER: "another worker of this multi-worker run asked to stop",
+}
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,13 @@ def train(
     dataset: Dataset | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    stop_reason: Callable[[], str | None] | None = None,
+    stop_reason: Callable[[], StopReason | None] | None = None,
 ) -> Run:
     """Train one run to its end (completed, stopped, diverged or failed) and return it.
 
-    Nothing raises out of here once the run folder exists: a failure is recorded in status.json, with the
-    traceback in error.txt, and everything logged until then stays.
+    Nothing raises out of here once the run folder exists: a failure is recorded in status.json, with its
+    kind and the traceback in error.txt, and everything logged until then stays. `should_stop` says when this
+    process wants the run to stop, `stop_reason` why (a STOP file in the run folder is a person asking).
     """
     run = run or create_run(config, runs_dir)
     try:
@@ -119,23 +130,33 @@ def train(
             run.write_error(traceback.format_exc())
         except OSError:
             pass  # the status below says what happened; the traceback is a nicety
-        run.write_status(RunState.FAILED, failure_message(error, run))
+        kind, message = failure_of(error, run)
+        run.write_status(RunState.FAILED, message, failure=kind)
     run.release_reserve()
     return run
 
 
-def failure_message(error: Exception, run: Run) -> str:
-    """What a failed run's status says: the error in words, and for a full disk, what to do about it."""
+def failure_of(error: Exception, run: Run) -> tuple[FailureKind, str]:
+    """What ended a failed run: its kind, and a sentence without the exception's class name (the errors core
+    raises for people say what to do in their message; any other names its class, which is what is known)."""
     if isinstance(error, DistributeError):
-        return str(error)
+        return FailureKind.DISTRIBUTION, str(error)
     if run.config.distribute == "multi-worker" and is_lost_peer(error):
-        return ("another worker of this multi-worker run stopped answering, so the run ended; start the same command "
-                f"on every machine again ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+        return FailureKind.LOST_PEER, (
+            "another worker of this multi-worker run stopped answering, so the run ended; start the same command "
+            f"on every machine again ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
     if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
         where = Path(error.filename).name if isinstance(error, OSError) and error.filename else "its files"
-        return (f"no space left on device while writing {where}; free some space in {run.path.parent} "
-                "and train again")
-    return f"{type(error).__name__}: {error}"
+        return FailureKind.NO_SPACE, (f"no space left on device while writing {where}; free some space in "
+                                      f"{run.path.parent} and train again")
+    if isinstance(error, (ValueError, OSError)) and str(error):
+        return FailureKind.ERROR, str(error)
+    return FailureKind.ERROR, f"an unexpected {type(error).__name__}: {error}"
+
+
+def stopped_message(step: int, total_steps: int, reason: StopReason) -> str:
+    """What a stopped run's status says: where it stopped, and why."""
+    return f"stopped at step {step} of {total_steps}: {STOP_WORDS[reason]}"
 
 
 def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop, stop_reason) -> None:
@@ -155,16 +176,18 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     first_loss = highest_loss = None  # how far the loss moved, for advice if the run learns nothing
     test_loss = test_accuracy = None
     evaluated_at = None
-    message = ""
+    message, ending = "", {}  # ending: the typed fields of how it ended (core/records.py)
     try:
         placement = engine.placement
         run.write_status(RunState.RUNNING, "training" if placement.strategy is None
                          else f"training on {placement.describe()}")
         while step < config.steps:
-            if engine.stop_together(should_stop() or run.stop_requested()):
-                outcome, message = RunState.STOPPED, f"stopped at step {step} of {config.steps}"
-                reason = stop_reason()
-                message += f": {reason}" if reason else ""
+            wanted = should_stop() or run.stop_requested()
+            if engine.stop_together(wanted):
+                # A multi-worker run stops on every worker when one wants to: the others say it was a peer.
+                reason = (stop_reason() or StopReason.ASKED) if wanted else StopReason.PEER
+                outcome, message = RunState.STOPPED, stopped_message(step, config.steps, reason)
+                ending = {"stop_reason": reason}
                 break
             count = _next_chunk(step, config, engine.chunk_steps)
             indices = schedule.take(count)
@@ -210,9 +233,11 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         distribute=placement.distribute, replicas=placement.replicas, workers=placement.workers,
     ))
     if outcome is RunState.COMPLETED:
+        losses = (first_loss, highest_loss, last_loss)
         message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(
-            config, test_accuracy, first_loss, highest_loss, last_loss)
-    run.write_status(outcome, message, step=step)
+            config, test_accuracy, *losses)
+        ending = {"advice": chance_level_advice(config, test_accuracy, *losses)}
+    run.write_status(outcome, message, step=step, **ending)
 
 
 def draws_first_layer(step: int, config: TrainConfig) -> bool:

@@ -24,21 +24,21 @@ import traceback
 from pathlib import Path
 
 from core import queue
+from core.records import StopReason
 
 NICENESS = 10  # below the server: pages stay quick while workers take the cores
 POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a directory listing)
 PARENT_CHECK_SECONDS = 0.5
-SERVER_GONE = "the app server stopped"
 
 
 class StopSignal:
-    """Set by SIGINT, SIGTERM or the parent's end; says why, for the stopped run's message."""
+    """Set by SIGINT, SIGTERM or the parent's end; says why, for the stopped run's status."""
 
     def __init__(self):
         self.event = threading.Event()
-        self.reason = "the worker was asked to stop"
+        self.reason = StopReason.WORKER_STOPPED
 
-    def set(self, reason: str) -> None:
+    def set(self, reason: StopReason) -> None:
         if not self.event.is_set():
             self.reason = reason
         self.event.set()
@@ -46,12 +46,12 @@ class StopSignal:
     def watch(self, parent: int) -> None:
         """Stop on SIGINT or SIGTERM, and when the parent process has gone (the server was killed)."""
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.set(SERVER_GONE))
+            signal.signal(signum, lambda *_: self.set(StopReason.SERVER_STOPPED))
 
         def check_parent():
             while not self.event.wait(PARENT_CHECK_SECONDS):
                 if os.getppid() != parent:
-                    self.set(SERVER_GONE)
+                    self.set(StopReason.SERVER_STOPPED)
 
         threading.Thread(target=check_parent, name="parent-watch", daemon=True).start()
 

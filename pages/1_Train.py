@@ -6,7 +6,8 @@ import streamlit as st
 from core import queue, service, sweeps
 from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
-from core.runs import RunNotFound, RunStoreError, default_runs_dir, load_run, load_runs
+from core.records import RunNotFound, RunStoreError
+from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart, visitor_id

@@ -5,7 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import evaluation
-from core.runs import RunStoreError, default_runs_dir, delete_run, list_runs
+from core.records import RunStoreError
+from core.store import default_runs_dir, delete_run, list_runs
 from ui import charts, texts
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, train_first_link
 
@@ -131,7 +132,7 @@ def show_analysis(run) -> None:
         with st.spinner("Loading the model and its test set (the first time also imports TensorFlow)…"):
             analysis = analyse(run.run_id, str(runs_dir), run.model_mtime)
     except ValueError as error:  # RunNotFound, DatasetError and ModelError included
-        st.error(f"Cannot examine this run: {texts.plain_message(str(error))}")
+        st.error(f"Cannot examine this run: {error}")
         return
     st.markdown(f"{analysis.test_size:,} test images from {analysis.data_description}: "
                 f"**{analysis.test_size - analysis.mistake_count:,} right, {analysis.mistake_count:,} wrong** "

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.runs import default_runs_dir, list_runs
+from core.store import default_runs_dir, list_runs
 from core.tensorboard_server import MOUNT_PATH, dashboard_url, tensorboard_command
 from ui.widgets import files_offered_here, train_first_link
 

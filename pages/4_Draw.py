@@ -7,7 +7,8 @@ from streamlit_drawable_canvas import st_canvas
 
 from core import queue, service
 from core.config import TrainConfig
-from core.runs import RunStoreError, default_runs_dir, load_run
+from core.records import RunStoreError
+from core.store import default_runs_dir, load_run
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.widgets import files_offered_here, visitor_id

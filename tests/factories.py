@@ -1,7 +1,7 @@
 """What the tests share: one tiny config, one diverging config, and run folders made through the run store.
 
 A run folder written by hand would test a format the store never writes; `make_run` writes through
-`core.runs` (create_run, write_status, write_summary) and only then changes what a test needs changed.
+the store (create_run, then the run's write_status and write_summary) and only then changes what a test needs changed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.runs import Run, RunState, Summary, create_run, load_run
+from core.records import RunState, Summary
+from core.run_folder import Run
+from core.store import create_run, load_run
 
 # A network small enough to train 35 steps in well under a second: four evaluations (10, 20, 30, 35).
 TINY = TrainConfig(hidden_units=[16], steps=35, eval_every=10, source="offline")

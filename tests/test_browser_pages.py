@@ -16,7 +16,7 @@ import pytest
 
 from core.config import TrainConfig
 from core import service
-from core.runs import list_runs, load_run
+from core.store import list_runs, load_run
 from core.training import train
 from tests.browser_support import IDLE, SIDEBAR, choose, running_app, type_into
 from tests.factories import wait_until_finished

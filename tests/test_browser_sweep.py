@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from core import sweeps
-from core.runs import RunState
+from core.records import RunState
 from tests.browser_support import IDLE, SIDEBAR, choose, running_app, type_into
 
 pytest.importorskip("playwright.sync_api")

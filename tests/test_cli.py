@@ -12,7 +12,8 @@ import pytest
 
 from core.cli import PROG, build_parser, config_from_args
 from core.config import SETTINGS, TrainConfig
-from core.runs import RunState, create_run, load_run
+from core.records import RunState
+from core.store import create_run, load_run
 from tests.factories import TINY, make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

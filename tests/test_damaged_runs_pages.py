@@ -20,16 +20,8 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.runs import (
-    EVALUATIONS_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    RUNS_DIR_ENV,
-    STATUS_FILE,
-    SUMMARY_FILE,
-    RunState,
-    list_runs,
-)
+from core.records import EVALUATIONS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE, RunState
+from core.store import RUNS_DIR_ENV, list_runs
 from core.training import train
 from tests.factories import TINY, rewrite_json
 from ui.texts import runs_signature

@@ -25,7 +25,8 @@ from core import service
 from core.config import TrainConfig
 from core.engines import distribute
 from core.network import load_model
-from core.runs import RunState, Summary, list_runs, load_run, RunFormatError
+from core.records import FailureKind, RunFormatError, RunState, StopReason, Summary
+from core.store import list_runs, load_run
 from tests.factories import TINY, finished_summary, make_run, rewrite_json
 from tests.tensorboard_events import read_scalars
 
@@ -213,6 +214,7 @@ def test_stopping_the_chief_stops_every_worker_and_keeps_the_run(tmp_path):
     assert [code for code, _, _ in results] == [0, 0], results[1][2][-2000:]
     run = load_run(run.run_id, runs_dir)
     assert run.state is RunState.STOPPED, run.message
+    assert run.status.stop_reason is StopReason.ASKED  # the chief's own Ctrl-C: a person asked
     assert 0 < run.step < LONG.steps and run.has_model
     assert json.loads(results[1][1].strip().splitlines()[-1])["status"] == "stopped"
 
@@ -229,7 +231,7 @@ def test_a_worker_that_dies_ends_the_run_in_words_keeping_what_it_logged(tmp_pat
     assert results[0][0] == 1, results[0][2][-2000:]
     assert "Traceback" not in results[0][2]
     run = load_run(run.run_id, runs_dir)
-    assert run.state is RunState.FAILED
+    assert run.state is RunState.FAILED and run.status.failure is FailureKind.LOST_PEER
     assert run.message.startswith("another worker of this multi-worker run stopped answering, so the run ended; "
                                   "start the same command on every machine again"), run.message
     assert run.step > 0 and len(run.read_metrics()["loss"]) == run.step
@@ -322,7 +324,7 @@ def test_more_replicas_than_a_started_tensorflow_has_fails_the_run_in_words(tmp_
                                                          "process's TensorFlow started with"):
         distribute.prepare(config)
     run = train_one_device(tmp_path, config)
-    assert run.state is RunState.FAILED
+    assert run.state is RunState.FAILED and run.status.failure is FailureKind.DISTRIBUTION
     assert run.message.startswith("cpu_replicas=8 needs 8 logical CPU devices")
     assert "Traceback" not in run.message
 

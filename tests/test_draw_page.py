@@ -27,7 +27,8 @@ from core import insight, queue
 from core.config import TrainConfig
 from core.digits import classify, preprocess_drawing
 from core.network import load_model
-from core.runs import CONFIG_FILE, RUNS_DIR_ENV, SUMMARY_FILE, RunState, create_run, load_run
+from core.records import CONFIG_FILE, SUMMARY_FILE, RunState
+from core.store import RUNS_DIR_ENV, create_run, load_run
 from core.training import train
 from tests.factories import TINY, make_run, rewrite_json
 from ui.drawing import (

@@ -10,7 +10,7 @@ import pytest
 from core import evaluation
 from core.data import load_dataset
 from core.network import ModelError, load_model
-from core.runs import RunNotFound, RunState
+from core.records import RunNotFound, RunState
 from core.training import train
 from tests.factories import DIVERGING, TINY, make_run
 

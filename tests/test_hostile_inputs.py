@@ -35,7 +35,8 @@ from core.cli import PROG
 from core.config import OPTIMIZERS, TrainConfig
 from core.data import _as_dataset, check_data_path, load_dataset
 from core.datafiles import IDX_FILES, MAX_IMAGES, DatasetError, read_idx, read_npz
-from core.runs import RunState, load_run, read_run
+from core.records import FailureKind, RunState
+from core.store import load_run, read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A hang (a FIFO opened for reading waits forever for a writer) must fail the test, not block the suite.
@@ -619,6 +620,7 @@ def test_the_runs_disk_filling_up_mid_run_fails_the_run_in_words_keeping_what_wa
     assert str(runs_dir) in report["message"]  # where to free some space
     run = load_run(report["run_id"], runs_dir)
     assert run.state is RunState.FAILED, run.message  # not "running" forever
+    assert run.status.failure is FailureKind.NO_SPACE  # what the pages word, with nothing to read in the message
     assert run.message == report["message"]
     assert 0 < run.step < 100_000
     metrics = run.read_metrics()

@@ -18,7 +18,8 @@ import pytest
 from core import insight
 from core.data import load_dataset
 from core.network import load_model
-from core.runs import FIRST_LAYER_FILE, RunState, load_run
+from core.records import FIRST_LAYER_FILE, RunState
+from core.store import load_run
 from core.training import train
 from tests.factories import TINY, make_run
 from tests.tensorboard_events import RunEvents

@@ -17,9 +17,10 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
 # The server imports the training service, its queue and the TensorBoard mount at start (app.py), so they must
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
-LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
+LIGHT_MODULES = ["core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
+                 "core.processes", "core.cli", "core.worker", "core.advice", "core.network",
                  "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
-                 "ui.texts"]
+                 "ui.texts", "ui.outcomes"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 
@@ -77,7 +78,7 @@ def test_home_page_modules_do_not_import_tensorflow():
         f"for name in {LIGHT_MODULES!r}:\n"
         "    __import__(name)\n"
         "from core.data import describe_default_source\n"
-        "from core.runs import list_runs\n"
+        "from core.store import list_runs\n"
         "describe_default_source('mnist'); describe_default_source('fashion_mnist')\n"
         "list_runs(tempfile.mkdtemp())\n"
         f"print(json.dumps(sorted(name for name in {HEAVY_PACKAGES!r} if name in sys.modules)))\n"
@@ -87,3 +88,40 @@ def test_home_page_modules_do_not_import_tensorflow():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# String methods and operators that read meaning out of text.
+TEXT_READERS = {"partition", "rpartition", "startswith", "endswith", "split", "rsplit", "find", "rfind", "index",
+                "removeprefix", "removesuffix", "replace", "count"}
+
+
+def message_readers(source: str) -> list[str]:
+    """Every place a module searches a run's message (or an error's text) for meaning, as source text."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in TEXT_READERS:
+            if "message" in ast.unparse(node.func.value):
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            if any("message" in ast.unparse(side) for side in node.comparators):
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.value is not None:
+            if ast.unparse(node.func.value) == "re" and any("message" in ast.unparse(arg) for arg in node.args):
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_the_message_finder_sees_the_ways_text_is_searched():
+    source = ("a = run.message.partition('did not learn: ')[2]\nb = message.startswith('stopped at step')\n"
+              "c = 'server' in run.message\nd = re.search('x', status.message)\ne = run.message or 'none'\n")
+
+    assert len(message_readers(source)) == 4
+
+
+def test_pages_and_ui_word_how_a_run_ended_from_fields_never_from_a_message():
+    """Reasons are data: why a run stopped, the advice and the kind of failure are fields of its status."""
+    files = [*PAGE_FILES, *sorted((REPO_ROOT / "ui").glob("*.py"))]
+
+    offenders = {path.relative_to(REPO_ROOT).as_posix(): message_readers(path.read_text()) for path in files}
+
+    assert {name: found for name, found in offenders.items() if found} == {}

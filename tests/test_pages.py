@@ -24,10 +24,11 @@ from streamlit.testing.v1 import AppTest
 
 import core.service
 from core import queue, service, tensorboard_server
-from core.advice import chance_level_warning
 from core.config import SETTINGS_BY_NAME, TrainConfig
-from core.runs import (CONFIG_FILE, METRICS_FIELDS, CsvFollower, Run, RunState, Status, create_run, list_runs,
-                       load_run)
+from core.records import CONFIG_FILE, METRICS_FIELDS, RunState, Status
+from core.run_files import CsvFollower
+from core.run_folder import Run
+from core.store import create_run, list_runs, load_run
 from core.training import train
 from tests.factories import DIVERGING, TINY, finished_summary, make_run, wait_until_finished
 from ui import texts as page_texts
@@ -669,21 +670,6 @@ def test_progress_says_steps_speed_and_time_left(tmp_path):
 
     assert view.fraction == pytest.approx(0.4)
     assert view.text == "Step 400 of 1,000 · 200 steps/s · about 3.0 s left"
-
-
-def test_a_completed_run_at_chance_level_is_a_warning_that_names_the_learning_rate(tmp_path):
-    config = TINY.replace(learning_rate=10.0)
-    # The status message as the trainer writes it for a run whose loss shot up and settled at chance.
-    message = "test accuracy 0.1000 after 30 steps" + chance_level_warning(config, 0.1, first_loss=2.3,
-                                                                           highest_loss=40.0, last_loss=2.3)
-    run = Run("r", tmp_path, config, Status(RunState.COMPLETED, message),
-              finished_summary(config, 0.1, steps=30, seconds=1.0, steps_per_second=30.0))
-
-    result = page_texts.outcome(run)
-
-    assert (result.tone, result.headline) == ("bad", "Test accuracy: 0.1000")
-    assert "chance level" in result.details and "learning rate 10" in result.details
-    assert "try 1" in result.details  # a tenth of it
 
 
 def test_format_seconds_reads_like_a_person_would_say_it():

@@ -14,16 +14,8 @@ import pytest
 import core.service
 from core import queue, service
 from core.data import DatasetError
-from core.runs import (
-    QUEUE_DIR,
-    STOP_FILE,
-    RunState,
-    create_run,
-    delete_run,
-    list_runs,
-    load_run,
-    staging_folder,
-)
+from core.records import STOP_FILE, RunState, StopReason
+from core.store import QUEUE_DIR, create_run, delete_run, list_runs, load_run, staging_folder
 from core.service import SubmissionRefused
 from tests.factories import TINY, dead_pid, make_run
 
@@ -195,6 +187,7 @@ def test_stopping_a_queued_run_cancels_it(tmp_path):
     run = load_run(stopped, tmp_path)
     assert run.state is RunState.STOPPED
     assert run.message == "cancelled while queued: it never started"
+    assert run.status.stop_reason is StopReason.CANCELLED
     assert run.step == 0 and run.status.finished_at
     assert queue.queued_ids(tmp_path) == [stays]
     assert queue.take_next(tmp_path).run_id == stays

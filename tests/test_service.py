@@ -22,9 +22,9 @@ import pytest
 from core import queue, service
 from core.data import load_dataset
 from core.engines.function import NETWORKS
-from core.runs import METRICS_FILE, QUEUE_DIR, RunState, load_run
+from core.records import METRICS_FILE, RunState, StopReason
+from core.store import QUEUE_DIR, load_run
 from core.training import train
-from core.worker import SERVER_GONE
 from tests.factories import TINY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -310,7 +310,7 @@ def test_when_the_server_stops_its_run_is_kept_stopped_and_the_queue_waits(tmp_p
 
         long = wait_for_state(long_id, runs_dir, RunState.STOPPED, RunState.INTERRUPTED, RunState.FAILED)
         assert long.state is RunState.STOPPED, long.message
-        assert SERVER_GONE in long.message
+        assert long.status.stop_reason is StopReason.SERVER_STOPPED and "the app server stopped" in long.message
         assert 0 < long.step < LONG.steps and long.has_model
         wait_until(lambda: process_gone(worker), lambda: f"worker {worker} is still running", runs_dir)
         waiting = load_run(waiting_id, runs_dir)

@@ -20,7 +20,8 @@ from streamlit.testing.v1 import AppTest
 import core.service
 from core import queue
 from core.config import SETTINGS_BY_NAME, SOURCES
-from core.runs import QUEUE_DIR, RunState, create_run, list_runs, load_run
+from core.records import RunState
+from core.store import QUEUE_DIR, create_run, list_runs, load_run
 from tests.factories import TINY
 from ui.form import form_values
 

@@ -6,7 +6,8 @@ import pytest
 
 from core import queue, service, sweeps
 
-from core.runs import RunState, list_runs
+from core.records import RunState
+from core.store import list_runs
 from tests.factories import TINY
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -13,11 +14,14 @@ import pytest
 from core import service
 from core.advice import CHANCE_LEVEL_ACCURACY
 from core.config import TrainConfig
-from core.data import load_dataset
+from core.data import DatasetError, load_dataset
 from core.datafiles import read_idx
+from core.engines.distribute import DistributeError
 from core.network import weight_names
-from core.runs import Run, RunState, load_run
-from core.training import train
+from core.records import AdviceKind, FailureKind, RunState, StopReason
+from core.run_folder import Run
+from core.store import create_run, load_run
+from core.training import STOP_WORDS, failure_of, train
 from tests.factories import DIVERGING, TINY, TINY_EVALUATION_STEPS, wait_until_finished
 from tests.tensorboard_events import SCALARS, HISTOGRAMS, IMAGES, RunEvents, name_scopes, node_names
 
@@ -255,12 +259,20 @@ def test_a_run_that_learns_nothing_says_so(tmp_path):
     assert run.summary.test_accuracy <= CHANCE_LEVEL_ACCURACY
     assert "no better than guessing" in run.status.message
     assert "try 1" in run.status.message
+    # The same advice as typed data, for pages to word: the loss shot up, so the steps were too large.
+    advice = load_run(run.run_id, tmp_path).status.advice
+    assert advice == run.status.advice and advice.kind is AdviceKind.STEPS_TOO_LARGE
+    assert advice.suggested_learning_rate == 1.0 and advice.suggested_optimizer is None
+    losses = run.read_metrics()["loss"]
+    assert (advice.first_loss, advice.highest_loss, advice.last_loss) == (losses[0], max(losses), losses[-1])
+    assert advice.highest_loss > 2 * advice.first_loss
 
 
 def test_a_run_that_learns_has_no_chance_level_warning(tmp_path):
     run = train(TrainConfig(steps=100, eval_every=50, hidden_units=[64], source="offline"), tmp_path)
     assert run.summary.test_accuracy > 0.5
     assert "guessing" not in run.status.message
+    assert run.status.advice is None
 
 
 def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
@@ -272,6 +284,8 @@ def test_a_missing_dataset_fails_the_run_with_a_plain_message(tmp_path):
     assert run.state is RunState.FAILED
     message = run.status.message
     assert str(missing) in message and "does not exist" in message
+    assert not message.startswith("DatasetError")  # no class name for a page to strip: the kind says it
+    assert run.status.failure is FailureKind.ERROR
     assert "\n" not in message and "Traceback" not in message
     assert "Traceback" in (run.path / "error.txt").read_text()  # the details are kept for whoever debugs
     assert load_run(run.run_id, tmp_path / "runs").state is RunState.FAILED
@@ -326,7 +340,8 @@ def test_stop_keeps_the_metrics_and_saves_a_model(service_runs):
     assert final.status.pid == worker_pid
     stopped_at = final.summary.steps
     assert 0 < stopped_at < config.steps
-    assert final.status.message == f"stopped at step {stopped_at} of {config.steps}"
+    assert final.status.message == f"stopped at step {stopped_at} of {config.steps}: asked to stop"
+    assert final.status.stop_reason is StopReason.ASKED  # Stop on a page is a STOP file: a person asked
     assert final.read_metrics()["step"] == list(range(stopped_at))
     assert final.read_evaluations()["step"] == [stopped_at]
     assert 0.0 <= final.summary.test_accuracy <= 1.0
@@ -346,6 +361,70 @@ def test_should_stop_before_the_first_step_stops_at_zero(tmp_path):
     assert run.state is RunState.STOPPED
     assert run.status.step == 0 and run.read_metrics()["step"] == []
     assert not run.has_model  # nothing was trained
+
+
+def asks_after(calls: int):
+    """A should_stop that says no `calls` times, then yes: the run stops after that many chunks."""
+    answers = iter([False] * calls)
+    return lambda: next(answers, True)
+
+
+def test_a_stop_this_process_wants_records_its_reason(tmp_path):
+    run = train(TINY, tmp_path, should_stop=asks_after(2), stop_reason=lambda: StopReason.SERVER_STOPPED)
+
+    reread = load_run(run.run_id, tmp_path)
+    assert reread.state is RunState.STOPPED and reread.status.stop_reason is StopReason.SERVER_STOPPED
+    assert reread.status.message == "stopped at step 20 of 35: the app server stopped"  # for the command line
+    assert reread.has_model
+
+
+def test_a_stop_with_no_reason_given_is_a_person_asking(tmp_path):
+    # Ctrl-C on the command line and a STOP file (the Stop button) give no reason: a person asked.
+    by_flag = train(TINY, tmp_path, should_stop=asks_after(1))
+    stopped = create_run(TINY, tmp_path)
+    stopped.request_stop()
+    by_file = train(TINY, run=stopped)
+
+    for run in (by_flag, by_file):
+        reread = load_run(run.run_id, tmp_path)
+        assert reread.state is RunState.STOPPED and reread.status.stop_reason is StopReason.ASKED
+    assert load_run(by_flag.run_id, tmp_path).status.message == "stopped at step 10 of 35: asked to stop"
+
+
+def test_a_stop_another_worker_voted_for_is_recorded_as_a_peers(tmp_path, monkeypatch):
+    # On a multi-worker run every worker stops when one wants to (stop_together); this one did not want to.
+    from core.engines.function import FunctionEngine
+
+    monkeypatch.setattr(FunctionEngine, "stop_together", lambda self, stop: True)
+    run = train(TINY, tmp_path, should_stop=lambda: False)
+
+    assert run.state is RunState.STOPPED and run.status.stop_reason is StopReason.PEER
+    assert run.status.message == "stopped at step 0 of 35: another worker of this multi-worker run asked to stop"
+
+
+def test_every_stop_reason_has_words_in_the_status_message():
+    assert set(STOP_WORDS) == set(StopReason)
+
+
+class UnavailableError(Exception):
+    """Named as TensorFlow's error for a worker that went away (core.engines.distribute.is_lost_peer)."""
+
+
+@pytest.mark.parametrize("error, distribute, kind, message", [
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.csv"), "none", FailureKind.NO_SPACE,
+     "no space left on device while writing metrics.csv; free some space in {runs} and train again"),
+    (DistributeError("cpu_replicas=8 needs 8 logical CPU devices"), "mirrored", FailureKind.DISTRIBUTION,
+     "cpu_replicas=8 needs 8 logical CPU devices"),
+    (UnavailableError("socket closed"), "multi-worker", FailureKind.LOST_PEER,
+     "another worker of this multi-worker run stopped answering, so the run ended; start the same command on "
+     "every machine again (UnavailableError: socket closed)"),
+    (DatasetError("the file x.npz does not exist"), "none", FailureKind.ERROR, "the file x.npz does not exist"),
+    (KeyError("hidden_9"), "none", FailureKind.ERROR, "an unexpected KeyError: 'hidden_9'"),
+], ids=["no-space", "distribution", "lost-peer", "dataset", "unexpected"])
+def test_a_failure_has_a_kind_and_a_message_without_a_class_name_to_strip(tmp_path, error, distribute, kind, message):
+    run = Run("r", tmp_path / "r", TINY.replace(distribute=distribute))
+
+    assert failure_of(error, run) == (kind, message.format(runs=tmp_path))
 
 
 # --- reproducibility ---------------------------------------------------------------------------------------

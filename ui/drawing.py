@@ -19,7 +19,9 @@ import numpy as np
 from core import insight
 from core.digits import DIGIT_SIZE, EmptyDrawingError, classify, preprocess_drawing
 from core.network import load_model
-from core.runs import Run, RunNotFound, RunState, best_run, list_runs, load_run
+from core.records import RunNotFound, RunState
+from core.run_folder import Run
+from core.store import best_run, list_runs, load_run
 from ui.charts import enlarge
 
 # A digit classifier is only meaningful on digits: Fashion-MNIST runs are not offered for drawing.

@@ -1,7 +1,8 @@
-"""What the pages say about runs, in plain words: labels, table rows, progress, outcomes, config diffs.
+"""What the pages say about runs, in plain words: labels, table rows, progress, config diffs.
 
 Text only: nothing here draws, and nothing imports streamlit or TensorFlow, so the home page can use it
-before its first paint. Everything about a run comes from the run store's typed records.
+before its first paint. Everything about a run comes from the run store's typed records; how a run ended is
+worded in ui/outcomes.py.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.advice import is_chance_level
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
 from core.engines.distribute import gpus_present
-from core.runs import Run, RunState
+from core.records import RunState
+from core.run_folder import Run
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
 STATE_LABELS = {
@@ -36,9 +37,6 @@ FULL_MNIST_HINT = (
 )
 TRAIN_FIRST = "Train your first model on the Train page"
 SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files"}
-# Exception names the trainer puts in front of a failure message; people do not need them.
-_ERROR_PREFIXES = ("DatasetError: ", "ValueError: ", "RunNotFound: ", "RunStoreError: ", "OSError: ")
-
 
 def choice_label(setting_name: str, value) -> str:
     """How a setting's value reads on a page: 'SGD (the article's)' for optimizer 'sgd'."""
@@ -58,14 +56,6 @@ def format_seconds(seconds: float | None) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def plain_message(message: str) -> str:
-    """A status message without the exception class name the trainer puts in front of it."""
-    for prefix in _ERROR_PREFIXES:
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
 
 
 def data_label(run: Run) -> str:
@@ -153,7 +143,7 @@ def run_row(run: Run) -> dict:
     config = run.config if not run.damaged else None
     state = run.state
     problem = run.damaged or ("" if state in (RunState.COMPLETED, RunState.RUNNING, RunState.QUEUED)
-                              else plain_message(run.message))
+                              else run.message)
     status = run.status
     return {
         "run": run.run_id,
@@ -270,58 +260,6 @@ def progress_view(run: Run, queue_position: int | None = None) -> ProgressView:
     left = (total - step) / speed if speed > 0 else None
     return ProgressView(fraction,
                         f"Step {step:,} of {total:,} · {speed:,.0f} steps/s · about {format_seconds(left)} left")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a finished run ended, for a page: `tone` is good, neutral, bad or broken."""
-
-    tone: str
-    headline: str
-    details: str = ""
-
-
-def outcome(run: Run) -> Outcome:
-    """The end of a run in plain words; 'Test accuracy: 0.9412' for a completed one."""
-    state = run.state
-    summary = run.summary
-    message = plain_message(run.message)
-    timing = ""
-    if summary and summary.steps and summary.seconds and summary.steps_per_second:
-        timing = (f"{summary.steps:,} steps in {format_seconds(summary.seconds)} "
-                  f"({summary.steps_per_second:,.0f} steps/s)")
-    accuracy = run.test_accuracy
-    if state is RunState.COMPLETED and accuracy is not None and is_chance_level(accuracy):
-        advice = message.partition("did not learn: ")[2]
-        return Outcome("bad", f"Test accuracy: {accuracy:.4f}",
-                       (f"{timing}. " if timing else "") + "That is chance level for ten classes: the network "
-                       "learned nothing" + (f": {advice}." if advice else "."))
-    if state is RunState.COMPLETED and accuracy is not None:
-        return Outcome("good", f"Test accuracy: {accuracy:.4f}", timing)
-    if state is RunState.STOPPED:
-        scored = f" Test accuracy: {accuracy:.4f} for the model as it was." if accuracy is not None else ""
-        # "stopped at step 700 of 15000: the app server stopped" -> the reason after the colon, if any.
-        reason = message.partition(": ")[2] if message.startswith("stopped at step") else message
-        why = reason[0].upper() + reason[1:] + "." if reason else ""
-        if run.step == 0 and why:  # cancelled while queued: it never trained
-            return Outcome("neutral", f"Stopped before it started. {why}")
-        return Outcome("neutral", f"Stopped at step {run.step:,} of {run.total_steps:,}.{scored}",
-                       " ".join(part for part in (timing and f"{timing}.", why) if part))
-    if state is RunState.DIVERGED:
-        return Outcome("broken", "The loss blew up, so training stopped. Try a smaller learning rate.",
-                       f"What happened: {message}.")
-    if state is RunState.FAILED:
-        return Outcome("broken", f"Training failed: {message}", f"The full error is in {run.error_path}.")
-    if state is RunState.INTERRUPTED:
-        return Outcome("bad", "This run was interrupted: the process training it ended before it finished "
-                              "(was the server restarted?).", "What it logged until then is kept.")
-    if state is RunState.DAMAGED:
-        return Outcome("bad", f"This run folder cannot be read: {run.damaged}")
-    if state is RunState.COMPLETED:
-        return Outcome("neutral", "Completed, with no test accuracy recorded.", timing)
-    if state is RunState.QUEUED:
-        return Outcome("neutral", "Queued: waiting for a worker.")
-    return Outcome("neutral", f"Still training: step {run.step:,} of {run.total_steps:,}.")
 
 
 # ------------------------------------------------------------------------------------------- sweeps

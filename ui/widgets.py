@@ -7,8 +7,8 @@ import hashlib
 import streamlit as st
 
 from core import service
-from core.runs import Run
-from ui import texts
+from core.run_folder import Run
+from ui import outcomes, texts
 
 KEEP = {"persist_state": "session"}  # widget values survive a visit to another page
 BOXES = {"good": st.success, "neutral": st.info, "bad": st.warning, "broken": st.error}
@@ -26,7 +26,7 @@ STACK_STYLE = """<style>
 
 def outcome_box(run: Run) -> None:
     """How a run ended, in the box that fits (success, info, warning, error), with its details below."""
-    result = texts.outcome(run)
+    result = outcomes.outcome(run)
     BOXES[result.tone](result.headline)
     if result.details:
         st.caption(result.details)

@@ -26,12 +26,13 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from core.data import Dataset
 from core.engines import augment_images, chunk_steps_for, distribute
-from core.network import CLASSES, IMAGE_PIXELS, initial_weights, layer_shapes, make_layers, weighted_layers
+from core.network import (
+    CLASSES, IMAGE_PIXELS, PREDICT_BATCH, initial_weights, layer_shapes, make_layers, weighted_layers,
+)
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
 CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables and traced graphs)
-PREDICT_BATCH = 1000  # images per call when predicting: a CNN's activations for 10,000 digits take gigabytes
 
 
 # One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a Keras 3

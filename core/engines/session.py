@@ -22,14 +22,13 @@ from tf_keras.api._v1.keras import backend as K  # the TF1 API of tf_keras: wher
 
 from core.data import Dataset
 from core.engines import augment_images, chunk_steps_for, distribute
-from core.network import CLASSES, IMAGE_PIXELS, initial_weights, make_layers, weighted_layers
+from core.network import CLASSES, IMAGE_PIXELS, PREDICT_BATCH, initial_weights, make_layers, weighted_layers
 
 v1 = tf.compat.v1
 # tf_keras keeps one global session; registering ours (as the article does) and building the layers must
 # not interleave with another run doing the same in another thread of the same process (the app trains
 # each run in its own worker process, but core.training.train may be called from threads).
 _set_session_lock = threading.Lock()
-PREDICT_BATCH = 1000  # a CNN's activations for 10,000 digits at once would take gigabytes
 
 
 # One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a TF1

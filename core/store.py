@@ -1,0 +1,220 @@
+"""The run store: the runs directory, one folder per run, and the folder is the truth.
+
+This module knows which runs exist: it makes new ones (a fresh id, built under a hidden name and renamed into
+place, or queued with its entry in `.queue/`), lists and loads them by id, tells a running run from one
+whose process died, deletes finished ones and finds the best. What one folder holds is core/run_folder.py's,
+the records in it core/records.py's. Pages, the CLI and the trainer reach runs only through these modules.
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from core.config import TrainConfig
+from core.processes import pid_alive
+from core.records import CONFIG_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
+from core.run_folder import Run, read_folder
+
+RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
+QUEUE_DIR = ".queue"  # one file per queued run; see core/queue.py
+# Run ids are folder names this store made: a time stamp, a random part and a slug. Anything else a
+# visitor types (a path, 300 characters) is refused before it touches the file system.
+RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
+ID_ATTEMPTS = 5  # fresh random parts tried when a new run's id is taken (same second, same settings)
+
+
+def default_runs_dir() -> Path:
+    """The runs directory: $HYBRID_LAB_RUNS, or ./runs."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()
+
+
+def is_run_id(text) -> bool:
+    """True for a name this store could have given a run (no paths, no dots first, at most 100 characters)."""
+    return isinstance(text, str) and RUN_ID_PATTERN.fullmatch(text) is not None
+
+
+def _slug(config: TrainConfig) -> str:
+    network = "cnn" if config.architecture == "cnn" else "x".join(str(n) for n in config.hidden_units)
+    return f"{config.engine[:4]}-{config.optimizer}-{network}"
+
+
+def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunState = RunState.RUNNING,
+               **status) -> Run:
+    """Make a new run folder with its config.json and a status: running (trained by this process) or queued.
+
+    RunStoreError says, in one sentence, why the runs directory cannot take it; no half-made folder stays.
+    """
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunStoreError(f"cannot keep runs in {runs_dir}: it is a file, not a folder") from None
+    except OSError as error:
+        raise RunStoreError(f"cannot keep runs in {runs_dir}: {error.strerror or error}") from None
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(ID_ATTEMPTS):
+        run_id = f"{stamp}-{secrets.token_hex(2)}-{_slug(config)}"
+        # The folder is built under a dot-name, which list_runs skips, and renamed into place once its
+        # config and status are written: nobody sees a half-made run, and a failure removes only its own.
+        staging = staging_folder(runs_dir, run_id)
+        try:
+            staging.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
+        entry = None
+        try:
+            run = Run(run_id, staging, config)
+            run.keep_reserve()
+            config.save(staging / CONFIG_FILE)
+            if state is RunState.RUNNING:
+                status.setdefault("pid", os.getpid())
+            else:  # queued: its file in the queue goes in before the folder shows (core/queue.py)
+                entry = queue_entry_name(run_id)
+                status["queue_entry"] = entry
+            run.write_status(state, "starting" if state is RunState.RUNNING else "waiting for a worker",
+                             started_at=timestamp(), step=0, total_steps=config.steps, **status)
+            if (runs_dir / run_id).exists():
+                raise FileExistsError(run_id)
+            if entry:
+                (runs_dir / QUEUE_DIR).mkdir(exist_ok=True)
+                (runs_dir / QUEUE_DIR / entry).touch()
+            os.rename(staging, runs_dir / run_id)
+        except FileExistsError:
+            shutil.rmtree(staging, ignore_errors=True)
+            continue
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if entry:
+                (runs_dir / QUEUE_DIR / entry).unlink(missing_ok=True)
+            raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
+        run.path = runs_dir / run_id
+        return run
+    raise RunStoreError(f"cannot create a run in {runs_dir}: {ID_ATTEMPTS} new run ids were all taken")
+
+
+def read_run(path: Path) -> Run:
+    """Read a run folder (bad content makes it damaged, never an exception), and tell a run whose trainer or
+    queue entry went away from one still training or waiting: it reads as interrupted, with the kind."""
+    run = read_folder(path)
+    if run.damaged:
+        return run
+    # A run whose training process died (server killed, machine restarted) would say "running" forever.
+    if run.status.state is RunState.RUNNING and not pid_alive(run.status.pid):
+        run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.PROCESS_ENDED,
+                             message="the process training this run ended before it finished")
+    elif run.status.state is RunState.QUEUED and not _still_queued(run.path.parent, run.status.queue_entry):
+        run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.LEFT_QUEUE,
+                             message="it left the queue without starting")
+    return run
+
+
+def queue_entry_name(run_id: str) -> str:
+    """The name of a queue file for a run queued now: the time first, so that names sort in queue order."""
+    return f"{time.time_ns():020d}-{run_id}"
+
+
+def staging_folder(runs_dir: Path, run_id: str) -> Path:
+    """Where create_run builds a run before it shows under its id."""
+    return Path(runs_dir) / f".new-{run_id}"
+
+
+def _still_queued(runs_dir: Path, entry: str | None) -> bool:
+    """True while a queued run's queue file is there, or a live worker is taking it right now."""
+    if not entry:
+        return False
+    folder = runs_dir / QUEUE_DIR
+    if (folder / entry).exists():
+        return True
+    # A worker renames the entry to .taken-<pid>-<entry> and then writes "running": in between, it is alive.
+    for taken in folder.glob(f".taken-*-{entry}"):
+        pid = taken.name.split("-", 2)[1]
+        if pid.isdigit() and pid_alive(int(pid)):
+            return True
+    return False
+
+
+def _age_key(path: Path) -> tuple[str, int]:
+    """The id's stamp (to the second), then config.json's mtime in ns for runs created in the same second."""
+    try:
+        created = (path / CONFIG_FILE).stat().st_mtime_ns
+    except OSError:
+        created = 0
+    return path.name[:15], created
+
+
+def list_runs(runs_dir: Path | None = None) -> list[Run]:
+    """Every run in the runs directory, newest first; damaged folders are included and marked."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    try:
+        entries = list(runs_dir.iterdir())
+    except OSError:  # no runs directory yet, or not a folder
+        return []
+    folders = [p for p in entries if is_run_id(p.name) and p.is_dir()]
+    return [read_run(p) for p in sorted(folders, key=_age_key, reverse=True)]
+
+
+def load_run(run_id: str, runs_dir: Path | None = None) -> Run:
+    """The run with this id; RunNotFound if there is none (or the id could not be one)."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    if not is_run_id(run_id):
+        shown = run_id if len(str(run_id)) <= 40 else f"{str(run_id)[:40]}…"
+        raise RunNotFound(f"{shown!r} is not a run id")
+    path = runs_dir / run_id
+    if not path.is_dir():
+        raise RunNotFound(f"there is no run {run_id!r}")  # no server path: visitors read this
+    return read_run(path)
+
+
+def load_runs(run_ids: list[str], runs_dir: Path | None = None) -> list[Run]:
+    """The readable runs among these ids (missing or damaged ones left out), in the given order."""
+    runs = []
+    for run_id in run_ids:
+        try:
+            run = load_run(run_id, runs_dir)
+        except RunNotFound:
+            continue
+        if run.state is not RunState.DAMAGED:
+            runs.append(run)
+    return runs
+
+
+def delete_run(run_id: str, runs_dir: Path | None = None) -> None:
+    """Delete a finished run's folder; a folder that is a symbolic link loses only the link.
+
+    ValueError while the run still trains (its trainer would write into nothing); RunStoreError when the
+    file system refuses.
+    """
+    run = load_run(run_id, runs_dir)
+    if run.state.active:
+        raise ValueError(f"run {run_id} is still {'queued' if run.state is RunState.QUEUED else 'training'}; "
+                         "stop it on the Train page first, then delete it")
+    try:
+        if run.path.is_symlink():
+            run.path.unlink()  # never follow a link out of the runs directory
+        else:
+            shutil.rmtree(run.path)
+    except OSError as error:
+        raise RunStoreError(f"cannot delete run {run_id}: {error.strerror or error}") from None
+
+
+def best_run(runs_dir: Path | None = None, dataset: str | None = None, runs: list[Run] | None = None) -> Run | None:
+    """The completed run with a model and the highest test accuracy (optionally for one dataset).
+
+    Pass `runs` when the caller has just listed them, so the folders are not read a second time.
+    """
+    candidates = [
+        run for run in (list_runs(runs_dir) if runs is None else runs)
+        if run.state is RunState.COMPLETED and run.has_model and run.test_accuracy is not None
+        and (dataset is None or run.config.dataset == dataset)
+    ]
+    return max(candidates, key=lambda run: run.test_accuracy, default=None)
