@@ -19,7 +19,7 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
 LIGHT_MODULES = ["core.config", "core.data", "core.runs", "core.cli", "core.worker", "core.advice", "core.network",
                  "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
-                 "ui.texts"]
+                 "core.export_script", "ui.texts"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 
