@@ -35,6 +35,9 @@ FULL_MNIST_HINT = (
     "or pick the source *path* and give an `mnist.npz` or a folder of the four IDX files."
 )
 TRAIN_FIRST = "Train your first model on the Train page"
+SCRIPT_HELP = ("This run as one Python file in the article's style, its settings at the top: it trains the same "
+               "network from the same weights on the same batches, given the same data (--data mnist.npz), and "
+               "needs only tensorflow, keras and numpy (tf_keras for the session engine).")
 SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files"}
 # Exception names the trainer puts in front of a failure message; people do not need them.
 _ERROR_PREFIXES = ("DatasetError: ", "ValueError: ", "RunNotFound: ", "RunStoreError: ", "OSError: ")
