@@ -20,7 +20,8 @@ WIDGET_ELEMENTS = {"layers": "slider", "stops": "select_slider", "select": "sele
 LABEL_SMOOTHING = Setting("label_smoothing", float, 0.0, "Label smoothing", "help text", "slider",
                           low=0.0, high=0.5, step=0.05)
 # Flags that are about the command, not about a run's settings (a preset or a sweep names several runs' settings).
-COMMAND_FLAGS = {"-h", "--help", "--runs-dir", "--json", "--list", "--sweep", "--preset", "--cluster-wait"}
+COMMAND_FLAGS = {"-h", "--help", "--runs-dir", "--json", "--list", "--sweep", "--preset", "--cluster-wait",
+                 "--export-script", "--output"}
 FORM_TIMEOUT = 60  # seconds for one run of the form script; the first imports Streamlit's widgets
 
 
