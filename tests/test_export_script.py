@@ -226,6 +226,14 @@ def test_the_header_says_how_the_run_ended_and_on_what_data(tmp_path):
     assert "The run has no result (failed)." in failed
 
 
+def test_the_script_never_names_the_servers_data_path(tmp_path):
+    config = TrainConfig(source="path", data_path="/srv/private/lab-data/mnist.npz")
+    source = run_script(make_run(tmp_path, config))
+
+    assert "/srv/private" not in source and "lab-data" not in source
+    assert "--data" in source  # the reader gives the file themselves
+
+
 def test_a_damaged_run_is_not_exported(tmp_path):
     run = make_run(tmp_path)
     (run.path / CONFIG_FILE).write_text("{not json")
