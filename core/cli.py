@@ -21,8 +21,9 @@ from core import sweeps
 from core.engines import distribute
 from core.config import PRESETS, Setting, TrainConfig, config_from_preset
 from core.data import DatasetError, check_data_path, load_dataset
-from core.records import RunState, RunStoreError
-from core.store import create_run, default_runs_dir
+from core.export_script import run_script
+from core.records import RunNotFound, RunState, RunStoreError
+from core.store import create_run, default_runs_dir, load_run
 
 PROG = "python -m core.cli"
 BAR_WIDTH = 30
@@ -89,6 +90,11 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true",
                         help="list the runs (newest first) with their state, queue position and test accuracy, "
                              "and exit: the same runs the app shows, queued ones included")
+    parser.add_argument("--export-script", metavar="RUN_ID", default=None,
+                        help="print the run as one standalone Python script in the article's style (needs only "
+                             "tensorflow, keras and numpy; tf_keras for the session engine) and exit")
+    parser.add_argument("--output", type=Path, metavar="FILE", default=None,
+                        help="with --export-script: write the script to FILE instead of printing it")
     return parser
 
 
@@ -136,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(list_lines(runs_dir)) or f"no runs in {runs_dir}")
         return 0
+    if args.export_script is not None:
+        return export_script(parser, args, runs_dir)
+    if args.output is not None:
+        parser.error("--output goes with --export-script RUN_ID: it names the file the script is written to")
     try:
         config = config_from_args(args)
     except ValueError as error:
@@ -172,6 +182,30 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         outcomes.append(train_and_report(run, each, dataset, runs_dir, args.json))
     return 0 if all(state in (RunState.COMPLETED, RunState.STOPPED) for state in outcomes) else 1
+
+
+def export_script(parser: argparse.ArgumentParser, args: argparse.Namespace, runs_dir: Path) -> int:
+    """--export-script: print the run's standalone script, or write it to --output; a bad run is one line, exit 2."""
+    others = [setting.cli_flag for setting in TrainConfig.SETTINGS if getattr(args, setting.name) is not None]
+    others += [flag for flag, given in (("--preset", args.preset), ("--sweep", args.sweep), ("--json", args.json))
+               if given]
+    if others:
+        parser.error(f"--export-script writes the run's own settings; leave out {', '.join(others)}")
+    try:
+        script = run_script(load_run(args.export_script, runs_dir))
+    except RunNotFound as error:
+        parser.error(f"{error}; {PROG} --list lists the runs in {runs_dir}")
+    except ValueError as error:  # ExportError: a damaged run folder
+        parser.error(str(error))
+    if args.output is None:
+        sys.stdout.write(script)
+        return 0
+    try:
+        args.output.write_text(script)
+    except OSError as error:
+        parser.error(f"cannot write the script to {args.output}: {error.strerror or error}")
+    print(f"wrote {args.output}: python {args.output} --data mnist.npz", file=sys.stderr)
+    return 0
 
 
 def place(configs: list, cluster_wait: float = CLUSTER_WAIT_SECONDS):

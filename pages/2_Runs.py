@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import evaluation
+from core.export_script import run_script, script_file_name
 from core.records import RunStoreError
 from core.store import default_runs_dir, delete_run, list_runs
 from ui import charts, texts
@@ -116,6 +117,10 @@ def show_actions(run) -> None:
             st.download_button("config.json", data=run.config_path.read_bytes,
                                file_name=f"{run.run_id}.config.json", mime="application/json",
                                icon=":material/download:", on_click="ignore")
+        if not run.damaged:  # a damaged folder's settings cannot be trusted to rebuild anything
+            st.download_button("Download as a script", data=run_script(run), file_name=script_file_name(run),
+                               mime="text/x-python", icon=":material/code:", on_click="ignore",
+                               help=texts.SCRIPT_HELP)
         active = run.state.active  # queued or training
         run_links(run, train=active, short=True)
         if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=active,

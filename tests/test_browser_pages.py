@@ -16,6 +16,7 @@ import pytest
 
 from core.config import TrainConfig
 from core import service
+from core.export_script import run_script
 from core.store import list_runs, load_run
 from core.training import train
 from tests.browser_support import IDLE, SIDEBAR, choose, running_app, type_into
@@ -130,6 +131,17 @@ def test_the_sidebar_names_every_page_and_calls_the_first_one_home(app_url, page
     navigation = page.get_by_test_id("stSidebarNav").get_by_role("link")
 
     assert [link.inner_text().strip() for link in navigation.all()] == ["Home", "Train", "Runs", "TensorBoard", "Draw"]
+
+
+def test_the_runs_page_downloads_a_run_as_its_script(app_url, runs_dir, page):
+    run = list_runs(runs_dir)[-1]  # the small run
+    open_page(page, f"{app_url}/Runs?run={run.run_id}", "Runs")
+
+    with page.expect_download() as download:
+        page.get_by_test_id("stDownloadButton").filter(has_text="Download as a script").click()
+
+    assert download.value.suggested_filename == f"{run.run_id}.py"
+    assert Path(download.value.path()).read_text() == run_script(load_run(run.run_id, runs_dir))
 
 
 def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, page):

@@ -181,10 +181,11 @@ def test_runs_page_on_the_damaged_run_says_why_it_cannot_be_read(good, damaged):
     assert f"Run `{damaged.run_id}`" in values(app.header)
     assert any(text.startswith("This run folder cannot be read:") and damaged.reason in text
                for text in values(app.warning))
-    # Its model.keras is still there, but a damaged run is not examined, nor offered for drawing.
+    # Its model.keras is still there, but a damaged run is not examined, nor offered for drawing, nor as a script.
     assert not app.error
     assert "On its test set" not in values(app.subheader)
     assert not [link for link in app.get("page_link") if "Draw" in link.proto.label]
+    assert "Download as a script" not in [button.proto.label for button in app.get("download_button")]
 
 
 def test_train_page_on_the_damaged_run_says_why_and_still_trains(good, damaged):

@@ -210,7 +210,9 @@ def test_runs_page_examines_the_run_in_the_address_on_its_test_set(populated, mo
     assert "1,000 test images" in shown and "Misclassified test images" in shown
     assert len(app.get("plotly_chart")) == 4  # loss, test accuracy, confusion matrix, per-class accuracy
     downloads = {button.proto.label for button in app.get("download_button")}
-    assert downloads == {"model.keras", "config.json"}
+    assert downloads == {"model.keras", "config.json", "Download as a script"}
+    script = next(button for button in app.get("download_button") if button.proto.label == "Download as a script")
+    assert "one Python file in the article's style" in script.proto.help
 
 
 def test_runs_page_explains_a_diverged_and_a_failed_run_in_plain_words(populated, monkeypatch):

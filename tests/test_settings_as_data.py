@@ -31,7 +31,8 @@ class WithLabelSmoothing(TrainConfig):
     label_smoothing: float = 0.0
 
 # Flags that are about the command, not about a run's settings (a preset or a sweep names several runs' settings).
-COMMAND_FLAGS = {"-h", "--help", "--runs-dir", "--json", "--list", "--sweep", "--preset", "--cluster-wait"}
+COMMAND_FLAGS = {"-h", "--help", "--runs-dir", "--json", "--list", "--sweep", "--preset", "--cluster-wait",
+                 "--export-script", "--output"}
 FORM_TIMEOUT = 60  # seconds for one run of the form script; the first imports Streamlit's widgets
 
 

@@ -36,6 +36,9 @@ FULL_MNIST_HINT = (
     "or pick the source *path* and give an `mnist.npz` or a folder of the four IDX files."
 )
 TRAIN_FIRST = "Train your first model on the Train page"
+SCRIPT_HELP = ("This run as one Python file in the article's style, its settings at the top: it trains the same "
+               "network from the same weights on the same batches, given the same data (--data mnist.npz), and "
+               "needs only tensorflow, keras and numpy (tf_keras for the session engine).")
 SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files"}
 
 def choice_label(setting_name: str, value) -> str:
