@@ -290,8 +290,8 @@ def join_cluster(cluster: Cluster, wait_seconds: float = CLUSTER_WAIT_SECONDS) -
             "index, and check that their ports are open") from None
     except (tf.errors.OpError, RuntimeError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ClusterJoinFailed(f"TensorFlow could not join the cluster TF_CONFIG describes as worker {cluster.index} "
-                              f"at {cluster.address}: {reason}") from None
+        raise ClusterJoinFailed(f"TensorFlow could not join the cluster TF_CONFIG describes as worker "
+                                f"{cluster.index} at {cluster.address}: {reason}") from None
     _joined = Placement(strategy, "multi-worker", strategy.num_replicas_in_sync, cluster.workers, cluster.index,
                         cluster.is_chief)
     return _joined
