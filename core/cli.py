@@ -27,8 +27,8 @@ from core.store import create_run, default_runs_dir, load_run
 
 PROG = "python -m core.cli"
 BAR_WIDTH = 30
-CLUSTER_WAIT_SECONDS = 300.0  # a multi-worker run waits this long for its peers to start
 WAIT_REPORT_SECONDS = 10.0
+MAX_CLUSTER_WAIT_SECONDS = 86_400
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -43,6 +43,17 @@ def _integers(text: str) -> list[int]:
         return [int(part) for part in text.replace(" ", ",").split(",") if part]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers such as 128,128; got {text!r}") from None
+
+
+def _cluster_wait(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not 0 < seconds <= MAX_CLUSTER_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_CLUSTER_WAIT_SECONDS:,} "
+                                         f"(a day), such as 300; got {text!r}")
+    return seconds
 
 
 def _help(setting: Setting, config_class) -> str:
@@ -84,9 +95,10 @@ def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:
                         help="train a grid of runs over this setting's values (give --sweep twice for two settings); "
                              "the other flags set everything else, e.g. --sweep learning_rate=0.05,0.1,0.5 "
                              "--sweep batch_size=50,200")
-    parser.add_argument("--cluster-wait", type=float, default=CLUSTER_WAIT_SECONDS, metavar="SECONDS",
+    parser.add_argument("--cluster-wait", type=_cluster_wait, default=distribute.CLUSTER_WAIT_SECONDS,
+                        metavar="SECONDS",
                         help="distribute multi-worker: how long to wait for the other workers in TF_CONFIG to start "
-                             f"before giving up (default {CLUSTER_WAIT_SECONDS:g})")
+                             f"before giving up (default {distribute.CLUSTER_WAIT_SECONDS:g})")
     parser.add_argument("--list", action="store_true",
                         help="list the runs (newest first) with their state, queue position and test accuracy, "
                              "and exit: the same runs the app shows, queued ones included")
@@ -160,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        placement = place(configs, args.cluster_wait)
+        cluster = place(configs, args.cluster_wait)
+    except distribute.ClusterJoinFailed as error:
+        # TensorFlow's runtime, left in error by the failed join, logs a page more when this process exits
+        # normally; nothing has been written, so end now, with the sentence as the last line.
+        print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     except ValueError as error:  # DistributeError: no TF_CONFIG, a malformed one, a cluster that never formed
         parser.error(str(error))
     # The data is read and checked before any run folder exists: a bad file is one line and exit code 2,
@@ -169,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(config.dataset, config.source, config.data_path)
     except DatasetError as error:
         parser.error(str(error))
-    if not placement.is_chief:
-        return train_as_worker(config, dataset, placement, args.json)
+    if cluster and not cluster.is_chief:
+        return train_as_worker(config, dataset, cluster, args.json)
     sweep = sweeps.new_sweep_name() if axes else None
     if sweep:
         print(f"sweep {sweep}: {len(configs)} runs", file=sys.stderr)
@@ -208,38 +226,46 @@ def export_script(parser: argparse.ArgumentParser, args: argparse.Namespace, run
     return 0
 
 
-def place(configs: list, cluster_wait: float = CLUSTER_WAIT_SECONDS):
-    """Set up tf.distribute for these runs before TensorFlow starts (core/engines/distribute.py); returns where
-    the first trains. Only the CPU split and a multi-worker cluster need this early start."""
+def place(configs: list, cluster_wait: float = distribute.CLUSTER_WAIT_SECONDS):
+    """Set up tf.distribute for these runs before TensorFlow starts (core/engines/distribute.py): split the CPU
+    for mirrored runs, or join the cluster of a multi-worker run. Returns the Cluster this process joined, or
+    None when it trains alone (and so writes its runs)."""
     kinds = {each.distribute for each in configs}
     if kinds == {"none"}:
-        return distribute.SINGLE
+        return None
     if "multi-worker" in kinds and len(configs) > 1:
         raise ValueError("a multi-worker run is one run started on every machine; sweep with distribute "
                          "'mirrored' or 'none' instead")
     if "mirrored" in kinds:
         distribute.split_cpu(max(each.cpu_replicas for each in configs if each.distribute == "mirrored"))
-        return distribute.prepare(configs[0])
-    distribute.cluster_from_env()  # a missing or malformed TF_CONFIG is refused before any waiting
-    with waiting_for_the_cluster(cluster_wait):
-        return distribute.prepare(configs[0])
+        return None
+    cluster = distribute.cluster_from_env()  # a missing or malformed TF_CONFIG, or a taken port: before waiting
+    import tensorflow  # noqa: F401  (loaded first, so that the wait reported is the wait for the other workers)
+
+    with waiting_for_the_cluster(cluster, cluster_wait):
+        distribute.join_cluster(cluster, cluster_wait)
+    return cluster
 
 
-# The watchdog of a multi-worker run's start. TensorFlow joins the cluster in one C++ call that holds the GIL
-# until every worker has answered, so no thread of this process can speak meanwhile: a small process does.
-CLUSTER_WATCHDOG = """
+# What a multi-worker run's start says while it waits. TensorFlow joins the cluster in one C++ call that holds
+# the GIL until every worker has answered or its deadline (the --cluster-wait) has passed, so no thread of this
+# process can speak meanwhile: a small process does. Its kill is a last resort, for a TensorFlow that would
+# not keep its own deadline: well past it, a process that cannot run Python can only be killed.
+CLUSTER_REPORTER = """
 import os, signal, sys, time
 parent, limit, every, peers = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+last_resort = 2 * limit + 60
 started = time.monotonic()
 while True:
-    time.sleep(max(0.1, min(every, limit - (time.monotonic() - started))))
+    time.sleep(every)
     if os.getppid() != parent:
         sys.exit(0)
     waited = time.monotonic() - started
-    if waited >= limit:
-        print(f"{sys.argv[5]}: error: the other workers of TF_CONFIG ({peers}) did not all answer within {limit:g} s; "
-              "start the same command on every machine of the cluster, each with its own task index, and check "
-              "that their ports are open", file=sys.stderr, flush=True)
+    if waited >= last_resort:
+        print(f"{sys.argv[5]}: error: TensorFlow was still waiting for the other workers of TF_CONFIG ({peers}) "
+              f"after {waited:.0f} s, well past --cluster-wait {limit:g}; start the same command on every machine "
+              "of the cluster, each with its own task index, and check that their ports are open",
+              file=sys.stderr, flush=True)
         os.kill(parent, signal.SIGKILL)
         sys.exit(0)
     print(f"waiting for the other workers of the cluster ({peers}): {waited:.0f} s", file=sys.stderr, flush=True)
@@ -247,29 +273,31 @@ while True:
 
 
 @contextlib.contextmanager
-def waiting_for_the_cluster(limit: float):
-    """While TensorFlow joins the cluster (it waits for every worker in TF_CONFIG to start), say so every few
-    seconds; past `limit`, end this process with one line (nothing has been written yet)."""
-    peers = ", ".join(distribute.cluster_addresses())
-    watchdog = subprocess.Popen([sys.executable, "-c", CLUSTER_WATCHDOG, str(os.getpid()), str(limit),
-                                 str(WAIT_REPORT_SECONDS), peers, PROG])
+def waiting_for_the_cluster(cluster, limit: float):
+    """While TensorFlow joins the cluster (it waits up to `limit` for every worker of TF_CONFIG to start), say
+    so every 10 s (twice within a shorter wait); Ctrl-C quits at once meanwhile (nothing has been written yet)."""
+    reporter = subprocess.Popen([sys.executable, "-c", CLUSTER_REPORTER, str(os.getpid()), str(limit),
+                                 str(min(WAIT_REPORT_SECONDS, limit / 2)), ", ".join(cluster.addresses), PROG])
+    # Python's own Ctrl-C handler cannot run until TensorFlow's call returns: let the system's end the process.
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         yield
     finally:
-        watchdog.kill()
-        watchdog.wait()
+        signal.signal(signal.SIGINT, interrupt)
+        reporter.kill()
+        reporter.wait()
 
 
-def train_as_worker(config, dataset, placement, as_json: bool) -> int:
+def train_as_worker(config, dataset, cluster, as_json: bool) -> int:
     """A multi-worker run's other workers: train the same steps with the chief, in a scratch folder that is
     removed at the end, since the chief alone writes the run folder."""
-    print(f"worker {placement.worker_index} of {placement.workers}: training with the chief, which writes the "
+    print(f"worker {cluster.index} of {cluster.workers}: training with the chief, which writes the "
           "run folder", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hybrid-lab-worker-") as scratch:
         run = create_run(config, Path(scratch))
         state = train_and_report(run, config, dataset, Path(scratch), as_json=False, chief=False)
     if as_json:
-        print(json.dumps({"worker": placement.worker_index, "workers": placement.workers, "status": str(state),
+        print(json.dumps({"worker": cluster.index, "workers": cluster.workers, "status": str(state),
                           "run_dir": None}), flush=True)
     return 0 if state in (RunState.COMPLETED, RunState.STOPPED) else 1
 

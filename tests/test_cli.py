@@ -193,3 +193,16 @@ def test_a_preset_is_the_starting_point_and_flags_change_it():
     assert config.architecture == "cnn" and config.optimizer == "adam" and config.augment is True
     assert config.steps == 20
     assert config_from_args(build_parser().parse_args(["--preset", "article"])) == TrainConfig()
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "nan", "inf", "1e9", "soon"])
+def test_a_cluster_wait_that_is_not_a_time_to_wait_is_one_line(tmp_path, seconds):
+    # TensorFlow is told this deadline in whole milliseconds: 0 would mean its own default, inf cannot be told.
+    result = run_cli(f"--cluster-wait={seconds}", "--source", "offline", "--steps", "5", "--runs-dir",
+                     str(tmp_path / "runs"), timeout=60)
+
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"{PROG}: error: argument --cluster-wait: expected seconds above 0 and at most 86,400 (a day), "
+                    f"such as 300; got {seconds!r}")
+    assert not (tmp_path / "runs").exists()

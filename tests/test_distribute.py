@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -245,42 +246,127 @@ def run_cli(*flags: str, env: dict | None = None) -> subprocess.CompletedProcess
                           timeout=TIMEOUT, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("tf_config, words", [
-    (None, "distribute 'multi-worker' needs TF_CONFIG"),
-    ("{not json", "TF_CONFIG is not a cluster description TensorFlow can use"),
+def worker_tf_config(addresses, index) -> str:
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+BAD_TF_CONFIGS = [  # TF_CONFIG, what the one line must say, the test's id
+    (None, "distribute 'multi-worker' needs TF_CONFIG", "missing"),
+    ("{not json", "TF_CONFIG is not JSON", "not-json"),
+    ('["127.0.0.1:1"]', 'TF_CONFIG needs a "cluster" and a "task", each a JSON object', "a-list"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}',
-     "TF_CONFIG's task must be a worker or the chief"),
-], ids=["missing", "not-json", "parameter-server"])
+     'TF_CONFIG\'s task type is "ps", but every process of a multi-worker run here is a worker', "parameter-server"),
+    (worker_tf_config(["127.0.0.1:23456", "127.0.0.1:23457"], -1),
+     "TF_CONFIG's task index is -1, but cluster.worker lists 2 workers; set it to this machine's place in that "
+     "list, from 0 to 1", "index-minus-one"),
+    (worker_tf_config(["127.0.0.1:23456", "127.0.0.1:23457"], 2), "TF_CONFIG's task index is 2, but", "index-past-end"),
+    (worker_tf_config(["127.0.0.1:23456"], "first"), "TF_CONFIG's task index is \"first\", not a whole number",
+     "index-a-word"),
+    (worker_tf_config("127.0.0.1:23456,127.0.0.1:23457", 0),
+     "TF_CONFIG's cluster.worker is the string '127.0.0.1:23456,127.0.0.1:23457', not a list; write the addresses "
+     "as a JSON list", "workers-a-string"),
+    (worker_tf_config([], 0), "TF_CONFIG's cluster.worker is an empty list; list every machine of the run",
+     "no-workers"),
+    (worker_tf_config(["127.0.0.1:23456", "127.0.0.1:99999"], 0),
+     "TF_CONFIG's worker address '127.0.0.1:99999' has port 99999; give it a port from 1 to 65535", "port-99999"),
+    (worker_tf_config(["127.0.0.1:0"], 0), "has port 0; give it a port from 1 to 65535", "port-0"),
+    (worker_tf_config(["127.0.0.1"], 0), 'holds "127.0.0.1", which is not a "host:port" address', "no-port"),
+    (worker_tf_config([12345], 0), 'holds 12345, which is not a "host:port" address', "a-number"),
+    (worker_tf_config(["127.0.0.1:23456", "127.0.0.1:23456"], 0),
+     "TF_CONFIG's cluster.worker lists 127.0.0.1:23456 more than once", "duplicate"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"], "chief": ["127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG's cluster lists 'chief', but a multi-worker run here has only workers", "a-chief"),
+]
+
+
+@pytest.mark.parametrize("tf_config, words", [case[:2] for case in BAD_TF_CONFIGS],
+                         ids=[case[2] for case in BAD_TF_CONFIGS])
 def test_a_multi_worker_run_without_a_usable_tf_config_is_one_line(tmp_path, tf_config, words):
+    # Checked before TensorFlow starts: no traceback, no wait, no TensorFlow log, nothing written.
     environment = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     if tf_config is not None:
         environment["TF_CONFIG"] = tf_config
     result = subprocess.run([sys.executable, "-m", "core.cli", "--source", "offline", "--steps", "5",
-                             "--distribute", "multi-worker", "--runs-dir", str(tmp_path)],
+                             "--distribute", "multi-worker", "--cluster-wait", "2", "--runs-dir", str(tmp_path)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT, env=environment)
 
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("python -m core.cli: error: "), result.stderr[-2000:]
+    assert words in lines[0], lines[0]
     assert not list(tmp_path.iterdir())
 
 
-def test_a_worker_whose_peers_never_start_gives_up_in_words_leaving_nothing(tmp_path):
-    # TensorFlow waits for every worker of TF_CONFIG inside one call; the CLI says so, then gives up.
-    addresses = local_cluster.loopback_addresses(2)
-    environment = {"TF_CONFIG": local_cluster.tf_config(addresses, 0)}
-    started = time.monotonic()
-    result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--cluster-wait", "12",
-                     "--runs-dir", str(tmp_path / "runs"), env=environment)
+def test_tf_config_is_read_as_tensorflow_reads_it():
+    cluster = distribute.read_cluster(worker_tf_config(["host1:12345", "host2:12345", "[::1]:2222"], "1"))
+    assert cluster == distribute.Cluster(("host1:12345", "host2:12345", "[::1]:2222"), 1)
+    assert (cluster.workers, cluster.is_chief, cluster.address) == (3, False, "host2:12345")
+    assert distribute.read_cluster(worker_tf_config(["host1:1"], 0)).is_chief
+    with pytest.raises(distribute.DistributeError, match="not a whole number"):
+        distribute.read_cluster(worker_tf_config(["host1:1"], True))
 
-    assert result.returncode != 0 and time.monotonic() - started < TIMEOUT
-    lines = [line for line in result.stderr.splitlines() if "core.cli" in line or "waiting for" in line]
+
+def test_a_worker_whose_port_is_taken_is_one_line(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    try:
+        result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--cluster-wait", "2",
+                         "--runs-dir", str(tmp_path), env={"TF_CONFIG": worker_tf_config([address], 0)})
+    finally:
+        taken.close()
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"python -m core.cli: error: this worker's address in TF_CONFIG, {address} (index 0), has port "
+                    f"{address.split(':')[1]}, which this machine cannot listen on (Address already in use); stop the "
+                    "program using it or give this worker a free port in TF_CONFIG on every machine")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["the-chief-alone", "worker-1-alone"])
+def test_a_worker_whose_peers_never_start_gives_up_in_words_leaving_nothing(tmp_path, index):
+    # TensorFlow waits for every worker of TF_CONFIG inside one call; told a deadline (--cluster-wait), it gives
+    # up by itself (worker 0 waits for the others to register, worker 1 for worker 0 to answer), and the CLI
+    # says so in one line and exits 2, like any run refused before its folder exists.
+    addresses = local_cluster.loopback_addresses(2)  # nobody listens on either
+    result = run_cli("--source", "offline", "--steps", "5", "--distribute", "multi-worker", "--cluster-wait", "2",
+                     "--runs-dir", str(tmp_path / "runs"), env={"TF_CONFIG": worker_tf_config(addresses, index)})
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
     assert lines[-1] == (f"python -m core.cli: error: the other workers of TF_CONFIG ({addresses[0]}, "
-                         f"{addresses[1]}) did not all answer within 12 s; start the same command on every "
+                         f"{addresses[1]}) did not all answer within 2 s; start the same command on every "
                          "machine of the cluster, each with its own task index, and check that their ports are open")
-    assert lines[0].startswith("waiting for the other workers of the cluster")
+    assert any(line.startswith(f"waiting for the other workers of the cluster ({addresses[0]}, {addresses[1]}): ")
+               for line in lines)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_ctrl_c_while_waiting_for_the_cluster_quits_at_once(tmp_path):
+    addresses = local_cluster.loopback_addresses(2)
+    process = subprocess.Popen([sys.executable, "-m", "core.cli", "--source", "offline", "--steps", "5",
+                                "--distribute", "multi-worker", "--cluster-wait", "600", "--runs-dir", str(tmp_path)],
+                               cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CONFIG": worker_tf_config(addresses, 0)})
+    said = []
+    try:
+        for line in process.stderr:  # the first report comes 10 s into the wait for the other workers
+            said.append(line)
+            if line.startswith("waiting for the other workers"):
+                break
+        process.send_signal(signal.SIGINT)
+        # Python's handler could only run once TensorFlow's join returned, 600 s from now; the system's ends it.
+        code = process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        said.append(process.communicate()[1])
+    assert code == -signal.SIGINT
+    assert "Traceback" not in "".join(said)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_multi_worker_sweep_is_refused_in_words(tmp_path):
