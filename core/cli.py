@@ -39,10 +39,27 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _integers(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", ",").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers such as 128,128; got {text!r}") from None
+    parts = [part for part in text.replace(" ", ",").split(",") if part]
+    if not parts or not all(sweeps.WHOLE_NUMBER.fullmatch(part) for part in parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers written with the digits 0 to 9, such as 128,128; "
+                                         f"got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _number(kind: type):
+    """A flag's type for an int or float setting: digits 0 to 9 only (Python's own int() and float() also read
+    full-width and other Unicode digits, which a person would not mean); the range is checked with the config."""
+    pattern, example = (sweeps.WHOLE_NUMBER, "200") if kind is int else (sweeps.NUMBER, "0.05 or 1e-3")
+
+    def parse(text: str):
+        if not pattern.fullmatch(text.strip()):
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun} written with the digits 0 to 9, such as {example}; "
+                                             f"got {text!r}")
+        return kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _cluster_wait(text: str) -> float:
@@ -77,7 +94,8 @@ def add_setting_flag(parser: argparse.ArgumentParser, setting: Setting, config_c
     elif setting.choices:
         parser.add_argument(flag, dest=setting.name, choices=setting.choices, default=None, help=help_text)
     else:
-        parser.add_argument(flag, dest=setting.name, type=setting.kind, default=None, help=help_text)
+        parser.add_argument(flag, dest=setting.name, type=_number(setting.kind) if setting.kind in (int, float)
+                            else setting.kind, default=None, help=help_text)
 
 
 def build_parser(config_class=TrainConfig) -> argparse.ArgumentParser:

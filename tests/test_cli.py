@@ -85,6 +85,10 @@ BAD_FLAGS = [  # flags, the name the message must give, the value it must quote 
     (["--data", "/nonexistent"], "--data", "/nonexistent"),
     (["--dropout-rate", "0.95"], "dropout_rate", "0.95"),
     (["--engine", "session", "--xla"], "xla", "session"),
+    # Python's int() and float() read full-width and other Unicode digits; a person typing them meant something else.
+    (["--learning-rate", "０.５"], "--learning-rate", "０.５"),
+    (["--steps", "１"], "--steps", "１"),
+    (["--hidden-units", "１２８"], "--hidden-units", "１２８"),
 ]
 
 
