@@ -5,12 +5,12 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core import queue, service
+from core import queue
 from core.config import TrainConfig
-from core.runs import RunStoreError, default_runs_dir, load_run
+from core.runs import default_runs_dir, load_run
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
-from ui.widgets import files_offered_here, visitor_id
+from ui.submit import submit_run
 from ui.drawing import (
     DrawingModel,
     Prediction,
@@ -38,12 +38,12 @@ def get_model(run_id: str, model_path: str, version: float) -> DrawingModel:
 
 
 def train_article_model() -> None:
-    try:
-        run = service.submit(TrainConfig(), default_runs_dir(), visitor=visitor_id(), files=files_offered_here())
-    except (RunStoreError, ValueError) as error:  # ValueError: SubmissionRefused
-        st.session_state["draw_start_error"] = f"Cannot train: {error}."
-    else:
-        st.session_state["draw_started_run"] = run.run_id
+    submitted = submit_run(TrainConfig(), default_runs_dir())
+    # Kept until the next press: a run queued when no worker could start is followed, and the page reruns
+    # when it ends; the reason must still be on screen then.
+    st.session_state["draw_start_error"] = submitted.refusal
+    if not submitted.refusal:
+        st.session_state["draw_started_run"] = submitted.runs[0].run_id
 
 
 def clear_canvas() -> None:
@@ -65,7 +65,7 @@ def follow_training(run_id: str) -> None:
 
 def offer_training() -> None:
     """With no model to draw with: train the article's network, or wait for the run already training."""
-    failure = (st.session_state.pop("draw_start_error", None)
+    failure = (st.session_state.get("draw_start_error")
                or training_failure(st.session_state.get("draw_started_run"), default_runs_dir()))
     if failure:
         st.error(failure)

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -224,6 +225,57 @@ def test_a_failed_training_is_reported_and_can_be_retried(tmp_path, monkeypatch)
 
     assert not page.exception
     assert texts(page.error) == ["Training the model ended failed: DatasetError: no MNIST available."]
+    assert not page.button(key="draw_train").disabled
+
+
+def stop_the_run_once_queued(runs_dir: Path) -> threading.Thread:
+    """A thread that stops the first run queued in `runs_dir`, as Stop on the Train page would.
+
+    With no worker, the page waits for a queued run until it ends; this ends it.
+    """
+    def stop_it():
+        for _ in range(PAGE_TIMEOUT * 20):
+            waiting = queue.queued_ids(runs_dir)
+            if waiting:
+                core.service.stop(load_run(waiting[0], runs_dir))
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=stop_it, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_runs_directory_that_is_a_file_is_one_sentence_when_training_from_here(tmp_path, monkeypatch,
+                                                                                   loopback_visitor):
+    runs_dir = tmp_path / "runs"
+    runs_dir.write_text("not a folder")
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    page = open_page()
+
+    page.button(key="draw_train").click().run()
+
+    assert not page.exception, page.exception
+    (error,) = texts(page.error)
+    assert error == f"Cannot train: cannot keep runs in {runs_dir}: it is a file, not a folder."
+    assert runs_dir.read_text() == "not a folder"
+
+
+def test_a_worker_that_cannot_start_is_one_sentence_when_training_from_here(tmp_path, monkeypatch, loopback_visitor):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / core.service.WORKERS_DIR).write_text("not a folder")  # the pool cannot make its log folder
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    page = open_page()
+    stopper = stop_the_run_once_queued(runs_dir)
+
+    page.button(key="draw_train").click().run()
+    stopper.join(timeout=PAGE_TIMEOUT)
+
+    assert not page.exception, page.exception
+    (error,) = texts(page.error)
+    assert "File exists" in error and str(runs_dir / core.service.WORKERS_DIR) in error, error
+    assert error.endswith(".") and "Errno" not in error, error
     assert not page.button(key="draw_train").disabled
 
 

@@ -531,6 +531,56 @@ def test_train_stays_enabled_while_a_run_waits_and_queues_another(tmp_path, monk
     assert load_run(waiting.run_id, runs_dir).state is RunState.QUEUED  # the first one still waits
 
 
+# --- a runs directory that cannot take a run, on every button that submits -------------------------------
+
+
+def runs_dir_that_is_a_file(tmp_path: Path) -> Path:
+    """HYBRID_LAB_RUNS naming a plain file: the store refuses to make a run there (RunStoreError)."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.write_text("not a folder")
+    return runs_dir
+
+
+def runs_dir_where_no_worker_starts(tmp_path: Path) -> Path:
+    """A usable runs directory whose workers' log folder is a file: runs are queued, then no worker can start."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / core.service.WORKERS_DIR).write_text("not a folder")
+    return runs_dir
+
+
+def press_queue_sweep(app: AppTest) -> None:
+    app.selectbox(key="sweep_setting_0").set_value("learning_rate").run()
+    app.text_input(key="sweep_values_0").input("0.1, 0.5").run()
+    app.button(key="sweep_queue").click().run()
+
+
+PRESSES = {
+    "Train": lambda app: train_button(app).click().run(),
+    "Compare engines": lambda app: next(button for button in app.button
+                                        if button.label == "Compare engines").click().run(),
+    "Queue sweep": press_queue_sweep,
+}
+
+
+@pytest.mark.parametrize("button", PRESSES)
+@pytest.mark.parametrize(("broken", "cause"), [(runs_dir_that_is_a_file, "it is a file, not a folder"),
+                                               (runs_dir_where_no_worker_starts, "File exists")])
+def test_a_runs_directory_that_cannot_take_a_run_is_one_sentence_on_every_button(button, broken, cause, tmp_path,
+                                                                                  monkeypatch, loopback_visitor):
+    runs_dir = broken(tmp_path)
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    fill_tiny_form(app)
+
+    PRESSES[button](app)
+
+    assert_no_exception(app)
+    (error,) = [element.value for element in app.error]
+    assert cause in error and str(runs_dir) in error, error
+    assert error.endswith(".") and "Traceback" not in error and "Errno" not in error, error
+    assert "run" not in app.query_params and "compare" not in app.query_params and "sweep" not in app.query_params
+
+
 # --- TensorBoard -------------------------------------------------------------------------------------
 
 
