@@ -543,6 +543,20 @@ def test_the_drawing_model_explains_with_the_keras_model_on_its_tensorflow_threa
     assert threads[:2] == ["drawing-model_0", "drawing-model_0"]
 
 
+def test_a_drawing_model_owns_its_thread_and_the_thread_ends_when_the_model_is_dropped(runs_dir):
+    model_path = load_run(only_run_id(runs_dir), runs_dir).model_path
+    first, second = DrawingModel(model_path), DrawingModel(model_path)
+    threads = [first._call(threading.current_thread), second._call(threading.current_thread)]
+
+    assert threads[0] is not threads[1] and all(thread.is_alive() for thread in threads)
+    assert threading.current_thread() not in threads
+    del first, second  # as st.cache_resource drops a model it no longer keeps
+
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+
+
 def test_preview_image_enlarges_each_pixel_into_a_sharp_square():
     digit = np.zeros((28, 28), np.float32)
     digit[3, 5] = 1.0

@@ -27,13 +27,6 @@ DRAWING_DATASET = "mnist"
 # The 28x28 digit is shown 6x larger (168 px), each pixel a visible square.
 PREVIEW_SCALE = 6
 TOP_UNIT_COUNT = 5  # the most active units shown per hidden layer
-# Why DrawingModel does not just call the Keras model: after every script run Streamlit calls
-# keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call
-# of the model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification.
-# An XLA-compiled function keeps its compiled program outside that cache. Streamlit also runs each
-# rerun on a new thread, where TensorFlow's first call sets up per-thread state, so every call goes to
-# this one long-lived thread. bench/draw_page_latency.py measures both: ~19 ms -> ~2 ms per drawing.
-_TENSORFLOW_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawing-model")
 
 
 @dataclass(frozen=True)
@@ -125,12 +118,21 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
 
 class DrawingModel:
     """A run's model, compiled for classifying one drawing at a time in a Streamlit server, and kept as a Keras
-    model for explaining a prediction (saliency, top units), which may take longer than classifying."""
+    model for explaining a prediction (saliency, top units), which may take longer than classifying.
+
+    Why it does not just call the Keras model: after every script run Streamlit calls
+    keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call of the
+    model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification. An XLA-compiled
+    function keeps its compiled program outside that cache. Streamlit also runs each rerun on a new thread,
+    where TensorFlow's first call sets up per-thread state, so every call goes to the model's own long-lived
+    thread, which ends when the model is dropped. bench/draw_page_latency.py measures both: ~19 ms -> ~2 ms.
+    """
 
     def __init__(self, model_path):
-        self._model, self._forward = _TENSORFLOW_THREAD.submit(_load_and_compile, model_path).result()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawing-model")
+        self._model, self._forward = self._call(_load_and_compile, model_path)
         # Compile now rather than on the first stroke. Explain once too: TensorFlow's first gradient takes
-        # ~100 ms, and on the shared thread the first stroke's explanation would hold up the next stroke.
+        # ~100 ms, and on the model's one thread the first stroke's explanation would hold up the next stroke.
         blank = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
         self.probabilities(blank)
         self.saliency(blank)
@@ -139,18 +141,18 @@ class DrawingModel:
 
     def probabilities(self, digit: np.ndarray) -> np.ndarray:
         """The (10,) class probabilities of one preprocessed 28x28 digit."""
-        return _TENSORFLOW_THREAD.submit(classify, self._forward, digit).result()
+        return self._call(classify, self._forward, digit)
 
     def saliency(self, digit: np.ndarray) -> np.ndarray:
         """(28, 28) |d p_predicted / d pixel| of one preprocessed digit (core.insight.saliency)."""
-        return _TENSORFLOW_THREAD.submit(insight.saliency, self._model, digit).result()
+        return self._call(insight.saliency, self._model, digit)
 
     def top_units(self, digit: np.ndarray, count: int = TOP_UNIT_COUNT) -> list[tuple[str, list[tuple[int, float]]]]:
         """Each hidden layer's name and its `count` most active units as (unit, activation) (core.insight)."""
-        return _TENSORFLOW_THREAD.submit(insight.top_units, self._model, digit, count).result()
+        return self._call(insight.top_units, self._model, digit, count)
 
-
-_frozen = False
+    def _call(self, function, *args):
+        return self._thread.submit(function, *args).result()
 
 
 def _freeze_long_lived_objects() -> None:
@@ -159,13 +161,11 @@ def _freeze_long_lived_objects() -> None:
     Streamlit collects garbage after every rerun (inside keras.backend.clear_session), and with TensorFlow
     loaded a full collection walks millions of long-lived objects: ~200 ms per stroke. Frozen objects are
     skipped (bench/draw_page_latency.py: ~20 ms a rerun). Only once, after a collection, so that no garbage
-    and no later model (a cache may drop it) is frozen for good.
+    and no later model (a cache may drop it) is frozen for good: the collector itself says whether it was.
     """
-    global _frozen
-    if not _frozen:
+    if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
-        _frozen = True
 
 
 def _load_and_compile(model_path):
