@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -638,6 +639,21 @@ def test_the_apps_tensorboard_serves_the_runs_directory(populated):
     assert [value for _, _, value in losses] == pytest.approx(populated.completed.read_metrics()["loss"], rel=1e-6)
 
 
+def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(populated):
+    """TensorBoard's page names its fonts from the root of the host (/font-roboto/...), where nobody serves them,
+    least of all under a path prefix; the mount makes them relative to the page. (Served under a prefix, in a
+    browser: test_browser_sharing.py.)"""
+    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+
+    status, page = asgi_get(mount, "/")
+    fonts = sorted(set(re.findall(rb"url\(([^)]+\.woff2)\)", page)))
+
+    assert status == 200 and len(fonts) >= 10
+    assert all(font.startswith(b"font-roboto/") for font in fonts), fonts[:3]
+    status, font = asgi_get(mount, "/" + fonts[0].decode())
+    assert status == 200 and font.startswith(b"wOF2")
+
+
 def test_tensorboard_that_cannot_start_says_why_in_its_place(tmp_path, monkeypatch):
     def refuse(logdir):
         raise tensorboard_server.TensorBoardError("no free port")
@@ -662,6 +678,16 @@ def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
     assert tensorboard_server.dashboard_url("r", "http://127.0.0.1:6006") == (
         "http://127.0.0.1:6006/?runFilter=%5Er%24#timeseries")
     assert tensorboard_server.tensorboard_command(Path("/tmp/my runs")) == "tensorboard --logdir '/tmp/my runs'"
+
+
+def test_the_served_config_gives_visitors_no_developer_toolbar():
+    """What `streamlit run app.py` reads from .streamlit/config.toml: no Deploy, Rerun or Clear cache for visitors."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("STREAMLIT_")}
+    shown = subprocess.run([sys.executable, "-c", "from streamlit import config; "
+                            "print(config.get_option('client.toolbarMode'))"],
+                           cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True)
+
+    assert shown.stdout.strip() == "viewer"
 
 
 # --- what the pages say (ui.form, ui.texts) ----------------------------------------------------------
