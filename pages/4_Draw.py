@@ -12,8 +12,10 @@ from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.submit import submit_run
 from ui.drawing import (
+    CANVAS_LABEL_STYLE,
     DrawingModel,
     Prediction,
+    canvas_label_html,
     choose_run,
     classify_drawing,
     explain_prediction,
@@ -121,6 +123,7 @@ def show_explanation(model: DrawingModel, prediction: Prediction) -> None:
 
 
 st.title("Draw")
+st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the page
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")
 
@@ -141,14 +144,15 @@ run_id = st.selectbox("Model", run_ids, index=run_ids.index(choice.default_run_i
 st.query_params["run"] = run_id  # the address names the run shown, for reloads and shared links
 run = runs_by_id[run_id]
 
-# A fixed-width column keeps the canvas square; the results take the rest, or wrap below it.
-with st.container(horizontal=True, gap="large"):
+# A fixed-width column keeps the canvas square; the results take the rest, or go below it (ui.drawing's
+# CANVAS_LABEL_STYLE: in a narrow row, the line above the canvas then says the prediction).
+with st.container(horizontal=True, gap="large", key="draw_row"):
     canvas_column = st.container(width=CANVAS_SIZE)
-    result_column = st.container()
+    result_column = st.container(key="draw_results")
 
 with canvas_column:
-    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short caption.
-    st.caption("Your digit")
+    # Filled once the drawing is classified (below); until then the last run's line stays, so nothing moves.
+    above_canvas = st.container(key="draw_above_canvas")
     canvas = st_canvas(
         # The slider below sets the pen; its value is in session_state before this line runs.
         stroke_width=st.session_state.get("draw_stroke_width", DEFAULT_STROKE_WIDTH),
@@ -172,6 +176,9 @@ with result_column:
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
         prediction = show_prediction(model, canvas.image_data)
+with above_canvas:
+    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short line.
+    st.html(canvas_label_html(prediction))
 # Under the canvas and the prediction, with the page's full width; the prediction is already shown.
 if prediction is not None:
     show_explanation(model, prediction)

@@ -33,6 +33,7 @@ from core.training import train
 from tests.factories import TINY, make_run, rewrite_json
 from ui.drawing import (
     DrawingModel,
+    canvas_label_html,
     choose_run,
     classify_drawing,
     explain_prediction,
@@ -555,6 +556,21 @@ def test_a_drawing_model_owns_its_thread_and_the_thread_ends_when_the_model_is_d
     for thread in threads:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
+
+
+def test_the_line_above_the_canvas_says_the_prediction_for_a_narrow_row(runs_dir):
+    page = open_page()
+    page.session_state["draw_canvas_0"] = canvas_value(seven_drawing())
+
+    page.run()
+
+    assert not page.exception
+    (header,) = prediction_headers(page)
+    (label,) = [html.proto.body for html in page.get("html") if html.proto.body.startswith('<div class="draw-label">')]
+    # Both versions are there; the page's style shows the narrow one only when the results are under the canvas.
+    assert '<span class="wide">Your digit</span>' in label
+    assert f'<span class="narrow"><strong>{header}</strong> · ' in label and "% confident</span>" in label
+    assert canvas_label_html(None).count("Your digit") == 2 and "Prediction" not in canvas_label_html(None)
 
 
 def test_preview_image_enlarges_each_pixel_into_a_sharp_square():

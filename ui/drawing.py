@@ -27,6 +27,24 @@ DRAWING_DATASET = "mnist"
 # The 28x28 digit is shown 6x larger (168 px), each pixel a visible square.
 PREVIEW_SCALE = 6
 TOP_UNIT_COUNT = 5  # the most active units shown per hidden layer
+# The Draw page's canvas and results share a row (keys draw_row, draw_results); in a row narrower than this (a
+# phone, or a small window with the sidebar open) the results go under the canvas, where on a phone they are out
+# of sight after a stroke. There, the line above the canvas says the prediction instead of "Your digit". A
+# container query decides both from the row's own width, so the line changes exactly when the results move down.
+# Both versions are one line of one size, so the canvas never moves under the pen when a prediction comes.
+WRAP_BELOW_PX = 520
+CANVAS_LABEL_STYLE = f"""<style>
+.st-key-draw_row {{ container: draw-row / inline-size; }}
+.draw-label {{ font-size: 0.875rem; line-height: 1.6; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+.draw-label .wide, .draw-label .faded {{ opacity: 0.6; }}
+.draw-label .narrow, .draw-label .faded {{ display: none; }}
+@container draw-row (max-width: {WRAP_BELOW_PX - 1}px) {{
+  .st-key-draw_row > :has(> .st-key-draw_results) {{ flex-basis: 100%; }}
+  .draw-label {{ font-size: 1rem; }}
+  .draw-label .wide {{ display: none; }}
+  .draw-label .narrow, .draw-label .faded {{ display: inline; }}
+}}
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -210,6 +228,17 @@ def top_units_markdown(top_units: list[tuple[str, list[tuple[int, float]]]]) -> 
     """One line per hidden layer: its name, then its most active units with their activation."""
     return "\n".join(f"- `{layer}`: " + " · ".join(f"unit {unit} ({activation:.2f})" for unit, activation in units)
                      for layer, units in top_units)
+
+
+def canvas_label_html(prediction: Prediction | None) -> str:
+    """The line above the canvas: "Your digit", and for a narrow row the prediction once there is one
+    (CANVAS_LABEL_STYLE shows one or the other)."""
+    if prediction is None:
+        narrow = '<span class="faded">Your digit</span>'
+    else:
+        narrow = (f'<span class="narrow"><strong>Prediction: {prediction.predicted}</strong> · '
+                  f'{prediction.confidence:.1%} confident</span>')
+    return f'<div class="draw-label"><span class="wide">Your digit</span>{narrow}</div>'
 
 
 def preview_image(digit: np.ndarray, scale: int = PREVIEW_SCALE) -> np.ndarray:
