@@ -40,13 +40,15 @@ def _server_log_tail(log_path: Path, characters: int = 3000) -> str:
 
 
 def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | None = "127.0.0.1",
-              visit_host: str = "127.0.0.1", env: dict | None = None) -> tuple[str, subprocess.Popen]:
+              visit_host: str = "127.0.0.1", env: dict | None = None,
+              base_url_path: str | None = None) -> tuple[str, subprocess.Popen]:
     """Start `streamlit run app.py` on a free port with HYBRID_LAB_RUNS=runs_dir; return (url, process).
 
     `address` is what the server listens on ("0.0.0.0": every interface, as when it is shared; None: what
     .streamlit/config.toml says, as `make run` starts it); `visit_host`
     is the loopback address the returned URL uses (127.0.0.2 is another origin than 127.0.0.1, as a remote
-    visitor's browser would be). Returns once Streamlit's health endpoint answers. Stop the server with
+    visitor's browser would be); `base_url_path` serves the app under that path prefix (`--server.baseUrlPath`),
+    which the returned URL then ends with. Returns once Streamlit's health endpoint answers. Stop the server with
     `stop_app(process)`.
     """
     port = free_port()
@@ -56,10 +58,12 @@ def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | No
                "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     if address is not None:
         command += ["--server.address", address]
+    if base_url_path:
+        command += ["--server.baseUrlPath", base_url_path]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_path = Path(log.name)
     log.close()
-    url = f"http://{visit_host}:{port}"
+    url = f"http://{visit_host}:{port}" + (f"/{base_url_path.strip('/')}" if base_url_path else "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

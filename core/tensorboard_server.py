@@ -21,6 +21,11 @@ MOUNT_PATH = "/tensorboard"
 DASHBOARD = "timeseries"
 RUN_FILTER_PARAMETER = "runFilter"
 _REGEX_SPECIALS = set(".^$*+?()[]{}|\\")
+# TensorBoard's index page asks for its Roboto fonts at /font-roboto/..., from the root of the host: outside its
+# mount and outside any path prefix the app is served under (`--server.baseUrlPath`), where nobody serves them.
+# Relative to the page they resolve under the mount, where TensorBoard serves them.
+FONTS_FROM_ROOT, FONTS_FROM_PAGE = b"url(/font-roboto/", b"url(font-roboto/"
+INDEX_PATHS = ("/", "/index.html")
 
 
 class TensorBoardError(RuntimeError):
@@ -74,7 +79,7 @@ class TensorBoardMount:
                 from a2wsgi import WSGIMiddleware
 
                 self.logdir.mkdir(parents=True, exist_ok=True)
-                self._asgi = WSGIMiddleware(tensorboard_wsgi_app(self.logdir))
+                self._asgi = WSGIMiddleware(fonts_from_the_page(tensorboard_wsgi_app(self.logdir)))
         return self._asgi
 
     async def __call__(self, scope, receive, send):
@@ -85,6 +90,29 @@ class TensorBoardMount:
                            [(b"content-type", b"text/plain; charset=utf-8")])
             return
         await app(scope, receive, send)
+
+
+def fonts_from_the_page(wsgi_app):
+    """TensorBoard's WSGI app, with its index page asking for its fonts relative to itself (see FONTS_FROM_ROOT)."""
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") not in INDEX_PATHS:
+            return wsgi_app(environ, start_response)
+        answer = {}
+
+        def keep(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda data: None  # TensorBoard (werkzeug) returns its body rather than write() it
+
+        body = wsgi_app(environ, keep)
+        try:
+            page = b"".join(body).replace(FONTS_FROM_ROOT, FONTS_FROM_PAGE)
+        finally:
+            getattr(body, "close", lambda: None)()
+        headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
+        start_response(answer["status"], headers + [("Content-Length", str(len(page)))])
+        return [page]
+
+    return app
 
 
 async def _respond(send, status: int, body: bytes, headers: list) -> None:

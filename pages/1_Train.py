@@ -6,11 +6,12 @@ import streamlit as st
 from core import queue, service, sweeps
 from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
-from core.records import RunNotFound, RunStoreError
+from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, texts
 from ui.form import put_form, settings_form, sweep_form
-from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart, visitor_id
+from ui.submit import submit_engine_comparison, submit_run, submit_sweep
+from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
 REFRESH_SECONDS = 0.5
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
@@ -210,20 +211,14 @@ if config is not None:
     summary_column.markdown(f"**{texts.describe_config(config)}** · {DATASET_TITLES[config.dataset]}, "
                             f"{texts.choice_label('source', config.source)}")
 if clicked or compare_clicked:
-    visit = {"visitor": visitor_id(), "files": files_offered_here()}
-    try:
-        if clicked:
-            follow(service.submit(config, runs_dir, **visit).run_id)
-        else:
-            compared_runs = service.submit_engine_comparison(config, runs_dir, **visit)
-            st.query_params["compare"] = ",".join(run.run_id for run in compared_runs)
-    except ValueError as error:  # SubmissionRefused, or DatasetError: the data files are not where the form says
-        st.error(f"Cannot train: {error}")
-    except RunStoreError as error:  # the runs directory cannot take a new run
-        st.error(f"Cannot train: {error}.")
-    except OSError as error:  # the worker cannot start
-        st.error(f"Cannot start training in {runs_dir}: {error.strerror or error}")
+    submitted = (submit_run if clicked else submit_engine_comparison)(config, runs_dir)
+    if submitted.refusal:
+        st.error(submitted.refusal)
     else:
+        if clicked:
+            follow(submitted.runs[0].run_id)
+        else:
+            st.query_params["compare"] = ",".join(run.run_id for run in submitted.runs)
         st.rerun()
 
 with st.expander("Sweep: a grid of runs over one or two settings", icon=":material/grid_view:"):
@@ -238,12 +233,11 @@ with st.expander("Sweep: a grid of runs over one or two settings", icon=":materi
             st.error(f"{error}.")
     if st.button(f"Queue sweep ({planned} runs)" if planned else "Queue sweep", icon=":material/grid_view:",
                  disabled=not planned, key="sweep_queue"):
-        try:
-            name, _ = service.submit_sweep(config, axes, runs_dir, visitor=visitor_id(), files=files_offered_here())
-        except ValueError as error:
-            st.error(f"Cannot queue this sweep: {error}")
+        submitted = submit_sweep(config, axes, runs_dir)
+        if submitted.refusal:
+            st.error(submitted.refusal)
         else:
-            st.query_params["sweep"] = name
+            st.query_params["sweep"] = submitted.sweep
             st.rerun()
 
 st.divider()

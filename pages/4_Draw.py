@@ -5,16 +5,17 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core import queue, service
+from core import queue
 from core.config import TrainConfig
-from core.records import RunStoreError
 from core.store import default_runs_dir, load_run
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
-from ui.widgets import files_offered_here, visitor_id
+from ui.submit import submit_run
 from ui.drawing import (
+    CANVAS_LABEL_STYLE,
     DrawingModel,
     Prediction,
+    canvas_label_html,
     choose_run,
     classify_drawing,
     explain_prediction,
@@ -39,12 +40,12 @@ def get_model(run_id: str, model_path: str, version: float) -> DrawingModel:
 
 
 def train_article_model() -> None:
-    try:
-        run = service.submit(TrainConfig(), default_runs_dir(), visitor=visitor_id(), files=files_offered_here())
-    except (RunStoreError, ValueError) as error:  # ValueError: SubmissionRefused
-        st.session_state["draw_start_error"] = f"Cannot train: {error}."
-    else:
-        st.session_state["draw_started_run"] = run.run_id
+    submitted = submit_run(TrainConfig(), default_runs_dir())
+    # Kept until the next press: a run queued when no worker could start is followed, and the page reruns
+    # when it ends; the reason must still be on screen then.
+    st.session_state["draw_start_error"] = submitted.refusal
+    if not submitted.refusal:
+        st.session_state["draw_started_run"] = submitted.runs[0].run_id
 
 
 def clear_canvas() -> None:
@@ -66,7 +67,7 @@ def follow_training(run_id: str) -> None:
 
 def offer_training() -> None:
     """With no model to draw with: train the article's network, or wait for the run already training."""
-    failure = (st.session_state.pop("draw_start_error", None)
+    failure = (st.session_state.get("draw_start_error")
                or training_failure(st.session_state.get("draw_started_run"), default_runs_dir()))
     if failure:
         st.error(failure)
@@ -122,6 +123,7 @@ def show_explanation(model: DrawingModel, prediction: Prediction) -> None:
 
 
 st.title("Draw")
+st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the page
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")
 
@@ -142,14 +144,15 @@ run_id = st.selectbox("Model", run_ids, index=run_ids.index(choice.default_run_i
 st.query_params["run"] = run_id  # the address names the run shown, for reloads and shared links
 run = runs_by_id[run_id]
 
-# A fixed-width column keeps the canvas square; the results take the rest, or wrap below it.
-with st.container(horizontal=True, gap="large"):
+# A fixed-width column keeps the canvas square; the results take the rest, or go below it (ui.drawing's
+# CANVAS_LABEL_STYLE: in a narrow row, the line above the canvas then says the prediction).
+with st.container(horizontal=True, gap="large", key="draw_row"):
     canvas_column = st.container(width=CANVAS_SIZE)
-    result_column = st.container()
+    result_column = st.container(key="draw_results")
 
 with canvas_column:
-    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short caption.
-    st.caption("Your digit")
+    # Filled once the drawing is classified (below); until then the last run's line stays, so nothing moves.
+    above_canvas = st.container(key="draw_above_canvas")
     canvas = st_canvas(
         # The slider below sets the pen; its value is in session_state before this line runs.
         stroke_width=st.session_state.get("draw_stroke_width", DEFAULT_STROKE_WIDTH),
@@ -173,6 +176,9 @@ with result_column:
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
         prediction = show_prediction(model, canvas.image_data)
+with above_canvas:
+    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short line.
+    st.html(canvas_label_html(prediction))
 # Under the canvas and the prediction, with the page's full width; the prediction is already shown.
 if prediction is not None:
     show_explanation(model, prediction)

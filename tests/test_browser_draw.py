@@ -4,7 +4,8 @@
 draws on the canvas. streamlit-drawable-canvas 0.13 is a components-v2 widget: no iframe, its Fabric.js
 canvases sit in the page inside a shadow root (which Playwright's CSS locators pierce). Fabric paints the
 drawing, background included, on "dc-canvas lower-canvas" and takes the mouse on "dc-canvas upper-canvas"
-stacked on top of it ("dc-background-canvas" is only for background images).
+stacked on top of it ("dc-background-canvas" is only for background images). On a phone (Playwright's
+Pixel 7: 412 px wide, touch) the strokes are touch events.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ PAGE_PATH = "/Draw"  # Streamlit names pages/4_Draw.py's address after the file,
 WAIT_MS = 60_000  # generous: the first stroke on a cold server loads TensorFlow and the model
 HINT = "Draw a digit on the canvas"
 PREDICTION = re.compile(r"^Prediction: \d$")
+ANY_PREDICTION = re.compile(r"Prediction: (\d)")
+# Playwright's "Pixel 7" profile (playwright.devices), without its Chrome version in the user agent.
+PIXEL_7 = {"viewport": {"width": 412, "height": 839}, "screen": {"width": 412, "height": 915},
+           "device_scale_factor": 2.625, "is_mobile": True, "has_touch": True,
+           "user_agent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+                         "Chrome/120.0.0.0 Mobile Safari/537.36"}
 WHY = "Why this prediction"
 BAR_COUNT = "document.querySelectorAll(\"[data-testid='stPlotlyChart'] .bars .point\").length"
 SALIENCY_CHART = "[data-testid='stPlotlyChart']:has(.heatmaplayer .hm)"  # the probabilities are bars, not a heatmap
@@ -149,3 +156,54 @@ def test_after_a_link_to_a_missing_run_the_drawing_stays_on_the_canvas(app_url, 
     assert drawing_surface(page).count() == 1
     assert brightest_ink(page) == 255
     page.close()
+
+
+def touch_draw(page, strokes) -> None:
+    """Draw each stroke with one finger: a touch start, moves through its points in small steps, an end."""
+    box = drawing_surface(page).bounding_box()
+    touch = page.context.new_cdp_session(page)
+
+    def send(kind: str, points: list) -> None:
+        touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+            {"x": box["x"] + x, "y": box["y"] + y} for x, y in points]})
+
+    for (start_x, start_y), *points in strokes:
+        send("touchStart", [(start_x, start_y)])
+        last_x, last_y = start_x, start_y
+        for x, y in points:
+            for step in range(1, 11):
+                send("touchMove", [(last_x + (x - last_x) * step / 10, last_y + (y - last_y) * step / 10)])
+            last_x, last_y = x, y
+        send("touchEnd", [])
+    touch.detach()
+
+
+def in_viewport(page, box) -> bool:
+    viewport = page.viewport_size
+    return (box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+            and box["y"] + box["height"] <= viewport["height"])
+
+
+def test_on_a_phone_the_prediction_is_in_sight_right_after_a_stroke(app_url, browser):
+    context = browser.new_context(**PIXEL_7)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app_url + PAGE_PATH)
+    page.get_by_text(HINT).wait_for()
+    drawing_surface(page).scroll_into_view_if_needed()  # as a person scrolls down to the canvas
+    canvas = drawing_surface(page).bounding_box()
+
+    touch_draw(page, SEVEN)
+    heading = page.get_by_role("heading", name=PREDICTION)
+    heading.wait_for(state="attached")
+    page.get_by_text(re.compile(r"^Saliency and top units: \d+ ms")).wait_for(state="attached")  # the rerun is done
+
+    in_sight = [element for element in page.get_by_text(ANY_PREDICTION).all()
+                if element.is_visible() and in_viewport(page, element.bounding_box())]
+    page.screenshot(path="/tmp/shots/draw-phone.png")
+    assert in_sight, f"no prediction in the {page.viewport_size} viewport; the heading is at {heading.bounding_box()}"
+    (digit,) = set(ANY_PREDICTION.search(element.inner_text()).group(1) for element in in_sight)
+    assert heading.inner_text() == f"Prediction: {digit}"  # the line in sight says what the results below say
+    assert drawing_surface(page).bounding_box() == canvas  # nothing moved the canvas under the finger
+    assert brightest_ink(page) == 255
+    context.close()

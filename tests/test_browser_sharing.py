@@ -3,13 +3,18 @@
 Started as `make run` starts it, the app listens on loopback only. Started with `--server.address 0.0.0.0`
 and opened at http://127.0.0.2:PORT — another origin than 127.0.0.1, as a remote visitor's browser is — the
 TensorBoard page shows TensorBoard with the runs in it while the browser may reach no other host or port, and
-the Train page offers no way to name the server's files. Traffic stays on loopback addresses.
+the Train page offers no way to name the server's files. Traffic stays on loopback addresses. Served under a
+path prefix (`--server.baseUrlPath`, as behind a proxy), TensorBoard gets every font its page asks for. No
+visitor is offered Streamlit's developer toolbar (Deploy).
 """
 
 from __future__ import annotations
 
+import re
 import socket
-from urllib.parse import urlparse
+import urllib.error
+import urllib.request
+from urllib.parse import urljoin, urlparse
 
 import pytest
 
@@ -21,6 +26,8 @@ pytest.importorskip("playwright.sync_api")
 
 WAIT_MS = 90_000  # TensorBoard is built on its first request: it imports TensorFlow in the server
 VISITOR_HOST = "127.0.0.2"
+PREFIX = "lab"
+FONT_URL = re.compile(r"url\(([^)]+\.woff2)\)")
 
 
 @pytest.fixture(scope="module")
@@ -92,4 +99,54 @@ def test_a_visitor_is_not_offered_the_servers_files(browser, shared_url):
 
     assert offered == ["auto (full if available)", "keras (full download)", "offline sample"]
     assert sidebar.get_by_label("Data path").count() == 0
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def prefixed_url(runs_dir):
+    """The app as `streamlit run app.py --server.baseUrlPath lab` serves it, opened on this machine."""
+    with running_app(runs_dir, base_url_path=PREFIX) as url:
+        yield url
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    """GET a URL: (status, content type, body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=WAIT_MS / 1000) as response:
+            return response.status, response.headers.get_content_type(), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get_content_type(), b""
+
+
+def test_under_a_path_prefix_tensorboard_gets_every_font_its_page_asks_for(browser, prefixed_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(prefixed_url + "/TensorBoard")
+    page.get_by_role("heading", name="TensorBoard", exact=True).wait_for()
+    # Where the page embeds TensorBoard, resolved as the browser resolves it.
+    tensorboard_url = urljoin(page.url, page.get_by_test_id("stIFrame").get_attribute("src"))
+    page.close()
+
+    status, content_type, html = fetch(tensorboard_url)
+    fonts = sorted(set(FONT_URL.findall(html.decode())))
+
+    assert (status, content_type) == (200, "text/html") and html.startswith(b"<!doctype html>")
+    assert len(fonts) >= 10  # Roboto in several weights and scripts
+    for font in fonts:
+        font_url = urljoin(tensorboard_url, font)
+        status, content_type, body = fetch(font_url)
+        assert (status, content_type, body[:4]) == (200, "font/woff2", b"wOF2"), font_url
+
+
+def test_no_visitor_is_offered_the_developer_toolbar(browser, prefixed_url):
+    # Opened from this machine: Streamlit's "auto" toolbar would show Deploy here (to anyone reaching the app
+    # through localhost, a proxy on this machine included).
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(prefixed_url + "/")
+    page.locator(IDLE).wait_for()
+    page.get_by_test_id("stMainMenu").wait_for()  # the toolbar is drawn, with the viewer's menu
+
+    assert page.get_by_test_id("stAppDeployButton").count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0
     page.close()

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -33,6 +34,7 @@ from core.training import train
 from tests.factories import TINY, make_run, rewrite_json
 from ui.drawing import (
     DrawingModel,
+    canvas_label_html,
     choose_run,
     classify_drawing,
     explain_prediction,
@@ -225,6 +227,57 @@ def test_a_failed_training_is_reported_and_can_be_retried(tmp_path, monkeypatch)
 
     assert not page.exception
     assert texts(page.error) == ["Training the model ended failed: DatasetError: no MNIST available."]
+    assert not page.button(key="draw_train").disabled
+
+
+def stop_the_run_once_queued(runs_dir: Path) -> threading.Thread:
+    """A thread that stops the first run queued in `runs_dir`, as Stop on the Train page would.
+
+    With no worker, the page waits for a queued run until it ends; this ends it.
+    """
+    def stop_it():
+        for _ in range(PAGE_TIMEOUT * 20):
+            waiting = queue.queued_ids(runs_dir)
+            if waiting:
+                core.service.stop(load_run(waiting[0], runs_dir))
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=stop_it, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_runs_directory_that_is_a_file_is_one_sentence_when_training_from_here(tmp_path, monkeypatch,
+                                                                                   loopback_visitor):
+    runs_dir = tmp_path / "runs"
+    runs_dir.write_text("not a folder")
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    page = open_page()
+
+    page.button(key="draw_train").click().run()
+
+    assert not page.exception, page.exception
+    (error,) = texts(page.error)
+    assert error == f"Cannot train: cannot keep runs in {runs_dir}: it is a file, not a folder."
+    assert runs_dir.read_text() == "not a folder"
+
+
+def test_a_worker_that_cannot_start_is_one_sentence_when_training_from_here(tmp_path, monkeypatch, loopback_visitor):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / core.service.WORKERS_DIR).write_text("not a folder")  # the pool cannot make its log folder
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
+    page = open_page()
+    stopper = stop_the_run_once_queued(runs_dir)
+
+    page.button(key="draw_train").click().run()
+    stopper.join(timeout=PAGE_TIMEOUT)
+
+    assert not page.exception, page.exception
+    (error,) = texts(page.error)
+    assert "File exists" in error and str(runs_dir / core.service.WORKERS_DIR) in error, error
+    assert error.endswith(".") and "Errno" not in error, error
     assert not page.button(key="draw_train").disabled
 
 
@@ -490,6 +543,35 @@ def test_the_drawing_model_explains_with_the_keras_model_on_its_tensorflow_threa
     assert len(units) == 3 and explanation.seconds > 0
     # Both ran on the page's one long-lived TensorFlow thread, not on the caller's (a new one per rerun).
     assert threads[:2] == ["drawing-model_0", "drawing-model_0"]
+
+
+def test_a_drawing_model_owns_its_thread_and_the_thread_ends_when_the_model_is_dropped(runs_dir):
+    model_path = load_run(only_run_id(runs_dir), runs_dir).model_path
+    first, second = DrawingModel(model_path), DrawingModel(model_path)
+    threads = [first._call(threading.current_thread), second._call(threading.current_thread)]
+
+    assert threads[0] is not threads[1] and all(thread.is_alive() for thread in threads)
+    assert threading.current_thread() not in threads
+    del first, second  # as st.cache_resource drops a model it no longer keeps
+
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_the_line_above_the_canvas_says_the_prediction_for_a_narrow_row(runs_dir):
+    page = open_page()
+    page.session_state["draw_canvas_0"] = canvas_value(seven_drawing())
+
+    page.run()
+
+    assert not page.exception
+    (header,) = prediction_headers(page)
+    (label,) = [html.proto.body for html in page.get("html") if html.proto.body.startswith('<div class="draw-label">')]
+    # Both versions are there; the page's style shows the narrow one only when the results are under the canvas.
+    assert '<span class="wide">Your digit</span>' in label
+    assert f'<span class="narrow"><strong>{header}</strong> · ' in label and "% confident</span>" in label
+    assert canvas_label_html(None).count("Your digit") == 2 and "Prediction" not in canvas_label_html(None)
 
 
 def test_preview_image_enlarges_each_pixel_into_a_sharp_square():

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -534,6 +535,56 @@ def test_train_stays_enabled_while_a_run_waits_and_queues_another(tmp_path, monk
     assert load_run(waiting.run_id, runs_dir).state is RunState.QUEUED  # the first one still waits
 
 
+# --- a runs directory that cannot take a run, on every button that submits -------------------------------
+
+
+def runs_dir_that_is_a_file(tmp_path: Path) -> Path:
+    """HYBRID_LAB_RUNS naming a plain file: the store refuses to make a run there (RunStoreError)."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.write_text("not a folder")
+    return runs_dir
+
+
+def runs_dir_where_no_worker_starts(tmp_path: Path) -> Path:
+    """A usable runs directory whose workers' log folder is a file: runs are queued, then no worker can start."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / core.service.WORKERS_DIR).write_text("not a folder")
+    return runs_dir
+
+
+def press_queue_sweep(app: AppTest) -> None:
+    app.selectbox(key="sweep_setting_0").set_value("learning_rate").run()
+    app.text_input(key="sweep_values_0").input("0.1, 0.5").run()
+    app.button(key="sweep_queue").click().run()
+
+
+PRESSES = {
+    "Train": lambda app: train_button(app).click().run(),
+    "Compare engines": lambda app: next(button for button in app.button
+                                        if button.label == "Compare engines").click().run(),
+    "Queue sweep": press_queue_sweep,
+}
+
+
+@pytest.mark.parametrize("button", PRESSES)
+@pytest.mark.parametrize(("broken", "cause"), [(runs_dir_that_is_a_file, "it is a file, not a folder"),
+                                               (runs_dir_where_no_worker_starts, "File exists")])
+def test_a_runs_directory_that_cannot_take_a_run_is_one_sentence_on_every_button(button, broken, cause, tmp_path,
+                                                                                  monkeypatch, loopback_visitor):
+    runs_dir = broken(tmp_path)
+    app = open_page("pages/1_Train.py", runs_dir, monkeypatch)
+    fill_tiny_form(app)
+
+    PRESSES[button](app)
+
+    assert_no_exception(app)
+    (error,) = [element.value for element in app.error]
+    assert cause in error and str(runs_dir) in error, error
+    assert error.endswith(".") and "Traceback" not in error and "Errno" not in error, error
+    assert "run" not in app.query_params and "compare" not in app.query_params and "sweep" not in app.query_params
+
+
 # --- TensorBoard -------------------------------------------------------------------------------------
 
 
@@ -591,6 +642,21 @@ def test_the_apps_tensorboard_serves_the_runs_directory(populated):
     assert [value for _, _, value in losses] == pytest.approx(populated.completed.read_metrics()["loss"], rel=1e-6)
 
 
+def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(populated):
+    """TensorBoard's page names its fonts from the root of the host (/font-roboto/...), where nobody serves them,
+    least of all under a path prefix; the mount makes them relative to the page. (Served under a prefix, in a
+    browser: test_browser_sharing.py.)"""
+    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+
+    status, page = asgi_get(mount, "/")
+    fonts = sorted(set(re.findall(rb"url\(([^)]+\.woff2)\)", page)))
+
+    assert status == 200 and len(fonts) >= 10
+    assert all(font.startswith(b"font-roboto/") for font in fonts), fonts[:3]
+    status, font = asgi_get(mount, "/" + fonts[0].decode())
+    assert status == 200 and font.startswith(b"wOF2")
+
+
 def test_tensorboard_that_cannot_start_says_why_in_its_place(tmp_path, monkeypatch):
     def refuse(logdir):
         raise tensorboard_server.TensorBoardError("no free port")
@@ -615,6 +681,16 @@ def test_tensorboard_urls_filter_one_run_with_an_anchored_regex():
     assert tensorboard_server.dashboard_url("r", "http://127.0.0.1:6006") == (
         "http://127.0.0.1:6006/?runFilter=%5Er%24#timeseries")
     assert tensorboard_server.tensorboard_command(Path("/tmp/my runs")) == "tensorboard --logdir '/tmp/my runs'"
+
+
+def test_the_served_config_gives_visitors_no_developer_toolbar():
+    """What `streamlit run app.py` reads from .streamlit/config.toml: no Deploy, Rerun or Clear cache for visitors."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("STREAMLIT_")}
+    shown = subprocess.run([sys.executable, "-c", "from streamlit import config; "
+                            "print(config.get_option('client.toolbarMode'))"],
+                           cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True)
+
+    assert shown.stdout.strip() == "viewer"
 
 
 # --- what the pages say (ui.form, ui.texts) ----------------------------------------------------------

@@ -29,13 +29,24 @@ DRAWING_DATASET = "mnist"
 # The 28x28 digit is shown 6x larger (168 px), each pixel a visible square.
 PREVIEW_SCALE = 6
 TOP_UNIT_COUNT = 5  # the most active units shown per hidden layer
-# Why DrawingModel does not just call the Keras model: after every script run Streamlit calls
-# keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call
-# of the model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification.
-# An XLA-compiled function keeps its compiled program outside that cache. Streamlit also runs each
-# rerun on a new thread, where TensorFlow's first call sets up per-thread state, so every call goes to
-# this one long-lived thread. bench/draw_page_latency.py measures both: ~19 ms -> ~2 ms per drawing.
-_TENSORFLOW_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawing-model")
+# The Draw page's canvas and results share a row (keys draw_row, draw_results); in a row narrower than this (a
+# phone, or a small window with the sidebar open) the results go under the canvas, where on a phone they are out
+# of sight after a stroke. There, the line above the canvas says the prediction instead of "Your digit". A
+# container query decides both from the row's own width, so the line changes exactly when the results move down.
+# Both versions are one line of one size, so the canvas never moves under the pen when a prediction comes.
+WRAP_BELOW_PX = 520
+CANVAS_LABEL_STYLE = f"""<style>
+.st-key-draw_row {{ container: draw-row / inline-size; }}
+.draw-label {{ font-size: 0.875rem; line-height: 1.6; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+.draw-label .wide, .draw-label .faded {{ opacity: 0.6; }}
+.draw-label .narrow, .draw-label .faded {{ display: none; }}
+@container draw-row (max-width: {WRAP_BELOW_PX - 1}px) {{
+  .st-key-draw_row > :has(> .st-key-draw_results) {{ flex-basis: 100%; }}
+  .draw-label {{ font-size: 1rem; }}
+  .draw-label .wide {{ display: none; }}
+  .draw-label .narrow, .draw-label .faded {{ display: inline; }}
+}}
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -127,12 +138,21 @@ def training_failure(run_id: str | None, runs_dir: Path | None = None) -> str | 
 
 class DrawingModel:
     """A run's model, compiled for classifying one drawing at a time in a Streamlit server, and kept as a Keras
-    model for explaining a prediction (saliency, top units), which may take longer than classifying."""
+    model for explaining a prediction (saliency, top units), which may take longer than classifying.
+
+    Why it does not just call the Keras model: after every script run Streamlit calls
+    keras.backend.clear_session(), which empties TensorFlow's eager kernel cache, so the next eager call of the
+    model re-creates a kernel for each op: ~20 ms, twice the budget of a whole classification. An XLA-compiled
+    function keeps its compiled program outside that cache. Streamlit also runs each rerun on a new thread,
+    where TensorFlow's first call sets up per-thread state, so every call goes to the model's own long-lived
+    thread, which ends when the model is dropped. bench/draw_page_latency.py measures both: ~19 ms -> ~2 ms.
+    """
 
     def __init__(self, model_path):
-        self._model, self._forward = _TENSORFLOW_THREAD.submit(_load_and_compile, model_path).result()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawing-model")
+        self._model, self._forward = self._call(_load_and_compile, model_path)
         # Compile now rather than on the first stroke. Explain once too: TensorFlow's first gradient takes
-        # ~100 ms, and on the shared thread the first stroke's explanation would hold up the next stroke.
+        # ~100 ms, and on the model's one thread the first stroke's explanation would hold up the next stroke.
         blank = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
         self.probabilities(blank)
         self.saliency(blank)
@@ -141,18 +161,18 @@ class DrawingModel:
 
     def probabilities(self, digit: np.ndarray) -> np.ndarray:
         """The (10,) class probabilities of one preprocessed 28x28 digit."""
-        return _TENSORFLOW_THREAD.submit(classify, self._forward, digit).result()
+        return self._call(classify, self._forward, digit)
 
     def saliency(self, digit: np.ndarray) -> np.ndarray:
         """(28, 28) |d p_predicted / d pixel| of one preprocessed digit (core.insight.saliency)."""
-        return _TENSORFLOW_THREAD.submit(insight.saliency, self._model, digit).result()
+        return self._call(insight.saliency, self._model, digit)
 
     def top_units(self, digit: np.ndarray, count: int = TOP_UNIT_COUNT) -> list[tuple[str, list[tuple[int, float]]]]:
         """Each hidden layer's name and its `count` most active units as (unit, activation) (core.insight)."""
-        return _TENSORFLOW_THREAD.submit(insight.top_units, self._model, digit, count).result()
+        return self._call(insight.top_units, self._model, digit, count)
 
-
-_frozen = False
+    def _call(self, function, *args):
+        return self._thread.submit(function, *args).result()
 
 
 def _freeze_long_lived_objects() -> None:
@@ -161,13 +181,11 @@ def _freeze_long_lived_objects() -> None:
     Streamlit collects garbage after every rerun (inside keras.backend.clear_session), and with TensorFlow
     loaded a full collection walks millions of long-lived objects: ~200 ms per stroke. Frozen objects are
     skipped (bench/draw_page_latency.py: ~20 ms a rerun). Only once, after a collection, so that no garbage
-    and no later model (a cache may drop it) is frozen for good.
+    and no later model (a cache may drop it) is frozen for good: the collector itself says whether it was.
     """
-    global _frozen
-    if not _frozen:
+    if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
-        _frozen = True
 
 
 def _load_and_compile(model_path):
@@ -212,6 +230,17 @@ def top_units_markdown(top_units: list[tuple[str, list[tuple[int, float]]]]) -> 
     """One line per hidden layer: its name, then its most active units with their activation."""
     return "\n".join(f"- `{layer}`: " + " · ".join(f"unit {unit} ({activation:.2f})" for unit, activation in units)
                      for layer, units in top_units)
+
+
+def canvas_label_html(prediction: Prediction | None) -> str:
+    """The line above the canvas: "Your digit", and for a narrow row the prediction once there is one
+    (CANVAS_LABEL_STYLE shows one or the other)."""
+    if prediction is None:
+        narrow = '<span class="faded">Your digit</span>'
+    else:
+        narrow = (f'<span class="narrow"><strong>Prediction: {prediction.predicted}</strong> · '
+                  f'{prediction.confidence:.1%} confident</span>')
+    return f'<div class="draw-label"><span class="wide">Your digit</span>{narrow}</div>'
 
 
 def preview_image(digit: np.ndarray, scale: int = PREVIEW_SCALE) -> np.ndarray:
