@@ -78,8 +78,6 @@ def auto_reruns(monkeypatch):
     return asked
 
 
-@pytest.mark.xfail(strict=True, reason="pages/1_Train.py decides from one read of the run whether its view "
-                                       "refreshes, and draws it from another (issue 17)")
 def test_the_train_page_keeps_refreshing_a_run_that_a_worker_takes_while_the_page_reads_it(
         tmp_path, monkeypatch, take_while_read, auto_reruns):
     armed, taken = take_while_read
