@@ -64,8 +64,11 @@ def show_run(run_id: str, live: bool) -> None:
     except RunNotFound:
         st.warning(f"Run {run_id} no longer exists (deleted on the Runs page?).")
         return
-    if live and not run.state.active:
-        st.rerun()  # it just finished: redraw the whole page (Train button, links), and stop refreshing
+    if live != run.state.active:
+        # It just finished: redraw the whole page (Train button, links) and stop refreshing. Or the other way:
+        # the page's own read, a moment ago, caught the run leaving the queue for a worker and took it for
+        # finished, so this view would never refresh; the rerun reads it again (issue 17).
+        st.rerun()
     st.subheader(f"Run `{run.run_id}`")
     if run.config and not run.damaged:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
