@@ -41,7 +41,8 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
-from core.runs import RunNotFound, RunState, create_run, is_run_id, load_run  # noqa: E402
+from core.records import RunNotFound, RunState  # noqa: E402
+from core.store import create_run, is_run_id, load_run  # noqa: E402
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 WARM_TIMEOUT = 240
@@ -78,7 +79,7 @@ class Sighting:
 class RunWatcher(threading.Thread):
     """Polls the runs directory every `interval` seconds and stamps each run's states as they appear on disk.
 
-    It reads runs through the store (core.runs.load_run), as the pages do. A finished run is no longer read,
+    It reads runs through the store (core.store.load_run), as the pages do. A finished run is no longer read,
     except "interrupted", which the store also reports for a run that it reads at an unlucky moment.
     """
 

@@ -40,7 +40,8 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
-from core.runs import CONFIG_FILE, STATUS_FILE, SUMMARY_FILE, list_runs, read_run  # noqa: E402
+from core.records import CONFIG_FILE, STATUS_FILE, SUMMARY_FILE  # noqa: E402
+from core.store import list_runs, read_run  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 180_000

@@ -113,6 +113,12 @@ def read_run(path: Path) -> Run:
         run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.PROCESS_ENDED,
                              message="the process training this run ended before it finished")
     elif run.status.state is RunState.QUEUED and not _still_queued(run.path.parent, run.status.queue_entry):
+        # A worker may have taken it between the two looks: renamed its entry, written "running" and let go of
+        # the entry, all after status.json was read. What the folder says now is the truth; only a run that still
+        # says "queued" with no entry left the queue without starting.
+        again = read_folder(path)
+        if again.damaged or again.status.state is not RunState.QUEUED:
+            return read_run(path)
         run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.LEFT_QUEUE,
                              message="it left the queue without starting")
     return run

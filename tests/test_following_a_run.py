@@ -24,7 +24,8 @@ from streamlit.testing.v1 import local_script_runner
 
 import core.service
 from core import queue
-from core.runs import RunState, Status, create_run, load_run
+from core.records import RunState, Status
+from core.store import create_run, load_run
 from tests.factories import TINY
 from tests.test_pages import HOME, TIMEOUT, fill_tiny_form, texts, train_button
 
@@ -48,8 +49,6 @@ def take_while_read(monkeypatch):
     return armed, taken
 
 
-@pytest.mark.xfail(strict=True, reason="core.runs.read_run: a queued run read while a worker takes it reads as "
-                                       "'interrupted' (issue 17); the fix belongs to the run store (core/runs.py)")
 def test_a_queued_run_that_a_worker_takes_while_it_is_read_never_reads_as_interrupted(tmp_path, take_while_read):
     armed, taken = take_while_read
     run = create_run(TINY, tmp_path, state=RunState.QUEUED)

@@ -4,7 +4,7 @@ Not part of the app: bench/click_to_accuracy.py --trace FILE starts the server w
 PYTHONPATH and HYBRID_LAB_TRACE=FILE, so Python imports this module at start-up. In the server process only
 (the workers inherit the variable but are left alone), it appends one JSON line to FILE for:
 
-- every run folder read through the store (core.runs.read_run): the run, the state the store made of it, its
+- every run folder read through the store (core.store.read_run): the run, the state the store made of it, its
   message and step;
 - every fragment a page declares (st.fragment): the function, its arguments and its run_every;
 - every script run that starts: full or fragment (which), and the query string it runs with;
@@ -32,7 +32,7 @@ def _install(path: str) -> None:
     from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext, get_script_run_ctx
     from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequests
 
-    import core.runs
+    import core.store
 
     lock = threading.Lock()
     counter = {"run": 0}
@@ -45,7 +45,7 @@ def _install(path: str) -> None:
         with lock, open(path, "a") as handle:
             handle.write(json.dumps(line) + "\n")
 
-    original_read_run = core.runs.read_run
+    original_read_run = core.store.read_run
 
     def read_run(folder):
         run = original_read_run(folder)
@@ -54,7 +54,7 @@ def _install(path: str) -> None:
                   step=run.status.step if run.status else None)
         return run
 
-    core.runs.read_run = read_run
+    core.store.read_run = read_run
 
     original_fragment = streamlit.fragment
 
@@ -109,5 +109,5 @@ def _install(path: str) -> None:
 
 # At start-up sys.argv is ["-m", "run", "app.py", ...] for the server and ["-m", "--serve", ...] for a worker.
 if TRACE and "app.py" in sys.argv:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for core.runs
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for core.store
     _install(TRACE)
