@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core import queue_files
 from core.config import DISTRIBUTES, ENGINES, TrainConfig
+from core.queue_files import QUEUE_DIR  # noqa: F401  (the queue's folder: its names are core/queue_files.py's)
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
-QUEUE_DIR = ".queue"  # one file per queued run; see core/queue.py
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
@@ -578,9 +578,10 @@ def _slug(config: TrainConfig) -> str:
 
 
 def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunState = RunState.RUNNING,
-               **status) -> Run:
+               limits: bool = False, **status) -> Run:
     """Make a new run folder with its config.json and a status: running (trained by this process) or queued.
 
+    A queued run's entry records `limits`: whether the service's limits applied (core/queue_files.py).
     RunStoreError says, in one sentence, why the runs directory cannot take it; no half-made folder stays.
     """
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
@@ -610,15 +611,14 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
             if state is RunState.RUNNING:
                 status.setdefault("pid", os.getpid())
             else:  # queued: its file in the queue goes in before the folder shows (core/queue.py)
-                entry = queue_entry_name(run_id)
+                entry = queue_files.entry_name(run_id)
                 status["queue_entry"] = entry
             run.write_status(state, "starting" if state is RunState.RUNNING else "waiting for a worker",
                              started_at=_now(), step=0, total_steps=config.steps, **status)
             if (runs_dir / run_id).exists():
                 raise FileExistsError(run_id)
             if entry:
-                (runs_dir / QUEUE_DIR).mkdir(exist_ok=True)
-                (runs_dir / QUEUE_DIR / entry).touch()
+                queue_files.create_entry(runs_dir, entry, limits)
             os.rename(staging, runs_dir / run_id)
         except FileExistsError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -626,7 +626,7 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if entry:
-                (runs_dir / QUEUE_DIR / entry).unlink(missing_ok=True)
+                queue_files.remove_entry(runs_dir, entry)
             raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
         run.path = runs_dir / run_id
         return run
@@ -667,11 +667,6 @@ def read_run(path: Path) -> Run:
     return run
 
 
-def queue_entry_name(run_id: str) -> str:
-    """The name of a queue file for a run queued now: the time first, so that names sort in queue order."""
-    return f"{time.time_ns():020d}-{run_id}"
-
-
 def staging_folder(runs_dir: Path, run_id: str) -> Path:
     """Where create_run builds a run before it shows under its id."""
     return Path(runs_dir) / f".new-{run_id}"
@@ -681,15 +676,10 @@ def _still_queued(runs_dir: Path, entry: str | None) -> bool:
     """True while a queued run's queue file is there, or a live worker is taking it right now."""
     if not entry:
         return False
-    folder = runs_dir / QUEUE_DIR
-    if (folder / entry).exists():
+    if (queue_files.queue_folder(runs_dir) / entry).exists():
         return True
-    # A worker renames the entry to .taken-<pid>-<entry> and then writes "running": in between, it is alive.
-    for taken in folder.glob(f".taken-*-{entry}"):
-        pid = taken.name.split("-", 2)[1]
-        if pid.isdigit() and _pid_alive(int(pid)):
-            return True
-    return False
+    # A worker renames the entry to its taken name and then writes "running": in between, it is alive.
+    return any(_pid_alive(pid) for pid in queue_files.taking_pids(runs_dir, entry))
 
 
 def _age_key(path: Path) -> tuple[str, int]:
