@@ -30,7 +30,11 @@ from core.network import CLASSES, IMAGE_PIXELS, initial_weights, layer_shapes, m
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
-CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables and traced graphs)
+# Compiled networks a cache keeps, least recently used out first (each holds its variables and traced graphs).
+# Forgetting one does not give all its memory back: TensorFlow keeps part of every traced and compiled
+# function for the life of the process (about 15 MB a shape here, 25 with XLA), which is why a warm worker has
+# a memory budget and makes way for a fresh one (core/worker.py).
+CACHED_SHAPES = 4
 PREDICT_BATCH = 1000  # images per call when predicting: a CNN's activations for 10,000 digits take gigabytes
 
 
@@ -224,7 +228,11 @@ class CompiledNetwork:
 
 
 class NetworkCache:
-    """The compiled networks a process keeps, the most recently used first; a few shapes at most."""
+    """Compiled networks kept between runs, the most recently used first; a few shapes at most.
+
+    Whoever trains many runs owns one and hands it down (a warm worker: core/worker.py, with xla_min_steps=0
+    since it compiles each shape once for many runs); NETWORKS serves the rest.
+    """
 
     def __init__(self, size: int = CACHED_SHAPES, xla_min_steps: int = XLA_MIN_STEPS):
         self.size, self.xla_min_steps = size, xla_min_steps
@@ -249,6 +257,7 @@ class NetworkCache:
         self.networks.clear()
 
 
+# The cache of a process that owns none: the CLI's one run, tests training in line. Nothing changes its settings.
 NETWORKS = NetworkCache()
 
 
