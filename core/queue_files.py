@@ -33,8 +33,8 @@ LIMITS_MARK = "limits"
 # An entry is the stamp, a dash and a run id: at most 100 plain ASCII characters here (whether they make a run
 # id is the run store's to say: core/runs.py, is_run_id), so that a taken name stays far below the file
 # systems' 255-byte limit on a name.
-ENTRY_PATTERN = re.compile(rf"(\d{{{STAMP_DIGITS}}})-([0-9A-Za-z._-]{{1,100}})")
-TAKEN_PATTERN = re.compile(rf"{re.escape(TAKEN_PREFIX)}(\d{{1,10}})-(.+)")
+ENTRY_PATTERN = re.compile(rf"([0-9]{{{STAMP_DIGITS}}})-([0-9A-Za-z._-]{{1,100}})")
+TAKEN_PATTERN = re.compile(rf"{re.escape(TAKEN_PREFIX)}([0-9]{{1,10}})-(.+)")
 MARK_BYTES = 64  # an entry's text is a word; a worker never reads more of it
 
 

@@ -61,11 +61,11 @@ SERVICE_SETTINGS = (
     ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
                    "let visitors train on files of the server: on, off, or auto (only when it listens on loopback)"),
     # Like Celery's worker_max_memory_per_child: TensorFlow keeps some memory for good for every network shape
-    # it compiles (about 25 MB each here, bench/worker_memory.py), so a worker that has served many shapes
-    # makes way for a fresh one. A warm worker takes about 950 MB; 2,048 MB is room for about 40 new shapes.
+    # it compiles (about 14 MB each here, bench/worker_memory.py), so a worker that has served many shapes
+    # makes way for a fresh one. A warm worker takes about 920 MB; 2,048 MB is room for some 80 new shapes.
     ServiceSetting("worker_memory", "HYBRID_LAB_WORKER_MEMORY", int, 2048,
                    "resident memory in MB past which a worker, once its run has finished, exits and the pool "
-                   "starts a fresh one (a warm worker takes about 950 MB)"),
+                   "starts a fresh one (a warm worker takes about 920 MB)"),
 )
 
 

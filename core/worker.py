@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from core import queue, queue_files, service
+from core.runs import Run
 
 NICENESS = 10  # below the server: pages stay quick while workers take the cores
 POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a stat of its folder; see queue.QueueWatch)
@@ -120,13 +121,7 @@ def serve(runs_dir: Path, parent: int) -> int:
         traceback.print_exc()
     watch, ignored = queue.QueueWatch(runs_dir), set()
     while not stop.event.is_set():
-        run = None
-        if watch.changed():
-            moved = queue.tidy(runs_dir, ignored)
-            if moved:
-                print(f"worker {os.getpid()}: moved {moved:,} names that are not queue entries to "
-                      f"{queue_files.rejected_folder(runs_dir)} (see {queue_files.REJECTED_LOG} there)", flush=True)
-            run = queue.take_next(runs_dir, refuse=service.refusal)
+        run = next_run(runs_dir, watch, ignored)
         if run is None:
             stop.event.wait(POLL_SECONDS)
             continue
@@ -141,7 +136,20 @@ def serve(runs_dir: Path, parent: int) -> int:
     return 0
 
 
-def train_one(run, networks, stop: StopSignal) -> None:
+def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str]) -> Run | None:
+    """The next queued run to train, if the queue folder changed since the last look; what in it is not a
+    queue entry is moved aside first (`ignored`: names that could not be, kept by this worker)."""
+    if not watch.changed():
+        return None
+    moved = queue.tidy(runs_dir, ignored)
+    if moved:
+        what = "name that is not a queue entry" if moved == 1 else "names that are not queue entries"
+        print(f"worker {os.getpid()}: moved {moved:,} {what} to {queue_files.rejected_folder(runs_dir)} "
+              f"(see {queue_files.REJECTED_LOG} there)", flush=True)
+    return queue.take_next(runs_dir, refuse=service.refusal)
+
+
+def train_one(run: Run, networks, stop: StopSignal) -> None:
     """Train one taken run; a run whose folder was deleted while it trained ends here with one line of log."""
     from core.training import train
 

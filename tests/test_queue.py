@@ -410,7 +410,7 @@ def test_garbage_names_are_moved_aside_once(tmp_path):
     ids = queue_runs(tmp_path, 2)
     folder = tmp_path / QUEUE_DIR
     garbage = [f"garbage-{i}" for i in range(300)] + [f"{i:020d}" for i in range(300)] + \
-              [f".dot-{i}" for i in range(300)] + [f"{1:020d}-.hidden", "9" * 200 + "-x"]
+              [f".dot-{i}" for i in range(300)] + [f"{1:020d}-.hidden", "9" * 200 + "-x", "\u0660" * 20 + "-x"]
     for name in garbage:
         (folder / name).touch()
     (folder / queue_files.taken_name(dead_pid(), f"{2:020d}-{ids[0]}")).touch()  # a worker's: the store reads it

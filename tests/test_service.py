@@ -26,7 +26,7 @@ from core.engines.function import NETWORKS, NetworkCache
 from core.runs import METRICS_FILE, QUEUE_DIR, RunState, load_run
 from core.training import train
 from core.worker import SERVER_GONE
-from tests.factories import TINY
+from tests.factories import TINY, small_offline_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 120.0  # seconds: generous, for a worker importing TensorFlow on a busy two-core machine
@@ -149,6 +149,17 @@ def test_a_run_trains_in_the_cache_its_caller_hands_down(tmp_path, offline):
     assert network.use_xla  # the caller's cache, with the caller's setting
     assert NETWORKS.networks == {}  # the module's own cache was neither used nor changed
     assert NETWORKS.xla_min_steps == NetworkCache().xla_min_steps
+
+
+def test_the_cached_networks_of_one_dataset_share_its_training_tensors(offline):
+    networks = NetworkCache()
+
+    one = networks.get(TINY, offline)
+    other = networks.get(TINY.replace(hidden_units=[32]), offline)
+
+    assert one is not other
+    assert other.x_train is one.x_train and other.y_train is one.y_train  # one copy of the images, not two
+    assert networks.get(TINY, small_offline_dataset()).x_train is not one.x_train  # another dataset: its own
 
 
 # --- a pool of one worker -------------------------------------------------------------------------------
@@ -378,7 +389,7 @@ SERVER = textwrap.dedent("""
     from pathlib import Path
     from core import service
     from core.config import TrainConfig
-    from tests.factories import TINY
+    from tests.factories import TINY, small_offline_dataset
 
     runs_dir = Path(sys.argv[1])
     service.ensure_pool(runs_dir)
