@@ -21,9 +21,10 @@ from core.tensorboard_server import MOUNT_PATH, TensorBoardMount
 
 @asynccontextmanager
 async def lifespan(app):
-    service.ensure_pool(default_runs_dir())  # workers warm up while the first visitor reads the home page
-    yield
-    service.stop_pools()
+    # The server owns the pool: its workers warm up while the first visitor reads the home page, and stop
+    # (keeping their runs as "stopped") when it stops.
+    with service.serving(default_runs_dir()):
+        yield
 
 
 async def tensorboard_slash(request):

@@ -83,6 +83,7 @@ class FailureKind(StrEnum):
     DISTRIBUTION = "distribution"  # the distributed training could not start as configured
     PROCESS_ENDED = "process-ended"  # interrupted: the process training it ended before it finished
     LEFT_QUEUE = "left-queue"  # interrupted: its queue entry went away before any worker started it
+    REFUSED = "refused"  # a worker took it and would not train it: over the limits it was queued under
 
 
 class AdviceKind(StrEnum):
@@ -210,6 +211,9 @@ class Status:
     visitor: str | None = None  # who asked for the run, for the per-visitor limit (a hash, never an address)
     queue_entry: str | None = None  # the run's file in the queue while it is queued
     sweep: str | None = None  # the name of the sweep the run belongs to, if any
+    # The size ceiling (steps x batch x multiply-adds) the run was queued under; None for the operator's own
+    # runs. The worker that takes it checks it again (core/service.py: refusal).
+    work_limit: float | None = None
     stop_reason: StopReason | None = None  # why a stopped run stopped
     failure: FailureKind | None = None  # what ended a failed or interrupted run
     advice: Advice | None = None  # what a completed run that learned nothing should change
@@ -241,6 +245,8 @@ class Status:
                "a process id")
         for name in ("started_at", "updated_at", "finished_at"):
             _time(file, name, values.get(name))
+        limit = values.get("work_limit")
+        _check(file, "work_limit", limit, limit is None or (_is_number(limit) and limit > 0), "a number above 0")
         for name in ("data_source", "visitor", "queue_entry", "sweep"):
             _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
         ending = {"stop_reason": _member(file, "stop_reason", values.get("stop_reason"), StopReason),

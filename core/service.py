@@ -5,6 +5,8 @@ A worker (`python -m core.worker --serve RUNS_DIR`) imports TensorFlow once, loa
 traced and compiled step functions of each network shape it has trained (core/engines/function.py), and
 runs at a lower CPU priority than the server so pages stay quick while it trains. The pool size and the
 limits on what one visitor may ask for are service settings, read from the environment (SERVICE_SETTINGS).
+A worker checks a run's limits again when it takes it (`refusal`), and leaves after a run that takes it past
+its memory budget; the pool then starts a fresh one.
 
 What happens when the server stops, however it stops (Ctrl-C, `kill`, a crash): each worker notices, stops
 its run after the current chunk of steps (kept as "stopped", with all it logged) and exits. Queued runs stay
@@ -14,9 +16,11 @@ queued in the runs directory and start when the app serves again.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +63,27 @@ SERVICE_SETTINGS = (
                    "run: 5.9e9)"),
     ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
                    "let visitors train on files of the server: on, off, or auto (only when it listens on loopback)"),
+    # Like Celery's worker_max_memory_per_child: TensorFlow keeps some memory for good for every network shape
+    # it compiles (about 14 MB each here, bench/worker_memory.py), so a worker that has served many shapes
+    # makes way for a fresh one. A warm worker takes about 920 MB; 2,048 MB is room for some 80 new shapes.
+    ServiceSetting("worker_memory", "HYBRID_LAB_WORKER_MEMORY", int, 2048,
+                   "resident memory in MB past which a worker, once its run has finished, exits and the pool "
+                   "starts a fresh one (a warm worker takes about 920 MB)"),
 )
+
+
+def _setting(name: str) -> ServiceSetting:
+    return next(s for s in SERVICE_SETTINGS if s.name == name)
+
+
+def setting_default(name: str):
+    """A service setting's default, whatever the environment says."""
+    return _setting(name).default
 
 
 def service_setting(name: str):
     """A service setting's value: its environment variable if set (and valid), else its default."""
-    setting = next(s for s in SERVICE_SETTINGS if s.name == name)
+    setting = _setting(name)
     text = os.environ.get(setting.variable)
     if text is None or text.strip() == "":
         return setting.default
@@ -157,28 +176,57 @@ class WorkerPool:
         return [worker.pid for worker in self.workers if worker is not None and worker.poll() is None]
 
 
-_pools: dict[Path, WorkerPool] = {}
-_pools_lock = threading.Lock()
+class PoolKeeper:
+    """The worker pools of one process, one per runs directory, each started once and stopped together."""
+
+    def __init__(self):
+        self.pools: dict[Path, WorkerPool] = {}
+        self.lock = threading.Lock()
+
+    def ensure(self, runs_dir: Path) -> WorkerPool:
+        """The pool for the runs directory, started if it is not yet."""
+        runs_dir = Path(runs_dir).resolve()
+        with self.lock:
+            pool = self.pools.get(runs_dir)
+            if pool is None or pool.stopped.is_set():
+                service_setting("worker_memory")  # a bad budget is refused before any worker starts
+                pool = self.pools[runs_dir] = WorkerPool(runs_dir, service_setting("workers"))
+        pool.start()
+        return pool
+
+    def stop(self, runs_dir: Path | None = None) -> None:
+        """Stop the pool of one runs directory, or every pool."""
+        with self.lock:
+            chosen = list(self.pools) if runs_dir is None else [Path(runs_dir).resolve()]
+            pools = [self.pools.pop(key) for key in chosen if key in self.pools]
+        for pool in pools:
+            pool.stop()
+
+
+# A page's script has no handle on the server's objects, so the pools of this process are kept here: the
+# server owns their lifetime (app.py's lifespan: `serving`), and `submit` makes sure one serves the runs
+# directory it queued into (a page served without app.py, a test). Nothing else reaches for them.
+POOLS = PoolKeeper()
 
 
 def ensure_pool(runs_dir: Path | None = None) -> WorkerPool:
     """This process's worker pool for the runs directory, started if it is not yet."""
-    runs_dir = Path(runs_dir or default_runs_dir()).resolve()
-    with _pools_lock:
-        pool = _pools.get(runs_dir)
-        if pool is None or pool.stopped.is_set():
-            pool = _pools[runs_dir] = WorkerPool(runs_dir, service_setting("workers"))
-    pool.start()
-    return pool
+    return POOLS.ensure(Path(runs_dir or default_runs_dir()))
+
+
+@contextmanager
+def serving(runs_dir: Path):
+    """Serve the runs directory's queue with a warm pool while the block runs (the app server's lifetime)."""
+    pool = ensure_pool(runs_dir)
+    try:
+        yield pool
+    finally:
+        POOLS.stop(runs_dir)
 
 
 def stop_pools() -> None:
     """Stop every pool this process started (tests, and a server shutting down)."""
-    with _pools_lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
-        pool.stop()
+    POOLS.stop()
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -189,12 +237,13 @@ def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | Non
     """Queue a run for the pool and make sure the pool is up; returns the queued run at once.
 
     With `limits` (a visitor of the app), SubmissionRefused says why a run is not taken: too big, or too many
-    runs of this visitor waiting. Without `files`, a run on the server's own files is refused before any path
-    is looked at; with it, a path that is not there is a DatasetError.
+    runs of this visitor waiting; the run's status records the size ceiling that applied (`work_limit`), so that
+    the worker that takes it checks it again (`refusal`). Without `files`, a run on the server's own files is
+    refused before any path is looked at; with it, a path that is not there is a DatasetError.
     """
     runs_dir = Path(runs_dir or default_runs_dir())
     check_submission([config], runs_dir, visitor, limits, files)
-    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep)
+    run = _queue(config, runs_dir, visitor, limits, sweep)
     ensure_pool(runs_dir)
     return run
 
@@ -207,7 +256,8 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, visitor: str | 
     `limits` the size ceiling of each and the visitor's queue limit for them together. `labels` names each
     run in a refusal ("the run with distribute multi-worker"), for a sweep.
     """
-    service_setting("workers")  # a bad pool size is refused before anything is queued
+    service_setting("workers")  # a bad pool size or memory budget is refused before anything is queued
+    service_setting("worker_memory")
     for config, label in zip(configs, labels or [None] * len(configs)):
         try:
             _check_run(config, files)
@@ -219,9 +269,7 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, visitor: str | 
 
 def _check_run(config: TrainConfig, files: bool) -> None:
     """One run's own refusals, whoever asks: what the pool cannot train, and the server's files."""
-    if config.distribute == "multi-worker":
-        raise SubmissionRefused("a multi-worker run starts from the command line on every machine of its cluster "
-                                "(TF_CONFIG; see the README); here, choose distribute 'mirrored' or 'none'")
+    _check_trainable_here(config)
     if config.source == "path":
         if not files:
             raise SubmissionRefused("this server does not read its own files for visitors; choose the auto, keras "
@@ -229,30 +277,80 @@ def _check_run(config: TrainConfig, files: bool) -> None:
         check_data_path(config.source, config.data_path)
 
 
+def _queue(config: TrainConfig, runs_dir: Path, visitor: str | None, limits: bool, sweep: str | None) -> Run:
+    """Create the queued run, recording the size ceiling it was held to (None: the operator's own, unlimited)."""
+    work_limit = service_setting("max_work") if limits else None
+    return create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep, work_limit=work_limit)
+
+
 def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, visitor: str | None = None,
                  limits: bool = True, files: bool = True) -> tuple[str, list[Run]]:
     """Queue every run of a sweep (core/sweeps.py) under one new name; returns the name and the runs.
 
     The whole grid is checked first (its shape in sweeps.grid, then every refusal each run could meet), so a
-    sweep is queued whole or not at all.
+    sweep is queued whole or not at all; if the runs directory fails halfway (a full disk), the runs already
+    queued are taken back out.
     """
     runs_dir = Path(runs_dir or default_runs_dir())
     configs = sweeps.grid(config, axes)
     check_submission(configs, runs_dir, visitor, limits, files, [sweeps.run_label(each, axes) for each in configs])
     name = sweeps.new_sweep_name()
-    runs = [create_run(each, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=name) for each in configs]
+    runs = _queue_all(configs, runs_dir, visitor, limits, name)
     ensure_pool(runs_dir)
     return name, runs
+
+
+def _queue_all(configs: list[TrainConfig], runs_dir: Path, visitor: str | None, limits: bool,
+               sweep: str | None) -> list[Run]:
+    """Queue these runs together: all of them, or (when the runs directory refuses one) none."""
+    runs = []
+    try:
+        for config in configs:
+            runs.append(_queue(config, runs_dir, visitor, limits, sweep))
+    except OSError:
+        for run in runs:  # cancelled and removed: nothing of a half-queued group is left to train or to list
+            if queue.cancel(run):
+                shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return runs
+
+
+def refusal(run: Run) -> str | None:
+    """Why a worker must not train a queued run it has just taken, in one sentence; None to train it.
+
+    Checked again at that moment because a run's config.json may change while it waits (by hand: 200,000
+    steps of batch 4,096 through four layers of 1,024 would hold a worker for days). The ceiling is the one
+    the run's status recorded when it was queued (`work_limit`): a visitor's run is held to it again, the
+    operator's own (none recorded: the CLI, a benchmark) is not. The queue limit is not checked again: it
+    counts runs waiting, and this one is leaving.
+    """
+    try:
+        _check_trainable_here(run.config)
+        if run.status.work_limit is not None:
+            _check_size(run.config, run.status.work_limit)
+    except SubmissionRefused as error:
+        return f"refused when a worker took it: {error}"
+    return None
+
+
+def _check_trainable_here(config: TrainConfig) -> None:
+    if config.distribute == "multi-worker":
+        raise SubmissionRefused("a multi-worker run starts from the command line on every machine of its cluster "
+                                "(TF_CONFIG; see the README); here, choose distribute 'mirrored' or 'none'")
+
+
+def _check_size(config: TrainConfig, ceiling: float) -> None:
+    if work_of(config) > ceiling:
+        raise SubmissionRefused(
+            f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
+            f"{config.describe_layers()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
+            "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
 
 
 def _check_limits(configs: list[TrainConfig], runs_dir: Path, visitor: str | None) -> None:
     ceiling = service_setting("max_work")
     for config in configs:
-        if work_of(config) > ceiling:
-            raise SubmissionRefused(
-                f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
-                f"{config.describe_layers()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
-                "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
+        _check_size(config, ceiling)
     limit = service_setting("queue_limit")
     waiting = [run for run in list_runs(runs_dir) if run.state.active and run.status.visitor == visitor]
     if len(waiting) + len(configs) > limit:
@@ -264,8 +362,15 @@ def _check_limits(configs: list[TrainConfig], runs_dir: Path, visitor: str | Non
 
 def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
                              limits: bool = True, files: bool = True) -> list[Run]:
-    """Queue the same settings once per engine, for side-by-side curves."""
-    return [submit(config.replace(engine=engine, xla=None), runs_dir, visitor, limits, files) for engine in ENGINES]
+    """Queue the same settings once per engine, for side-by-side curves: both runs, or (refused) neither."""
+    runs_dir = Path(runs_dir or default_runs_dir())
+    # Every engine's config is made and checked before any is queued: settings one engine refuses (the session
+    # engine runs on one device) must not leave the other engine's run queued alone.
+    configs = [config.replace(engine=engine, xla=None) for engine in ENGINES]
+    check_submission(configs, runs_dir, visitor, limits, files)
+    runs = _queue_all(configs, runs_dir, visitor, limits, None)
+    ensure_pool(runs_dir)
+    return runs
 
 
 def stop(run: Run) -> None:

@@ -13,18 +13,17 @@ import os
 import re
 import secrets
 import shutil
-import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from core import queue_files
 from core.config import TrainConfig
 from core.processes import pid_alive
 from core.records import CONFIG_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
 from core.run_folder import Run, read_folder
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
-QUEUE_DIR = ".queue"  # one file per queued run; see core/queue.py
 # Run ids are folder names this store made: a time stamp, a random part and a slug. Anything else a
 # visitor types (a path, 300 characters) is refused before it touches the file system.
 RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
@@ -79,15 +78,14 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
             if state is RunState.RUNNING:
                 status.setdefault("pid", os.getpid())
             else:  # queued: its file in the queue goes in before the folder shows (core/queue.py)
-                entry = queue_entry_name(run_id)
+                entry = queue_files.entry_name(run_id)
                 status["queue_entry"] = entry
             run.write_status(state, "starting" if state is RunState.RUNNING else "waiting for a worker",
                              started_at=timestamp(), step=0, total_steps=config.steps, **status)
             if (runs_dir / run_id).exists():
                 raise FileExistsError(run_id)
             if entry:
-                (runs_dir / QUEUE_DIR).mkdir(exist_ok=True)
-                (runs_dir / QUEUE_DIR / entry).touch()
+                queue_files.create_entry(runs_dir, entry)
             os.rename(staging, runs_dir / run_id)
         except FileExistsError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -95,7 +93,7 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if entry:
-                (runs_dir / QUEUE_DIR / entry).unlink(missing_ok=True)
+                queue_files.remove_entry(runs_dir, entry)
             raise RunStoreError(f"cannot create a run in {runs_dir}: {error.strerror or error}") from None
         run.path = runs_dir / run_id
         return run
@@ -124,11 +122,6 @@ def read_run(path: Path) -> Run:
     return run
 
 
-def queue_entry_name(run_id: str) -> str:
-    """The name of a queue file for a run queued now: the time first, so that names sort in queue order."""
-    return f"{time.time_ns():020d}-{run_id}"
-
-
 def staging_folder(runs_dir: Path, run_id: str) -> Path:
     """Where create_run builds a run before it shows under its id."""
     return Path(runs_dir) / f".new-{run_id}"
@@ -138,15 +131,10 @@ def _still_queued(runs_dir: Path, entry: str | None) -> bool:
     """True while a queued run's queue file is there, or a live worker is taking it right now."""
     if not entry:
         return False
-    folder = runs_dir / QUEUE_DIR
-    if (folder / entry).exists():
+    if (queue_files.queue_folder(runs_dir) / entry).exists():
         return True
-    # A worker renames the entry to .taken-<pid>-<entry> and then writes "running": in between, it is alive.
-    for taken in folder.glob(f".taken-*-{entry}"):
-        pid = taken.name.split("-", 2)[1]
-        if pid.isdigit() and pid_alive(int(pid)):
-            return True
-    return False
+    # A worker renames the entry to its taken name and then writes "running": in between, it is alive.
+    return any(pid_alive(pid) for pid in queue_files.taking_pids(runs_dir, entry))
 
 
 def _age_key(path: Path) -> tuple[str, int]:

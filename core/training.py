@@ -114,16 +114,20 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     stop_reason: Callable[[], StopReason | None] | None = None,
+    networks=None,
 ) -> Run:
     """Train one run to its end (completed, stopped, diverged or failed) and return it.
 
     Nothing raises out of here once the run folder exists: a failure is recorded in status.json, with its
     kind and the traceback in error.txt, and everything logged until then stays. `should_stop` says when this
     process wants the run to stop, `stop_reason` why (a STOP file in the run folder is a person asking).
+    `networks` is the caller's cache of compiled networks (core/engines/function.py: NetworkCache), which a
+    warm worker keeps between runs; without it, the function engine uses its module's default cache.
     """
     run = run or create_run(config, runs_dir)
     try:
-        _train_into(run, config, dataset, on_progress, should_stop or (lambda: False), stop_reason or (lambda: None))
+        _train_into(run, config, dataset, on_progress, should_stop or (lambda: False), stop_reason or (lambda: None),
+                    networks)
     except Exception as error:  # record any failure in the run folder instead of losing the run
         run.release_reserve()  # on a full disk, this is the room the next two writes need
         try:
@@ -159,11 +163,18 @@ def stopped_message(step: int, total_steps: int, reason: StopReason) -> str:
     return f"stopped at step {step} of {total_steps}: {STOP_WORDS[reason]}"
 
 
-def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop, stop_reason) -> None:
+def _make_engine(config: TrainConfig, dataset: Dataset, log_dir: Path, networks) -> Engine:
+    """The config's engine; the function engine draws its compiled network from `networks` when given."""
+    if networks is not None and config.engine == "function":
+        return engine_class(config.engine)(config, dataset, log_dir, cache=networks)
+    return engine_class(config.engine)(config, dataset, log_dir)
+
+
+def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop, stop_reason, networks) -> None:
     run.write_status(RunState.RUNNING, "loading data")
     dataset = dataset or load_dataset(config.dataset, config.source, config.data_path)
     run.write_status(RunState.RUNNING, "building the graph", data_source=dataset.description)
-    engine = engine_class(config.engine)(config, dataset, run.path)
+    engine = _make_engine(config, dataset, run.path, networks)
     # The run's settings for TensorBoard's HParams dashboard, first, so the run is listed while it trains.
     engine.write_summaries(0, tensorboard_summaries.hparams_summaries(config, run.run_id))
     # TensorBoard's evaluation summaries (histograms, the captioned digits) are built and written on a

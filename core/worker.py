@@ -1,19 +1,22 @@
 """A warm worker of the training service: `python -m core.worker --serve RUNS_DIR` (core/service.py starts them).
 
 It lowers its CPU priority, imports TensorFlow, decides once what data source "auto" means, compiles the
-article's network, and then trains queued runs one after another, keeping each network shape it has
-compiled (core/engines/function.py: NETWORKS). Why a process and not a thread of the server: a Streamlit
-server clears Keras' session and collects garbage after every script run, which slowed a training thread
-in the server from ~700 to ~20 steps/s; a process also keeps the server responsive.
+article's network, and then trains queued runs one after another, keeping the network shapes it has
+compiled in a cache of its own (core/engines/function.py: NetworkCache) that it hands to each run. Why a
+process and not a thread of the server: a Streamlit server clears Keras' session and collects garbage after
+every script run, which slowed a training thread in the server from ~700 to ~20 steps/s; a process also keeps
+the server responsive.
 
 A worker stops its run after the current chunk of steps (kept as "stopped", with all it logged) and exits
 when it gets SIGINT or SIGTERM, or when the process that started it (the app server) has gone, however it
-went.
+went. It also exits after a run that leaves it above its memory budget (HYBRID_LAB_WORKER_MEMORY): every
+shape TensorFlow compiles keeps some memory for good, so a fresh worker, started by the pool, takes over.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -23,11 +26,12 @@ import time
 import traceback
 from pathlib import Path
 
-from core import queue
+from core import queue, queue_files, service
 from core.records import StopReason
+from core.run_folder import Run
 
 NICENESS = 10  # below the server: pages stay quick while workers take the cores
-POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a directory listing)
+POLL_SECONDS = 0.02  # how often an idle worker looks at the queue (a stat of its folder; see queue.QueueWatch)
 PARENT_CHECK_SECONDS = 0.5
 
 
@@ -56,18 +60,35 @@ class StopSignal:
         threading.Thread(target=check_parent, name="parent-watch", daemon=True).start()
 
 
-def warm_up() -> None:
-    """Pay the fixed costs before the first run: data, the article's network traced and compiled, export."""
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux: /proc/self/statm)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_budget() -> float:
+    """HYBRID_LAB_WORKER_MEMORY in MB; a bad value is logged and the default used (the pool refuses to start
+    with one, so this is a value changed under a running server)."""
+    try:
+        return service.service_setting("worker_memory")
+    except ValueError as error:
+        print(f"worker {os.getpid()}: {error}; using the default", flush=True)
+        return service.setting_default("worker_memory")
+
+
+def warm_up(networks) -> None:
+    """Pay the fixed costs before the first run: data, the article's network traced and compiled into
+    `networks`, export."""
     from core.config import TrainConfig
     from core.data import load_dataset
-    from core.engines import engine_class
+    from core.engines.function import FunctionEngine
     from core.network import build_export_model
     from core.training import BatchSchedule
 
     config = TrainConfig()
     dataset = load_dataset(config.dataset, config.source)
     with tempfile.TemporaryDirectory(prefix="warm-up-") as scratch:
-        engine = engine_class(config.engine)(config, dataset, Path(scratch))
+        engine = FunctionEngine(config, dataset, Path(scratch), cache=networks)
         schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
         engine.train_chunk(schedule.take(engine.chunk_steps), 0)
         engine.train_chunk(schedule.take(3), 2 * engine.chunk_steps)  # the plain graph, for odd-sized chunks
@@ -77,35 +98,71 @@ def warm_up() -> None:
 
 
 def serve(runs_dir: Path, parent: int) -> int:
-    """Train queued runs until told to stop or `parent` (the server's pid) has gone; returns the exit code."""
+    """Train queued runs until told to stop, `parent` (the server's pid) has gone or the memory budget is
+    passed; returns the exit code."""
     stop = StopSignal()
     stop.watch(parent)
     os.nice(NICENESS)
+    budget = memory_budget()
     from core.config import MAX_CPU_REPLICAS
     from core.engines import distribute
-    from core.engines.function import NETWORKS
+    from core.engines.function import NetworkCache
 
     # Before TensorFlow starts: the CPU split that mirrored runs use (single-device runs take the first device).
     distribute.split_cpu(MAX_CPU_REPLICAS)
-    from core.training import train
-
-    # Compiling is paid once per shape here, so XLA pays off from the first run of a shape.
-    NETWORKS.xla_min_steps = 0
+    # This worker's compiled networks. Compiling is paid once per shape here, so XLA pays off from the first
+    # run of a shape.
+    networks = NetworkCache(xla_min_steps=0)
     started = time.monotonic()
     try:
-        warm_up()
+        warm_up(networks)
         print(f"worker {os.getpid()}: warm after {time.monotonic() - started:.1f} s", flush=True)
     except Exception:  # a failed warm-up only costs the first run its speed
         traceback.print_exc()
+    watch, ignored = queue.QueueWatch(runs_dir), set()
     while not stop.event.is_set():
-        run = queue.take_next(runs_dir)
+        run = next_run(runs_dir, watch, ignored)
         if run is None:
             stop.event.wait(POLL_SECONDS)
             continue
-        print(f"worker {os.getpid()}: training {run.run_id}", flush=True)
-        train(run.config, run=run, should_stop=stop.event.is_set,
-              stop_reason=lambda: stop.reason if stop.event.is_set() else None)
+        train_one(run, networks, stop)
+        memory = resident_mb()
+        print(f"worker {os.getpid()}: finished {run.run_id}; resident memory {memory:,.0f} MB of a budget of "
+              f"{budget:,.0f} MB", flush=True)
+        if memory > budget and not stop.event.is_set():
+            print(f"worker {os.getpid()}: above its memory budget (HYBRID_LAB_WORKER_MEMORY): exiting so that a "
+                  "fresh worker takes over", flush=True)
+            return 0
     return 0
+
+
+def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str]) -> Run | None:
+    """The next queued run to train, if the queue folder changed since the last look; what in it is not a
+    queue entry is moved aside first (`ignored`: names that could not be, kept by this worker)."""
+    if not watch.changed():
+        return None
+    moved = queue.tidy(runs_dir, ignored)
+    if moved:
+        what = "name that is not a queue entry" if moved == 1 else "names that are not queue entries"
+        print(f"worker {os.getpid()}: moved {moved:,} {what} to {queue_files.rejected_folder(runs_dir)} "
+              f"(see {queue_files.REJECTED_LOG} there)", flush=True)
+    return queue.take_next(runs_dir, refuse=service.refusal)
+
+
+def train_one(run: Run, networks, stop: StopSignal) -> None:
+    """Train one taken run; a run whose folder was deleted while it trained ends here with one line of log."""
+    from core.training import train
+
+    print(f"worker {os.getpid()}: training {run.run_id}", flush=True)
+    try:
+        train(run.config, run=run, networks=networks, should_stop=stop.event.is_set,
+              stop_reason=lambda: stop.reason if stop.event.is_set() else None)
+    except OSError as error:
+        # train() records any failure in the run folder; it raises only when even that cannot be written.
+        if run.path.exists() or error.errno != errno.ENOENT:
+            raise
+        print(f"worker {os.getpid()}: the folder of {run.run_id} was deleted while it trained; it ends here",
+              flush=True)
 
 
 def main(argv: list[str]) -> int:

@@ -3,24 +3,33 @@ read back through the run store as a page would. No TensorFlow here (no worker i
 
 from __future__ import annotations
 
+import ast
+import errno
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import core.service
-from core import queue, service
+from core import queue, queue_files, service
 from core.data import DatasetError
-from core.records import STOP_FILE, RunState, StopReason
-from core.store import QUEUE_DIR, create_run, delete_run, list_runs, load_run, staging_folder
+from core.queue_files import QUEUE_DIR
+from core.records import STATUS_FILE, STOP_FILE, FailureKind, RunState, RunStoreError, StopReason
+from core.store import create_run, delete_run, list_runs, load_run, staging_folder
 from core.service import SubmissionRefused
 from tests.factories import TINY, dead_pid, make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICE_VARIABLES = ("HYBRID_LAB_WORKERS", "HYBRID_LAB_QUEUE_LIMIT", "HYBRID_LAB_MAX_WORK", "HYBRID_LAB_FILES")
+SERVICE_VARIABLES = ("HYBRID_LAB_WORKERS", "HYBRID_LAB_QUEUE_LIMIT", "HYBRID_LAB_MAX_WORK", "HYBRID_LAB_FILES",
+                     "HYBRID_LAB_WORKER_MEMORY")
+# What the issue's hostile sweep edited a queued run's config.json to: 3.2e15 multiply-adds.
+HUGE = {"steps": 200_000, "batch_size": 4096, "hidden_units": [1024] * 4}
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +52,26 @@ def queue_runs(runs_dir: Path, count: int) -> list[str]:
     return [create_run(TINY, runs_dir, state=RunState.QUEUED).run_id for _ in range(count)]
 
 
-def queue_files(runs_dir: Path) -> list[str]:
-    return sorted(os.listdir(runs_dir / QUEUE_DIR))
+def queue_names(runs_dir: Path) -> list[str]:
+    """What is in the queue folder, but for the folder of rejected names."""
+    return sorted(name for name in os.listdir(runs_dir / QUEUE_DIR) if name != queue_files.REJECTED_DIR)
+
+
+def rejected(runs_dir: Path) -> dict[str, str]:
+    """The names moved aside into .queue/.rejected/, each with the reason its log line gives."""
+    log = queue_files.rejected_folder(runs_dir) / queue_files.REJECTED_LOG
+    reasons = {}
+    for line in (log.read_text().splitlines() if log.exists() else []):
+        name, _, reason = line.split(" ", 1)[1].partition(": ")
+        reasons[ast.literal_eval(name)] = reason  # the log writes the name as a Python string literal
+    return reasons
+
+
+def edit_config(run, **changes) -> None:
+    """Change a run's config.json by hand, as someone with access to the runs directory could."""
+    values = json.loads(run.config_path.read_text())
+    values.update(changes)
+    run.config_path.write_text(json.dumps(values))
 
 
 # --- order --------------------------------------------------------------------------------------------
@@ -87,7 +114,7 @@ def test_take_next_takes_the_oldest_and_marks_it_running_here(tmp_path):
         assert reread.status.queue_entry is None
     assert queue.take_next(tmp_path) is None
     assert queue.queued_ids(tmp_path) == []
-    assert queue_files(tmp_path) == []  # no .taken-… marker is left behind
+    assert queue_names(tmp_path) == []  # no .taken-… marker is left behind
 
 
 def test_a_position_moves_up_as_runs_are_taken(tmp_path):
@@ -150,7 +177,7 @@ def test_competing_processes_each_get_different_runs(tmp_path):
     assert twice == [], f"taken by two processes: {twice}"
     assert sorted(run_id for run_id, _, _ in taken) == sorted(ids)  # every run taken
     assert all(status_pid == taker_pid for _, status_pid, taker_pid in taken)
-    assert queue_files(tmp_path) == []
+    assert queue_names(tmp_path) == []
 
 
 # --- leaving the queue --------------------------------------------------------------------------------
@@ -270,7 +297,240 @@ def test_an_entry_whose_run_was_deleted_is_dropped(tmp_path):
     os.rename(tmp_path / gone, tmp_path / ".elsewhere")  # no folder, no staging folder: the run is gone
 
     assert queue.take_next(tmp_path).run_id == ready
-    assert entry not in queue_files(tmp_path)
+    assert entry not in queue_names(tmp_path)
+    assert f"there is no run {gone}" in rejected(tmp_path)[entry]
+
+
+# --- names a worker cannot use --------------------------------------------------------------------------
+
+
+def test_an_entry_too_long_to_rename_never_stops_the_queue(tmp_path):
+    # Renamed to .taken-<pid>-<name>, a 250-digit stamp passes the 255-byte limit: ENAMETOOLONG killed the
+    # worker before any run behind it could start, every time it was restarted.
+    garbage = "1" * 250 + "-x"
+    (tmp_path / QUEUE_DIR).mkdir()
+    (tmp_path / QUEUE_DIR / garbage).touch()
+    (run_id,) = queue_runs(tmp_path, 1)
+
+    taken = queue.take_next(tmp_path)
+
+    assert taken.run_id == run_id
+    assert queue.tidy(tmp_path, set()) == 1
+    assert queue_names(tmp_path) == []
+    assert "not a queue entry" in rejected(tmp_path)[garbage]
+    assert (queue_files.rejected_folder(tmp_path) / garbage).exists()
+
+
+def test_an_entry_that_cannot_be_taken_is_moved_aside_once(tmp_path, monkeypatch):
+    stuck, ready = queue_runs(tmp_path, 2)
+    entry = load_run(stuck, tmp_path).status.queue_entry
+    rename = os.rename
+
+    def rename_fails_for_one(source, target):
+        if Path(source).name == entry:
+            raise OSError(errno.ENAMETOOLONG, "File name too long")
+        return rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename_fails_for_one)
+
+    assert queue.take_next(tmp_path).run_id == ready
+    assert rejected(tmp_path) == {entry: "cannot be taken: File name too long"}
+    assert queue.take_next(tmp_path) is None  # not tried again: it is out of the queue
+    assert load_run(stuck, tmp_path).state is RunState.INTERRUPTED  # and its run says it left the queue
+
+
+def test_a_folder_named_like_an_entry_costs_no_run(tmp_path):
+    # A folder with an older stamp, naming a queued run: taking it used to mark the run running, then crash
+    # on removing the "file" (IsADirectoryError), leaving the run interrupted.
+    (run_id,) = queue_runs(tmp_path, 1)
+    impostor = f"{0:020d}-{run_id}"
+    (tmp_path / QUEUE_DIR / impostor).mkdir()
+
+    taken = queue.take_next(tmp_path)
+
+    assert taken.run_id == run_id  # through its own entry
+    assert load_run(run_id, tmp_path).state is RunState.RUNNING
+    assert queue_names(tmp_path) == []
+    assert rejected(tmp_path)[impostor].startswith(f"run {run_id} waits under another entry")
+    assert (queue_files.rejected_folder(tmp_path) / impostor).is_dir()
+
+
+def test_a_run_whose_entry_became_a_folder_still_trains(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+    entry = tmp_path / QUEUE_DIR / load_run(run_id, tmp_path).status.queue_entry
+    entry.unlink()
+    entry.mkdir()
+    (entry / "inside").touch()  # a folder that cannot simply be removed
+
+    assert queue.take_next(tmp_path).run_id == run_id
+    assert queue_names(tmp_path) == []
+    assert queue.take_next(tmp_path) is None
+
+
+def test_a_pipe_as_a_runs_entry_is_taken_without_waiting_for_a_writer(tmp_path, no_workers):
+    run = service.submit(TINY, tmp_path, visitor="a")
+    entry = tmp_path / QUEUE_DIR / run.status.queue_entry
+    entry.unlink()
+    os.mkfifo(entry)  # opening it to read its text would wait for a writer forever
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(queue.take_next(tmp_path, refuse=service.refusal)),
+                             daemon=True)
+
+    taker.start()
+    taker.join(60)  # not a measure of speed: a worker stuck on the pipe would never return
+
+    assert not taker.is_alive(), "take_next is stuck opening a pipe"
+    assert taken[0].run_id == run.run_id
+    assert queue_names(tmp_path) == []
+
+
+@pytest.mark.parametrize("state", [RunState.COMPLETED, RunState.RUNNING])
+def test_an_entry_naming_a_run_that_is_not_waiting_leaves_the_run_alone(tmp_path, state):
+    run = make_run(tmp_path, state=state)
+    before = (run.path / STATUS_FILE).read_text()
+    stray = queue_files.entry_name(run.run_id)
+    (tmp_path / QUEUE_DIR).mkdir(exist_ok=True)
+    (tmp_path / QUEUE_DIR / stray).touch()
+
+    assert queue.take_next(tmp_path) is None
+
+    assert (run.path / STATUS_FILE).read_text() == before
+    assert rejected(tmp_path)[stray] == f"run {run.run_id} is {state}, not waiting for a worker"
+
+
+def test_garbage_names_are_moved_aside_once(tmp_path):
+    ids = queue_runs(tmp_path, 2)
+    folder = tmp_path / QUEUE_DIR
+    garbage = [f"garbage-{i}" for i in range(300)] + [f"{i:020d}" for i in range(300)] + \
+              [f".dot-{i}" for i in range(300)] + [f"{1:020d}-.hidden", "9" * 200 + "-x", "\u0660" * 20 + "-x"]
+    for name in garbage:
+        (folder / name).touch()
+    (folder / queue_files.taken_name(dead_pid(), f"{2:020d}-{ids[0]}")).touch()  # a worker's: the store reads it
+
+    assert queue.tidy(tmp_path, set()) == len(garbage)
+    assert queue.tidy(tmp_path, set()) == 0
+
+    assert sorted(rejected(tmp_path)) == sorted(garbage)
+    assert len(queue_names(tmp_path)) == 3  # the two entries and the taken name
+    assert queue.queued_ids(tmp_path) == ids
+    assert [queue.take_next(tmp_path).run_id for _ in ids] == ids
+
+
+def test_a_name_that_cannot_be_moved_aside_is_ignored_from_then_on(tmp_path, monkeypatch):
+    (tmp_path / QUEUE_DIR).mkdir()
+    (tmp_path / QUEUE_DIR / "garbage").touch()
+    tried = []
+    monkeypatch.setattr(queue_files, "reject", lambda runs_dir, name, reason, shown=None: tried.append(name) or False)
+    ignored = set()
+
+    assert queue.tidy(tmp_path, ignored) == 0
+    assert queue.tidy(tmp_path, ignored) == 0
+
+    assert tried == ["garbage"] and ignored == {"garbage"}
+
+
+def test_a_name_rejected_twice_replaces_the_first(tmp_path):
+    folder = tmp_path / QUEUE_DIR
+    folder.mkdir()
+    for _ in range(2):
+        (folder / "garbage").write_text("again")
+        assert queue.tidy(tmp_path, set()) == 1
+
+    assert sorted(os.listdir(queue_files.rejected_folder(tmp_path))) == sorted(["garbage", queue_files.REJECTED_LOG])
+
+
+def test_the_watch_says_when_the_queue_folder_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue, "RELIST_SECONDS", 10**9)  # only changes count here
+    folder = tmp_path / QUEUE_DIR
+    folder.mkdir()
+    os.utime(folder, ns=(10**18, 10**18))  # long ago (2001), so the tick rule plays no part
+    watch = queue.QueueWatch(tmp_path)
+
+    assert watch.changed() is True  # the first look
+    assert watch.changed() is False
+    create_run(TINY, tmp_path, state=RunState.QUEUED)
+    assert watch.changed() is True
+    os.utime(folder, ns=(10**18 + 1, 10**18 + 1))
+    assert watch.changed() is True
+    assert watch.changed() is False
+    os.utime(folder, ns=(os.stat(folder).st_atime_ns, time.time_ns()))  # changed this very tick
+    assert watch.changed() is True
+    assert watch.changed() is True  # may hide a second change in the same tick: looked at again
+
+
+def test_a_queue_that_is_a_file_is_named_in_the_refusal(tmp_path, no_workers):
+    (tmp_path / QUEUE_DIR).write_text("")
+
+    with pytest.raises(RunStoreError) as refusal:
+        service.submit(TINY, tmp_path)
+
+    assert str(refusal.value) == (f"cannot create a run in {tmp_path}: {tmp_path / QUEUE_DIR} is a file, but the "
+                                  "queue needs a folder there; move that file away and queue again")
+    assert list_runs(tmp_path) == []
+    assert [name for name in os.listdir(tmp_path)] == [QUEUE_DIR]  # no half-made run left behind
+    # A worker looking at it finds nothing to take and nothing to tidy, and does not fail.
+    assert queue.take_next(tmp_path) is None and queue.tidy(tmp_path, set()) == 0
+    assert queue.QueueWatch(tmp_path).changed() is True
+
+
+# --- limits, checked again when a worker takes a run ----------------------------------------------------
+
+
+def test_the_status_records_the_ceiling_each_run_was_queued_under(tmp_path, no_workers):
+    limited = service.submit(TINY, tmp_path, visitor="a")
+    unlimited = service.submit(TINY, tmp_path, limits=False)
+    seen = []
+
+    def refuse(run):
+        seen.append((run.run_id, run.status.work_limit))
+        return None
+
+    while queue.take_next(tmp_path, refuse) is not None:
+        pass
+
+    assert seen == [(limited.run_id, service.service_setting("max_work")), (unlimited.run_id, None)]
+
+
+def test_a_run_edited_past_the_size_limit_while_queued_is_refused_when_taken(tmp_path, no_workers):
+    edited = service.submit(TINY, tmp_path, visitor="a")
+    behind = service.submit(TINY, tmp_path, visitor="a")
+    edit_config(edited, **HUGE)
+
+    taken = queue.take_next(tmp_path, refuse=service.refusal)
+
+    assert taken.run_id == behind.run_id  # the queue goes on
+    run = load_run(edited.run_id, tmp_path)
+    assert run.state is RunState.FAILED
+    assert run.message.startswith("refused when a worker took it: this run is too big for this server: "
+                                  "200,000 steps of batch 4096 through 784-1024-1024-1024-1024-10 is 3.2e+15")
+    assert "HYBRID_LAB_MAX_WORK" in run.message
+    assert run.status.queue_entry is None and run.step == 0 and not (run.path / "metrics.csv").exists()
+    assert queue_names(tmp_path) == []
+
+
+def test_a_run_queued_without_limits_is_not_held_to_them_when_taken(tmp_path, no_workers):
+    run = service.submit(TINY, tmp_path, limits=False)  # the server's owner: a benchmark, a script
+    edit_config(run, **HUGE)
+
+    assert queue.take_next(tmp_path, refuse=service.refusal).run_id == run.run_id
+
+
+def test_a_run_edited_to_multi_worker_is_refused_whoever_queued_it(tmp_path, no_workers):
+    run = service.submit(TINY, tmp_path, limits=False)
+    edit_config(run, distribute="multi-worker")
+
+    assert queue.take_next(tmp_path, refuse=service.refusal) is None
+    assert load_run(run.run_id, tmp_path).message.startswith("refused when a worker took it: a multi-worker run")
+
+
+def test_a_run_is_held_to_the_ceiling_it_was_queued_under_not_to_a_later_one(tmp_path, monkeypatch, no_workers):
+    run = service.submit(TINY, tmp_path, visitor="a")
+    edit_config(run, **HUGE)
+    monkeypatch.setenv("HYBRID_LAB_MAX_WORK", "1e20")  # raised under a running server after the run was queued
+
+    assert queue.take_next(tmp_path, refuse=service.refusal) is None
+    refused = load_run(run.run_id, tmp_path)
+    assert refused.status.failure is FailureKind.REFUSED and "above its limit of 2e+12" in refused.message
 
 
 def test_a_queued_run_cannot_be_deleted(tmp_path):
@@ -375,6 +635,7 @@ def test_service_settings_have_their_defaults():
     assert service.service_setting("max_work") == 2e12
     assert service.service_setting("files") == "auto"
     assert service.service_setting("workers") == max(1, (os.cpu_count() or 2) - 1)
+    assert service.service_setting("worker_memory") == 2048
 
 
 @pytest.mark.parametrize("variable, name, text", [
@@ -383,6 +644,8 @@ def test_service_settings_have_their_defaults():
     ("HYBRID_LAB_QUEUE_LIMIT", "queue_limit", "2.5"),
     ("HYBRID_LAB_MAX_WORK", "max_work", "-1"),
     ("HYBRID_LAB_FILES", "files", "maybe"),
+    ("HYBRID_LAB_WORKER_MEMORY", "worker_memory", "2GB"),
+    ("HYBRID_LAB_WORKER_MEMORY", "worker_memory", "0"),
 ])
 def test_a_bad_service_setting_names_its_variable(monkeypatch, variable, name, text):
     monkeypatch.setenv(variable, text)
@@ -393,11 +656,52 @@ def test_a_bad_service_setting_names_its_variable(monkeypatch, variable, name, t
     assert repr(text) in str(error.value)
 
 
-def test_a_bad_worker_count_starts_no_pool(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRID_LAB_WORKERS", "0")
+@pytest.mark.parametrize("variable", ["HYBRID_LAB_WORKERS", "HYBRID_LAB_WORKER_MEMORY"])
+def test_a_bad_pool_setting_starts_no_pool_and_queues_nothing(tmp_path, monkeypatch, variable):
+    monkeypatch.setenv(variable, "0")
 
-    with pytest.raises(ValueError, match="HYBRID_LAB_WORKERS"):
+    with pytest.raises(ValueError, match=variable):
         service.ensure_pool(tmp_path)
+    with pytest.raises(ValueError, match=variable):
+        service.submit(TINY, tmp_path)
 
     assert not (tmp_path / ".workers").exists()
+    assert list_runs(tmp_path) == []
+
+
+# --- the pool's owner -----------------------------------------------------------------------------------
+
+
+class FakePool:
+    """Stands in for WorkerPool: records that it started and stopped, starts no process."""
+
+    made: list["FakePool"] = []
+
+    def __init__(self, runs_dir, size):
+        self.runs_dir, self.size, self.events = runs_dir, size, []
+        self.stopped = threading.Event()
+        FakePool.made.append(self)
+
+    def start(self):
+        self.events.append("start")
+
+    def stop(self):
+        self.events.append("stop")
+        self.stopped.set()
+
+
+def test_serving_owns_one_pool_for_its_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(service, "WorkerPool", FakePool)
+    monkeypatch.setattr(service, "POOLS", service.PoolKeeper())
+    FakePool.made = []
+
+    with pytest.raises(RuntimeError):
+        with service.serving(tmp_path) as pool:
+            assert service.ensure_pool(tmp_path) is pool  # a page that submits finds the server's pool
+            raise RuntimeError("the server stops, however it stops")
+
+    assert FakePool.made == [pool]
+    assert pool.events == ["start", "start", "stop"]  # start() is a no-op for a pool already started
+    assert service.POOLS.pools == {}
+    assert service.ensure_pool(tmp_path) is not pool  # a page after that gets a fresh pool
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import queue, service
+from core import queue, queue_files, service
 from core.data import load_dataset
-from core.engines.function import NETWORKS
+from core.engines.function import NETWORKS, NetworkCache
+from core.queue_files import QUEUE_DIR
 from core.records import METRICS_FILE, RunState, StopReason
-from core.store import QUEUE_DIR, load_run
+from core.store import load_run
 from core.training import train
-from tests.factories import TINY
+from tests.factories import TINY, small_offline_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 120.0  # seconds: generous, for a worker importing TensorFlow on a busy two-core machine
@@ -135,6 +137,30 @@ def test_a_warm_run_takes_its_own_learning_rate(tmp_path, offline):
     warm_losses, _ = losses_and_evaluations(warm)
     assert warm_losses[0] == cold_losses[0]  # the same initial weights, reset...
     assert not np.array_equal(warm_losses[1:], cold_losses[1:])  # ...but smaller steps from there on
+
+
+def test_a_run_trains_in_the_cache_its_caller_hands_down(tmp_path, offline):
+    NETWORKS.clear()
+    mine = NetworkCache(xla_min_steps=0)
+
+    run = train(TINY.replace(steps=20, eval_every=20), tmp_path, dataset=offline, networks=mine)
+
+    assert run.state is RunState.COMPLETED, run.message
+    (network,) = mine.networks.values()
+    assert network.use_xla  # the caller's cache, with the caller's setting
+    assert NETWORKS.networks == {}  # the module's own cache was neither used nor changed
+    assert NETWORKS.xla_min_steps == NetworkCache().xla_min_steps
+
+
+def test_the_cached_networks_of_one_dataset_share_its_training_tensors(offline):
+    networks = NetworkCache()
+
+    one = networks.get(TINY, offline)
+    other = networks.get(TINY.replace(hidden_units=[32]), offline)
+
+    assert one is not other
+    assert other.x_train is one.x_train and other.y_train is one.y_train  # one copy of the images, not two
+    assert networks.get(TINY, small_offline_dataset()).x_train is not one.x_train  # another dataset: its own
 
 
 # --- a pool of one worker -------------------------------------------------------------------------------
@@ -254,6 +280,70 @@ def test_a_run_stopped_while_queued_never_trains(runs_dir, pool):
     assert cancelled.run_id not in training_order(runs_dir)
 
 
+def worker_log(runs_dir: Path) -> str:
+    return "\n".join(log.read_text(errors="replace") for log in sorted((runs_dir / service.WORKERS_DIR).glob("*.log")))
+
+
+def test_names_a_worker_cannot_use_never_stop_it_nor_cost_a_run(runs_dir, pool):
+    (worker,) = pool.pids
+    # Queued behind a long run, so that the garbage goes in before the worker looks again.
+    long = start_long_run(runs_dir)
+    named = service.submit(TINY.replace(seed=5), runs_dir)
+    folder = runs_dir / QUEUE_DIR
+    too_long = "1" * 250 + "-x"  # ENAMETOOLONG once renamed to its taken name
+    impostor = f"{0:020d}-{named.run_id}"  # a folder, first in line, naming a queued run
+    garbage = [too_long, impostor] + [f"garbage-{i}" for i in range(200)]
+    (folder / too_long).touch()
+    (folder / impostor).mkdir()
+    for name in garbage[2:]:
+        (folder / name).touch()
+    after = service.submit(TINY, runs_dir)
+
+    stop_and_wait(long, runs_dir)
+    for run in (named, after):
+        run = wait_for_state(run.run_id, runs_dir, RunState.COMPLETED, RunState.FAILED, RunState.INTERRUPTED)
+        assert run.state is RunState.COMPLETED, run.message
+        assert run.status.pid == worker  # the same worker: it never died
+    assert pool.pids == [worker]
+    assert sorted(os.listdir(queue_files.rejected_folder(runs_dir))) == sorted(garbage + [queue_files.REJECTED_LOG])
+    assert [name for name in os.listdir(folder) if name != queue_files.REJECTED_DIR] == []
+    assert "moved 201 names that are not queue entries" in worker_log(runs_dir)
+    assert "Traceback" not in worker_log(runs_dir)
+
+
+def test_a_run_whose_folder_is_deleted_while_it_trains_ends_quietly(runs_dir, pool):
+    (worker,) = pool.pids
+    long = start_long_run(runs_dir)
+
+    gone = runs_dir.parent / f"deleted-{long.run_id}"
+    os.rename(long.path, gone)  # deleted at once, as far as the worker can tell (rmtree races its writes)
+    shutil.rmtree(gone, ignore_errors=True)
+
+    after = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+    assert after.status.pid == worker and pool.pids == [worker]
+    log = worker_log(runs_dir)
+    assert f"the folder of {long.run_id} was deleted while it trained; it ends here" in log
+    assert "Traceback" not in log
+
+
+def test_a_queued_run_edited_past_the_limits_is_refused_by_the_worker(runs_dir, pool):
+    long = start_long_run(runs_dir)
+    edited = service.submit(TINY, runs_dir, visitor="a")
+    after = service.submit(TINY.replace(seed=3), runs_dir, visitor="a")
+    values = json.loads(edited.config_path.read_text())
+    values.update(steps=200_000, batch_size=4096, hidden_units=[1024] * 4)
+    edited.config_path.write_text(json.dumps(values))
+
+    stop_and_wait(long, runs_dir)
+
+    assert wait_for_state(after.run_id, runs_dir, RunState.COMPLETED).has_model  # the queue went on
+    edited = load_run(edited.run_id, runs_dir)
+    assert edited.state is RunState.FAILED
+    assert edited.message.startswith("refused when a worker took it: this run is too big for this server")
+    assert edited.step == 0 and not edited.has_model
+    assert edited.run_id not in training_order(runs_dir)
+
+
 def test_a_killed_worker_is_replaced_and_its_run_reads_interrupted(runs_dir, pool):
     long = start_long_run(runs_dir)
     killed = long.status.pid
@@ -271,6 +361,27 @@ def test_a_killed_worker_is_replaced_and_its_run_reads_interrupted(runs_dir, poo
     assert run.has_model and run.status.pid == pool.pids[0] != killed
 
 
+# --- the memory budget ---------------------------------------------------------------------------------
+
+
+def test_a_worker_past_its_memory_budget_finishes_its_run_and_makes_way(tmp_path, one_worker, monkeypatch):
+    monkeypatch.setenv("HYBRID_LAB_WORKER_MEMORY", "100")  # MB: less than any warm worker takes
+    runs_dir = tmp_path / "runs"
+    pool = service.ensure_pool(runs_dir)
+    try:
+        first = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+        assert first.has_model
+        old = first.status.pid
+        wait_until(lambda: pool.pids and old not in pool.pids, lambda: f"the pool's workers are {pool.pids}",
+                   runs_dir)
+        assert "above its memory budget (HYBRID_LAB_WORKER_MEMORY)" in worker_log_tail(runs_dir)
+        second = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+        assert second.status.pid not in (old, None)
+        assert "Traceback" not in worker_log(runs_dir)
+    finally:
+        pool.stop()
+
+
 # --- the server stops -----------------------------------------------------------------------------------
 
 
@@ -279,7 +390,7 @@ SERVER = textwrap.dedent("""
     from pathlib import Path
     from core import service
     from core.config import TrainConfig
-    from tests.factories import TINY
+    from tests.factories import TINY, small_offline_dataset
 
     runs_dir = Path(sys.argv[1])
     service.ensure_pool(runs_dir)

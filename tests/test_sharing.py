@@ -21,7 +21,8 @@ import core.service
 from core import queue
 from core.config import SETTINGS_BY_NAME, SOURCES
 from core.records import RunState
-from core.store import QUEUE_DIR, create_run, list_runs, load_run
+from core.queue_files import QUEUE_DIR
+from core.store import create_run, list_runs, load_run
 from tests.factories import TINY
 from ui.form import form_values
 

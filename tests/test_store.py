@@ -18,8 +18,9 @@ import pytest
 import core.store
 from core.config import TrainConfig
 from core.records import CONFIG_FILE, STATUS_FILE, FailureKind, RunNotFound, RunState, RunStoreError, Status
+from core.queue_files import QUEUE_DIR
 from core.store import (
-    QUEUE_DIR, best_run, create_run, default_runs_dir, delete_run, is_run_id, list_runs, load_run, load_runs,
+    best_run, create_run, default_runs_dir, delete_run, is_run_id, list_runs, load_run, load_runs,
 )
 from tests.factories import TINY, dead_pid, finished_summary, make_run
 

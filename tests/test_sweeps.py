@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import queue, service, sweeps
-
-from core.records import RunState
+from core.records import RunState, RunStoreError
 from core.store import list_runs
 from tests.factories import TINY
 
@@ -183,6 +182,36 @@ def test_a_sweep_over_the_visitors_limit_is_refused_whole(tmp_path, no_workers, 
         service.submit_sweep(TINY, axes, tmp_path, visitor="a")
 
     assert len(list_runs(tmp_path)) == 1  # not a single run of the sweep was queued
+
+
+def test_a_sweep_the_runs_directory_fails_halfway_leaves_nothing_queued(tmp_path, no_workers, monkeypatch):
+    # The third run cannot be created (a full disk, say): the two already queued are taken back out.
+    made = []
+    real_create_run = service.create_run
+
+    def create_run(*args, **kwargs):
+        if len(made) == 2:
+            raise RunStoreError(f"cannot create a run in {tmp_path}: No space left on device")
+        made.append(real_create_run(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(service, "create_run", create_run)
+    axes = [sweeps.parse_axis("learning_rate", "0.1, 0.2, 0.3, 0.4")]
+
+    with pytest.raises(RunStoreError, match="No space left"):
+        service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+
+    assert len(made) == 2
+    assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
+
+
+def test_an_engine_comparison_one_engine_refuses_queues_neither(tmp_path, no_workers):
+    # Mirrored replicas are the function engine's; the session engine runs on one device. Refused whole, so
+    # the function engine's run is not left queued alone.
+    with pytest.raises(ValueError, match="session"):
+        service.submit_engine_comparison(TINY.replace(distribute="mirrored"), tmp_path, visitor="a")
+
+    assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
 
 
 def test_the_cli_flag_takes_the_setting_by_flag_or_by_name():

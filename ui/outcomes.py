@@ -31,6 +31,7 @@ FAILURES = {
     FailureKind.PROCESS_ENDED: "This run was interrupted: the process training it ended before it finished "
                                "(was the server restarted?).",
     FailureKind.LEFT_QUEUE: "This run was interrupted: it left the queue before a worker started it.",
+    FailureKind.REFUSED: "This run was not trained: when a worker took it, it was over the limits it was queued under.",
 }
 
 
@@ -96,6 +97,6 @@ def _failed_outcome(run: Run) -> Outcome:
     error_file = f"The full error is in {run.error_path}."
     if kind in (FailureKind.NO_SPACE, FailureKind.LOST_PEER):
         return Outcome("broken", FAILURES[kind], f"What happened: {run.message}. {error_file}")
-    if kind is FailureKind.DISTRIBUTION:
+    if kind in (FailureKind.DISTRIBUTION, FailureKind.REFUSED):
         return Outcome("broken", FAILURES[kind], run.message)
     return Outcome("broken", f"Training failed: {run.message}", error_file)

@@ -32,7 +32,12 @@ from core.network import (
 
 SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
-CACHED_SHAPES = 4  # compiled networks a process keeps (each holds its variables and traced graphs)
+# Compiled networks a cache keeps, least recently used out first (each holds its variables and traced graphs).
+# Forgetting one does not give all its memory back: TensorFlow keeps part of every traced and compiled
+# function for the life of the process, and what it captured (about 14 MB a shape here, bench/worker_memory.py),
+# which is why the networks of one dataset share its training tensors, and a warm worker has a memory budget
+# and makes way for a fresh one (core/worker.py).
+CACHED_SHAPES = 4
 
 
 # One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a Keras 3
@@ -163,12 +168,14 @@ class CompiledNetwork:
     and trains exactly as a freshly built network would (tests/test_service.py compares the losses).
     """
 
-    def __init__(self, config, dataset: Dataset, use_xla: bool, placement: distribute.Placement = distribute.SINGLE):
+    def __init__(self, config, dataset: Dataset, use_xla: bool, placement: distribute.Placement = distribute.SINGLE,
+                 train_tensors: tuple | None = None):
         self.dataset = dataset
         self.placement = placement
         strategy = placement.strategy
-        self.x_train = tf.constant(dataset.x_train)
-        self.y_train = tf.constant(dataset.y_train)
+        # The training split as tensors, shared by the cached networks of one dataset when given (full MNIST
+        # is 188 MB a copy).
+        self.x_train, self.y_train = train_tensors or (tf.constant(dataset.x_train), tf.constant(dataset.y_train))
         # Under a strategy, the variables (weights, optimizer slots) are mirrored: one copy per replica.
         with strategy.scope() if strategy else contextlib.nullcontext():
             self.layers = build_layers(config)
@@ -232,7 +239,11 @@ class CompiledNetwork:
 
 
 class NetworkCache:
-    """The compiled networks a process keeps, the most recently used first; a few shapes at most."""
+    """Compiled networks kept between runs, the most recently used first; a few shapes at most.
+
+    Whoever trains many runs owns one and hands it down (a warm worker: core/worker.py, with xla_min_steps=0
+    since it compiles each shape once for many runs); NETWORKS serves the rest.
+    """
 
     def __init__(self, size: int = CACHED_SHAPES, xla_min_steps: int = XLA_MIN_STEPS):
         self.size, self.xla_min_steps = size, xla_min_steps
@@ -244,7 +255,8 @@ class NetworkCache:
         key = shape_key(config, dataset, use_xla)
         network = self.networks.get(key)
         if network is None or network.dataset is not dataset:
-            network = CompiledNetwork(config, dataset, use_xla, distribute.prepare(config))
+            network = CompiledNetwork(config, dataset, use_xla, distribute.prepare(config),
+                                      self._train_tensors(dataset))
             self.networks[key] = network
             while len(self.networks) > self.size:
                 self.networks.popitem(last=False)
@@ -252,11 +264,17 @@ class NetworkCache:
         network.reset(config)
         return network
 
+    def _train_tensors(self, dataset: Dataset) -> tuple | None:
+        """The training split's tensors of a cached network on the same dataset, if there is one."""
+        return next(((network.x_train, network.y_train) for network in self.networks.values()
+                     if network.dataset is dataset), None)
+
     def clear(self) -> None:
         """Forget every compiled network: the next run of any shape is built and traced afresh."""
         self.networks.clear()
 
 
+# The cache of a process that owns none: the CLI's one run, tests training in line. Nothing changes its settings.
 NETWORKS = NetworkCache()
 
 
