@@ -76,9 +76,28 @@ def memory_budget() -> float:
         return service.setting_default("worker_memory")
 
 
-def warm_up(networks) -> None:
-    """Pay the fixed costs before the first run: data, the article's network traced and compiled into
-    `networks`, export."""
+def get_ready(networks) -> None:
+    """What every run needs before its first step: TensorFlow imported and the default data loaded. The article's
+    shape is noted for XLA, which `warm_up_step` compiles once nothing waits."""
+    from core.config import TrainConfig
+    from core.data import load_dataset
+
+    config = TrainConfig()
+    networks.want(config, load_dataset(config.dataset, config.source))
+
+
+def warm_up_step(networks, exported: list) -> bool:
+    """One piece of warming up, done while no run waits: first the plain graph and the model export of the
+    article's network (what a cold first run pays beyond TensorFlow and the data), then one shape's XLA
+    compilation. Returns False when nothing is left to warm."""
+    if not exported:
+        exported.append(True)
+        _warm_export(networks)
+        return True
+    return networks.compile_pending()
+
+
+def _warm_export(networks) -> None:
     from core.config import TrainConfig
     from core.data import load_dataset
     from core.engines.function import FunctionEngine
@@ -90,8 +109,7 @@ def warm_up(networks) -> None:
     with tempfile.TemporaryDirectory(prefix="warm-up-") as scratch:
         engine = FunctionEngine(config, dataset, Path(scratch), cache=networks)
         schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
-        engine.train_chunk(schedule.take(engine.chunk_steps), 0)
-        engine.train_chunk(schedule.take(3), 2 * engine.chunk_steps)  # the plain graph, for odd-sized chunks
+        engine.train_chunk(schedule.take(3), 0)
         engine.predict(dataset.x_test[:10])
         build_export_model(config, engine.weights()).save(Path(scratch) / "model.keras")
         engine.close()
@@ -99,7 +117,12 @@ def warm_up(networks) -> None:
 
 def serve(runs_dir: Path, parent: int) -> int:
     """Train queued runs until told to stop, `parent` (the server's pid) has gone or the memory budget is
-    passed; returns the exit code."""
+    passed; returns the exit code.
+
+    A run queued while the worker starts trains as soon as TensorFlow is imported and the data loaded: the rest
+    of warming up (tracing, the model export, XLA) is done in pieces while no run waits, and a run never waits
+    for more than the piece under way.
+    """
     stop = StopSignal()
     stop.watch(parent)
     os.nice(NICENESS)
@@ -110,20 +133,22 @@ def serve(runs_dir: Path, parent: int) -> int:
 
     # Before TensorFlow starts: the CPU split that mirrored runs use (single-device runs take the first device).
     distribute.split_cpu(MAX_CPU_REPLICAS)
-    # This worker's compiled networks. Compiling is paid once per shape here, so XLA pays off from the first
-    # run of a shape.
-    networks = NetworkCache(xla_min_steps=0)
+    # This worker's compiled networks. Compiling is paid once per shape here, so XLA pays off from the second
+    # run of a shape on (XLA always, min_steps 0), compiled while the worker is idle.
+    networks = NetworkCache(xla_min_steps=0, compile_later=True)
     started = time.monotonic()
     try:
-        warm_up(networks)
-        print(f"worker {os.getpid()}: warm after {time.monotonic() - started:.1f} s", flush=True)
-    except Exception:  # a failed warm-up only costs the first run its speed
+        get_ready(networks)
+    except Exception:  # the run that needs the data will say what is wrong with it
         traceback.print_exc()
-    watch, ignored = queue.QueueWatch(runs_dir), set()
+    print(f"worker {os.getpid()}: ready after {time.monotonic() - started:.1f} s", flush=True)
+    watch, ignored, exported, warm = queue.QueueWatch(runs_dir), set(), [], False
     while not stop.event.is_set():
         run = next_run(runs_dir, watch, ignored)
         if run is None:
-            stop.event.wait(POLL_SECONDS)
+            warm = _idle(networks, exported, warm, started)
+            if warm:
+                stop.event.wait(POLL_SECONDS)
             continue
         train_one(run, networks, stop)
         memory = resident_mb()
@@ -134,6 +159,19 @@ def serve(runs_dir: Path, parent: int) -> int:
                   "fresh worker takes over", flush=True)
             return 0
     return 0
+
+
+def _idle(networks, exported: list, warm: bool, started: float) -> bool:
+    """Warm one more piece while nothing waits; True once nothing is left (the worker then only polls)."""
+    try:
+        if warm_up_step(networks, exported):
+            return False
+    except Exception:  # a failed warm-up only costs a later run its speed
+        traceback.print_exc()
+        networks.pending.clear()
+    if not warm:
+        print(f"worker {os.getpid()}: warm after {time.monotonic() - started:.1f} s", flush=True)
+    return True
 
 
 def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str]) -> Run | None:

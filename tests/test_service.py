@@ -152,6 +152,36 @@ def test_a_run_trains_in_the_cache_its_caller_hands_down(tmp_path, offline):
     assert NETWORKS.xla_min_steps == NetworkCache().xla_min_steps
 
 
+def test_a_warm_workers_cache_trains_a_new_shape_at_once_and_compiles_it_with_xla_later(tmp_path, offline):
+    # Issue 17: the first press after the server starts must not wait for XLA; the worker compiles when idle.
+    networks = NetworkCache(xla_min_steps=0, compile_later=True)
+    config = TINY.replace(steps=20, eval_every=20)
+
+    first = train(config, tmp_path, dataset=offline, networks=networks)
+
+    (plain,) = networks.networks.values()
+    assert not plain.use_xla and plain.full_chunk.experimental_get_tracing_count() == 0  # nothing compiled
+    assert len(networks.pending) == 1  # ...but the shape waits to be
+    assert networks.compile_pending() is True and networks.compile_pending() is False
+    (compiled,) = networks.networks.values()  # the plain network it replaces is gone
+    assert compiled.use_xla and compiled.full_chunk.experimental_get_tracing_count() == 1
+    second = train(config, tmp_path, dataset=offline, networks=networks)
+    assert list(networks.networks.values()) == [compiled]  # the next run of the shape used the XLA network
+    assert compiled.full_chunk.experimental_get_tracing_count() == 1  # and compiled nothing more
+    for run in (first, second):
+        assert run.state is RunState.COMPLETED, run.message
+    # The same training either way, within XLA's rounding of the same sums.
+    assert np.allclose(losses_and_evaluations(first)[0], losses_and_evaluations(second)[0], rtol=1e-4)
+
+
+def test_a_config_that_asks_for_xla_gets_it_even_before_the_worker_is_idle(offline):
+    networks = NetworkCache(xla_min_steps=0, compile_later=True)
+
+    network = networks.get(TINY.replace(xla=True), offline)
+
+    assert network.use_xla and not networks.pending  # asked for by name: compiled now, as the person chose
+
+
 def test_the_cached_networks_of_one_dataset_share_its_training_tensors(offline):
     networks = NetworkCache()
 

@@ -241,17 +241,31 @@ class CompiledNetwork:
 class NetworkCache:
     """Compiled networks kept between runs, the most recently used first; a few shapes at most.
 
-    Whoever trains many runs owns one and hands it down (a warm worker: core/worker.py, with xla_min_steps=0
-    since it compiles each shape once for many runs); NETWORKS serves the rest.
+    Whoever trains many runs owns one and hands it down (a warm worker: core/worker.py); NETWORKS serves the rest.
+    A warm worker's cache compiles with XLA later (`compile_later`): a run that leaves XLA to the engine trains
+    at once on the plain graph when its shape has no XLA-compiled network yet, and the shape waits in `pending`
+    until the worker is idle and calls `compile_pending`; the next run of that shape then uses XLA. So nobody's
+    press waits for a compiler (about a second a shape here) that only pays off over later runs.
     """
 
-    def __init__(self, size: int = CACHED_SHAPES, xla_min_steps: int = XLA_MIN_STEPS):
-        self.size, self.xla_min_steps = size, xla_min_steps
+    def __init__(self, size: int = CACHED_SHAPES, xla_min_steps: int = XLA_MIN_STEPS, compile_later: bool = False):
+        self.size, self.xla_min_steps, self.compile_later = size, xla_min_steps, compile_later
         self.networks: OrderedDict[tuple, CompiledNetwork] = OrderedDict()
+        self.pending: OrderedDict[tuple, tuple] = OrderedDict()  # XLA shapes to compile when idle: (config, dataset)
 
     def get(self, config, dataset: Dataset) -> CompiledNetwork:
         """The compiled network for this config's shape on this dataset, built (and traced later) if new."""
         use_xla = uses_xla(config, self.xla_min_steps)
+        if use_xla and self.compile_later and config.xla is None:
+            compiled = shape_key(config, dataset, True)
+            if compiled not in self.networks or self.networks[compiled].dataset is not dataset:
+                self.pending[compiled] = (config, dataset)
+                use_xla = False
+        network = self._network(config, dataset, use_xla)
+        network.reset(config)
+        return network
+
+    def _network(self, config, dataset: Dataset, use_xla: bool) -> CompiledNetwork:
         key = shape_key(config, dataset, use_xla)
         network = self.networks.get(key)
         if network is None or network.dataset is not dataset:
@@ -261,8 +275,29 @@ class NetworkCache:
             while len(self.networks) > self.size:
                 self.networks.popitem(last=False)
         self.networks.move_to_end(key)
-        network.reset(config)
         return network
+
+    def want(self, config, dataset: Dataset) -> None:
+        """Note a shape to compile with XLA when idle (a warm worker's guess at the next run: the article's)."""
+        if uses_xla(config, self.xla_min_steps):
+            key = shape_key(config, dataset, True)
+            if key not in self.networks:
+                self.pending[key] = (config, dataset)
+
+    def compile_pending(self) -> bool:
+        """Compile the oldest shape waiting for XLA: build it and run a chunk of each kind through it on
+        throwaway batches (the next run resets the weights). Returns False when nothing waits."""
+        if not self.pending:
+            return False
+        key, (config, dataset) = self.pending.popitem(last=False)
+        network = self._network(config, dataset, True)
+        batches = np.zeros((network.chunk_steps, config.batch_size), np.int32)
+        seed = tf.constant(config.seed, tf.int64)
+        network.full_chunk(tf.constant(batches), tf.constant(0, tf.int64), seed)
+        network.any_chunk(tf.constant(batches[:3]), tf.constant(0, tf.int64), seed)
+        network.predict(tf.constant(dataset.x_test[:10].reshape(-1, IMAGE_PIXELS).astype(np.float32)))
+        self.networks.pop(shape_key(config, dataset, False), None)  # the plain graph served until now: replaced
+        return True
 
     def _train_tensors(self, dataset: Dataset) -> tuple | None:
         """The training split's tensors of a cached network on the same dataset, if there is one."""
@@ -272,6 +307,7 @@ class NetworkCache:
     def clear(self) -> None:
         """Forget every compiled network: the next run of any shape is built and traced afresh."""
         self.networks.clear()
+        self.pending.clear()
 
 
 # The cache of a process that owns none: the CLI's one run, tests training in line. Nothing changes its settings.
