@@ -156,8 +156,9 @@ def _read_axis(param: str, text: str, index: int, sweep: dict, unused: list) -> 
     name, separator, values = text.partition(AXIS_SEPARATOR)
     name = name.strip().replace("-", "_")
     if not separator:
+        example = f"learning_rate{AXIS_SEPARATOR}0.05,0.1,0.5"
         unused.append(UnusedParam(param, text, Unused.BAD_VALUE, detail=(
-            f"{param} takes a setting and its values, such as learning_rate{AXIS_SEPARATOR}0.05,0.1,0.5; got {text!r}")))
+            f"{param} takes a setting and its values, such as {example}; got {text!r}")))
         return
     if name not in sweeps.SWEPT:
         try:

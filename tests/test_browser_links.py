@@ -214,8 +214,13 @@ def test_open_these_settings_replaces_a_form_that_holds_others_in_the_same_sessi
 
 
 def test_what_a_link_gives_is_shown_as_written_never_as_markdown(context, app_url):
-    page = open_train(context, app_url, {"steps": "[press here](http://example.com)", "see_![x](http://example.com/x.png)": "1"})
+    """A link is anyone's: what it gives is text on this page, never a link, an image or a colour of its own."""
+    page = open_train(context, app_url, {"steps": "[press here](https://example.com)",
+                                         "see_![x](http://example.com/x.png)": ":red[alarm] mail@example.com"})
 
     notice = page.locator(NOTICE)
-    expect(notice).to_contain_text("'[press here](http://example.com)' is not a whole number", timeout=WAIT_MS)
-    assert notice.locator("a").count() == 0 and notice.locator("img").count() == 0
+    expect(notice).to_contain_text("is not a whole number", timeout=WAIT_MS)
+    shown_text = notice.inner_text().replace("\u2060", "")  # the word joiners that keep bare addresses text
+    assert "Steps: '[press here](https://example.com)' is not a whole number" in shown_text
+    assert "=:red[alarm] mail@example.com" in shown_text
+    assert notice.locator("a, img").count() == 0

@@ -29,6 +29,7 @@ PAGE_PARAMS = ("run", "compare", "sweep")  # what the Train page follows; the re
 COPY_KEY = "train_copy_link"
 NOTICE_KEY = "train_link_notice"  # (what a link could not use, the address it left the form at)
 SWEEP_KEY = "train_link_has_sweep"  # the link that opened the page filled the sweep form: show it open
+BARE_ADDRESS = re.compile(r"(?i)\b(https?|ftp|mailto|www)(?=[:.])|@")  # what GFM would turn into a link
 
 
 def just_opened() -> bool:
@@ -119,7 +120,9 @@ def _clipped(text: str, most: int = 60) -> str:
 
 def _markdown_escaped(text: str) -> str:
     """Text from a link shown as written: a link is anyone's, and Markdown in it would be a link, an image or a
-    colour on this page."""
+    colour on this page. Escapes keep Markdown out; a bare address GFM still links once the escapes are read, so a
+    word joiner (invisible) after its http, www or @ keeps it text."""
+    text = BARE_ADDRESS.sub(lambda match: match.group(0) + "\u2060", text)
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:])", r"\\\1", text)
 
 
