@@ -288,6 +288,16 @@ def test_a_changed_widget_changes_the_address_and_nothing_else(tmp_path, monkeyp
     assert address(app) == links.settings_query(config_from_preset("cnn"))
 
 
+def test_the_address_after_the_cnn_preset_opens_the_cnn_preset_in_a_fresh_session(tmp_path, monkeypatch):
+    app = open_train(tmp_path, monkeypatch)
+    next(button for button in app.button if button.label == "The CNN preset").click().run()
+
+    reopened = open_train(tmp_path, monkeypatch, address(app))
+
+    assert form_config(reopened) == config_from_preset("cnn")
+    assert notice(reopened) == ""
+
+
 def test_a_rerun_never_reads_the_address_again(tmp_path, monkeypatch):
     """A widget changed while the previous run's new address is on its way to the browser comes back with the
     older address; reading it would undo the change."""
