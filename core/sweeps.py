@@ -41,7 +41,10 @@ class Axis:
 # ("０.５" is 0.5 to them), underscores ("1_0") and words ("nan", "infinity"), which nobody means in a sweep.
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-LAYER_SIZES = re.compile(r"[0-9]+(\s*[-xX]\s*[0-9]+)*")  # 128-64, 256x32, 128 - 64
+# 128-64, 256x32, 128 - 64; and 128,64 in a link (core/links.py), as the CLI writes them. A sweep never
+# passes a comma here: it splits its values at commas first.
+LAYER_SIZES = re.compile(r"[0-9]+(\s*[-xX,]\s*[0-9]+)*")
+LAYER_SEPARATOR = re.compile(r"\s*[-xX,]\s*")
 
 
 def parse_value(setting: Setting, text: str):
@@ -51,9 +54,11 @@ def parse_value(setting: Setting, text: str):
         if not LAYER_SIZES.fullmatch(text):
             raise ValueError(f"{setting.name}: {text!r} is not a list of layer sizes written with the digits 0 to 9, "
                              "such as 128-64")
-        value = [int(part) for part in re.split(r"\s*[-xX]\s*", text)]
+        value = [int(part) for part in LAYER_SEPARATOR.split(text)]
     elif setting.choices:
-        by_text = {str(choice).lower(): choice for choice in setting.choices}
+        # "null" as describe_range() says it (and config.json writes it), "none" as Python does, or the label.
+        by_text = {("null" if choice is None else str(choice).lower()): choice for choice in setting.choices}
+        by_text.update({"none": None} if None in setting.choices else {})
         by_text.update({label.lower(): choice for choice, label in setting.choice_labels.items()})
         if text.lower() not in by_text:
             raise ValueError(f"{setting.name}: {text!r} is not {setting.describe_range()}")

@@ -10,6 +10,7 @@ from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, texts
 from ui.form import put_form, settings_form, sweep_form
+from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
@@ -40,8 +41,18 @@ def auto_source_caption(values: dict) -> str | None:
     return None
 
 
+def withheld_choices() -> dict[str, tuple]:
+    """Choices the form does not offer here (a link naming one is told so)."""
+    # A multi-worker run starts from the command line on every machine of its cluster, never from here.
+    withheld = {"distribute": ("multi-worker",)}
+    if not files_offered_here():
+        withheld["source"] = ("path",)
+    return withheld
+
+
 def show_settings():
-    """The settings in the sidebar, one widget per setting; returns the config they describe (None if wrong)."""
+    """The settings in the sidebar, one widget per setting; returns the config they describe (None if wrong), the
+    messages, and the place of the Copy link button (filled once the sweep form below is read too)."""
     st.header("Settings")
     st.button("Reset to the article's settings", icon=":material/restart_alt:", width="stretch",
               on_click=lambda: put_form(TrainConfig()))
@@ -49,12 +60,10 @@ def show_settings():
               on_click=lambda: put_form(config_from_preset("cnn")),
               help="Conv2D and pooling layers called on the raw tensors, Adam, shifts and rotations on the fly: "
                    "about 0.98 on the real MNIST test set from the offline sample.")
-    # A multi-worker run starts from the command line on every machine of its cluster, never from here.
-    withheld = {"distribute": ("multi-worker",)}
-    if not files_offered_here():
-        withheld["source"] = ("path",)
-    return settings_form(captions={"source": auto_source_caption, "distribute": texts.distribute_caption},
-                         withheld=withheld)
+    copy_slot = st.empty()
+    config, errors = settings_form(captions={"source": auto_source_caption, "distribute": texts.distribute_caption},
+                                   withheld=withheld_choices())
+    return config, errors, copy_slot
 
 
 def show_run(run_id: str, live: bool) -> None:
@@ -195,10 +204,15 @@ if followed:
 if "form_layer_count" not in st.session_state:
     # A fresh session (a reload or a shared link) shows the settings of the run it follows.
     put_form(followed_run.config if followed_run and not followed_run.damaged else TrainConfig())
+# Settings in the address win over the followed run's: they are the whole form (what differs from the defaults),
+# as the page wrote it or a link gives it, so ?run=X&learning_rate=0.1 is the defaults with 0.1, not run X's
+# settings with 0.1. Only an address with no settings (?run=X alone) shows the followed run's, as above.
+open_link(withheld_choices())
 running = followed_run is not None and followed_run.state.active
 
 with st.sidebar:
-    config, errors = show_settings()
+    config, errors, copy_slot = show_settings()
+show_link_notice()
 if errors:
     st.error("These settings cannot train: " + " ".join(errors.values()))
 button_column, compare_column, summary_column = st.columns([1, 1, 3], vertical_alignment="center")
@@ -224,7 +238,8 @@ if clicked or compare_clicked:
             st.query_params["compare"] = ",".join(run.run_id for run in submitted.runs)
         st.rerun()
 
-with st.expander("Sweep: a grid of runs over one or two settings", icon=":material/grid_view:"):
+with st.expander("Sweep: a grid of runs over one or two settings", icon=":material/grid_view:",
+                 expanded=sweep_from_link()):
     st.caption("Every combination of the values goes into the queue as one named sweep, with the other settings "
                f"as in the sidebar; at most {sweeps.MAX_SWEEP_RUNS} runs.")
     axes, sweep_errors = sweep_form()
@@ -242,6 +257,9 @@ with st.expander("Sweep: a grid of runs over one or two settings", icon=":materi
         else:
             st.query_params["sweep"] = submitted.sweep
             st.rerun()
+# The address follows the form, so a reload, a bookmark or a copied link opens these settings.
+with copy_slot:
+    copy_link_button(keep_in_address())
 
 st.divider()
 swept = st.query_params.get("sweep")

@@ -9,6 +9,8 @@ from core.export_script import run_script, script_file_name
 from core.records import RunStoreError
 from core.store import default_runs_dir, delete_run, list_runs
 from ui import charts, texts
+from ui.clipboard import copy_button
+from ui.links import train_settings_link
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
@@ -123,6 +125,10 @@ def show_actions(run) -> None:
                                help=texts.SCRIPT_HELP)
         active = run.state.active  # queued or training
         run_links(run, train=active, short=True)
+        if run.config and not run.damaged:
+            train_settings_link(run.config)
+        copy_button({"run": run.run_id}, "Copy link to this run", key="runs_copy_link", width="content",
+                    help_text="Copies a link that opens this page on this run.")
         if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=active,
                      help="Stop the run on the Train page first." if active else None):
             st.session_state[DELETING] = run.run_id

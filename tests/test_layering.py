@@ -20,7 +20,7 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 LIGHT_MODULES = ["core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
                  "core.processes", "core.cli", "core.worker", "core.advice", "core.network",
                  "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
-                 "core.export_script", "ui.texts", "ui.outcomes"]
+                 "core.export_script", "core.links", "ui.texts", "ui.outcomes"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 
 

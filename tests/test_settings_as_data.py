@@ -249,9 +249,9 @@ def test_the_data_path_box_appears_only_for_the_path_source():
 def test_the_hidden_layers_count_shows_one_width_per_layer():
     labels = widget_labels((("form_layer_count", 3),))["select_slider"]
 
-    # Two columns: layers 1 and 3 on the left, 2 on the right.
-    assert sorted(label for label in labels if label.startswith("Units")) == ["Units, layer 1", "Units, layer 2",
-                                                                               "Units, layer 3"]
+    # In rows of two, in order, so that a phone, which stacks the columns, shows them 1, 2, 3 (not 1, 3, 2).
+    assert [label for label in labels if label.startswith("Units")] == ["Units, layer 1", "Units, layer 2",
+                                                                         "Units, layer 3"]
 
 
 # ------------------------------------------------------------------------------------------ a new setting

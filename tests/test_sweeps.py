@@ -22,6 +22,7 @@ def no_workers(monkeypatch):
     ("optimizer", "sgd, Adam, rmsprop", ("sgd", "adam", "rmsprop")),
     ("optimizer", "SGD with momentum 0.9", ("momentum",)),  # a choice by its label
     ("xla", "auto, on, off", (None, True, False)),
+    ("xla", "null", (None,)),  # as the refusal lists the choices: "one of null, true, false"
     ("hidden_units", "128-128, 64, 256x32, 32 - 16", ([128, 128], [64], [256, 32], [32, 16])),
     ("learning_rate", "5e-2, .5, 1.", (0.05, 0.5, 1.0)),
     ("learning_rate", "0.1, 0.1, 0.5", (0.1, 0.5)),  # repeats count once

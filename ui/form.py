@@ -46,9 +46,13 @@ def stops_with(setting: Setting, value) -> list:
 
 def form_values(config) -> dict:
     """The session-state values that show `config` in the form (unused layer sliders keep the default)."""
+    return _form_values({setting.name: getattr(config, setting.name) for setting in config.SETTINGS}, config.SETTINGS)
+
+
+def _form_values(settings_values: dict, settings: tuple[Setting, ...]) -> dict:
     values = {}
-    for setting in config.SETTINGS:
-        value = getattr(config, setting.name)
+    for setting in settings:
+        value = settings_values[setting.name]
         if setting.widget == "layers":
             values[LAYER_COUNT_KEY] = len(value)
             spare = setting.default[0] if setting.default else setting.stops[0]
@@ -108,14 +112,25 @@ def put_form(config) -> None:
     st.session_state.update(form_values(config))
 
 
+def put_values(values: dict, config_class=TrainConfig) -> None:
+    """Show every setting's value in the form, even values that do not make a config together (a link's)."""
+    st.session_state.update(_form_values(values, config_class.SETTINGS))
+
+
+def current_values(config_class=TrainConfig) -> dict:
+    """Every setting's value as the form holds it now (None for a cleared box), valid or not."""
+    return {setting.name: _value_of(setting, st.session_state) for setting in config_class.SETTINGS}
+
+
 def _layers_widget(setting: Setting, applies: bool) -> None:
     st.slider(setting.label, 1, setting.max_items, key=LAYER_COUNT_KEY, help=setting.help, disabled=not applies,
               **KEEP)
-    columns = st.columns(2)
-    for index in range(st.session_state[LAYER_COUNT_KEY]):
-        key = _unit_key(index)
-        columns[index % 2].select_slider(f"Units, layer {index + 1}", stops_with(setting, st.session_state[key]),
-                                         key=key, disabled=not applies, **KEEP)
+    count = st.session_state[LAYER_COUNT_KEY]
+    for first in range(0, count, 2):  # a row of two at a time, so that a phone stacks them in order: 1, 2, 3, 4
+        for index, column in zip(range(first, min(first + 2, count)), st.columns(2)):
+            key = _unit_key(index)
+            column.select_slider(f"Units, layer {index + 1}", stops_with(setting, st.session_state[key]), key=key,
+                                 disabled=not applies, **KEEP)
 
 
 def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
@@ -176,6 +191,33 @@ def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict],
 NO_SETTING = "—"
 
 
+def _sweep_keys(index: int) -> tuple[str, str]:
+    return f"sweep_setting_{index}", f"sweep_values_{index}"
+
+
+def put_sweep(axes: dict[int, tuple[str, str]]) -> None:
+    """Fill the sweep form: axis index -> (setting, values as typed); the other axes are cleared."""
+    from core import sweeps
+
+    for index in range(sweeps.MAX_AXES):
+        setting_key, values_key = _sweep_keys(index)
+        name, text = axes.get(index, (NO_SETTING, ""))
+        st.session_state[setting_key], st.session_state[values_key] = name, text
+
+
+def sweep_texts() -> dict[int, tuple[str, str]]:
+    """The sweep form's axes as typed (axis index -> (setting, values)), for those with a setting chosen."""
+    from core import sweeps
+
+    axes = {}
+    for index in range(sweeps.MAX_AXES):
+        setting_key, values_key = _sweep_keys(index)
+        name = st.session_state.get(setting_key, NO_SETTING)
+        if name != NO_SETTING:
+            axes[index] = (name, st.session_state.get(values_key) or "")
+    return axes
+
+
 def sweep_form(config_class=TrainConfig) -> tuple[list, dict[str, str]]:
     """Up to two settings and their values, checked as typed; returns the axes and a message per bad input."""
     from core import sweeps  # the grid rules live with the sweeps
@@ -184,9 +226,10 @@ def sweep_form(config_class=TrainConfig) -> tuple[list, dict[str, str]]:
     axes, errors = [], {}
     for index in range(sweeps.MAX_AXES):
         setting_column, values_column = st.columns([2, 3])
-        name = setting_column.selectbox(f"Setting {index + 1}", [NO_SETTING, *sweeps.SWEPT], key=f"sweep_setting_{index}",
+        setting_key, values_key = _sweep_keys(index)
+        name = setting_column.selectbox(f"Setting {index + 1}", [NO_SETTING, *sweeps.SWEPT], key=setting_key,
                                         format_func=lambda value: labels.get(value, value), **KEEP)
-        text = values_column.text_input(f"Values {index + 1}", key=f"sweep_values_{index}", **KEEP,
+        text = values_column.text_input(f"Values {index + 1}", key=values_key, **KEEP,
                                         placeholder="e.g. 0.05, 0.1, 0.5", disabled=name == NO_SETTING,
                                         help="Separated by commas. Layer sizes as 128-64; choices by name.")
         if name == NO_SETTING:
