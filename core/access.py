@@ -1,0 +1,218 @@
+"""Who is asking, and what they may do: the three ways to serve, identities, and the permission checks.
+
+The app is served in one of three ways (ServeMode):
+- personal: `make run` — it listens on loopback, no sign-in is configured, and the request shows no sign of
+  a proxy. The one person at the machine is the operator.
+- sign-in: `[auth]` is configured in .streamlit/secrets.toml. Who a visitor is comes from the OpenID Connect
+  provider (issuer + subject); until they sign in they only read. Operators are the identities listed in
+  HYBRID_LAB_OPERATORS.
+- guests: served beyond loopback, or reached through a proxy, with no `[auth]`. Every browser session is a
+  guest of its own: it trains within the guest limits and stops only what it started; nobody deletes.
+
+Pages gather the facts of a request (the listening address, the request's headers, the signed-in user's
+claims) and call `identify`; every function that acts (core/service.py submit and stop, the store's delete)
+takes the resulting Identity and calls the checks below, so a crafted request meets the same rule as a click.
+Nothing here trusts an address or a header to say who someone is: headers can only make a request *less*
+trusted (a sign of a proxy turns the person at the machine into a guest), never more.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+OPERATORS_ENV = "HYBRID_LAB_OPERATORS"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# Headers a reverse proxy adds to say whom it forwards (RFC 7239 and the common de-facto ones). Their
+# *presence* makes a request remote; their values are never believed, since a visitor can set them too.
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip")
+# What an OpenID Connect configuration needs in .streamlit/secrets.toml for st.login to work.
+AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
+# The person at the machine, and the owner of every run the command line starts (and of runs made before
+# runs had owners).
+OPERATOR_KEY = "local"
+
+
+class ServeMode(StrEnum):
+    """How the app is served, which decides who a visitor can be."""
+
+    PERSONAL = "personal"
+    SIGN_IN = "sign-in"
+    GUESTS = "guests"
+
+
+class Role(StrEnum):
+    """What an identity may do: operators anything, members their own runs, guests their session's runs."""
+
+    OPERATOR = "operator"
+    MEMBER = "member"
+    GUEST = "guest"
+
+
+class PermissionRefused(ValueError):
+    """The identity may not do this; the message says who may."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking: a stable key that runs record as their owner, a name to show, and a role."""
+
+    key: str  # "local", "oidc:<issuer>#<subject>" or "guest:<random>"; never an address
+    name: str
+    role: Role
+    signed_in: bool = False
+    # In sign-in mode a visitor who has not signed in yet reads everything and acts on nothing.
+    may_act: bool = True
+
+    @property
+    def is_operator(self) -> bool:
+        """True for the person at the machine and the listed operators."""
+        return self.role is Role.OPERATOR
+
+
+OPERATOR = Identity(OPERATOR_KEY, "the person at this machine", Role.OPERATOR)
+
+
+def new_guest() -> Identity:
+    """A guest of its own, for one browser session (the key is random: nothing a visitor sends chooses it)."""
+    token = secrets.token_hex(8)
+    return Identity(f"guest:{token}", f"guest {token[:4]}", Role.GUEST)
+
+
+def reader() -> Identity:
+    """A visitor of a sign-in server who has not signed in: reads, acts on nothing."""
+    return Identity("anonymous", "not signed in", Role.GUEST, may_act=False)
+
+
+def operators_listed(text: str | None = None) -> frozenset[str]:
+    """The emails and subjects HYBRID_LAB_OPERATORS lists (comma- or space-separated, emails compared in lower case)."""
+    text = os.environ.get(OPERATORS_ENV, "") if text is None else text
+    return frozenset(item.strip().lower() for item in text.replace(",", " ").split() if item.strip())
+
+
+def member(claims: Mapping, operators: frozenset[str] | None = None) -> Identity:
+    """The identity of a signed-in user from their ID token's claims (issuer + subject), operator if listed."""
+    issuer, subject = str(claims.get("iss") or ""), str(claims.get("sub") or "")
+    if not subject:
+        raise PermissionRefused("the sign-in provider gave no subject for this user, so they cannot be told apart "
+                                "from others; check the provider's configuration")
+    email = str(claims.get("email") or "")
+    name = str(claims.get("name") or email or subject)
+    listed = operators_listed() if operators is None else operators
+    role = Role.OPERATOR if (subject.lower() in listed or (email and email.lower() in listed)) else Role.MEMBER
+    return Identity(f"oidc:{issuer}#{subject}", name, role, signed_in=True)
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for a loopback host name or address, with or without a port."""
+    if not host:
+        return False
+    name = urlsplit(f"//{host}").hostname or ""
+    return name in LOOPBACK_HOSTS or name.startswith("127.") or name == "::1"
+
+
+def through_proxy(headers: Mapping[str, str]) -> bool:
+    """True when the request shows any sign of having come through a proxy, or from a browser elsewhere:
+    forwarding headers, or a Host or Origin that is not loopback."""
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    if any(name in lowered for name in FORWARDING_HEADERS):
+        return True
+    if "host" in lowered and not is_loopback(lowered["host"]):
+        return True
+    origin = lowered.get("origin")
+    return bool(origin) and origin != "null" and not is_loopback(urlsplit(origin).netloc)
+
+
+def serve_mode(listening_address: str | None, auth_configured: bool, headers: Mapping[str, str]) -> ServeMode:
+    """How this request is served: sign-in when `[auth]` exists; personal only on loopback with no sign of a
+    proxy; guests otherwise. An unset listening address means every interface."""
+    if auth_configured:
+        return ServeMode.SIGN_IN
+    if is_loopback(listening_address) and not through_proxy(headers):
+        return ServeMode.PERSONAL
+    return ServeMode.GUESTS
+
+
+def auth_problem(section: Mapping | None) -> str | None:
+    """What is missing or wrong in the `[auth]` section, in one sentence; None when it can be used."""
+    if not section:
+        return None
+    missing = [key for key in AUTH_KEYS if not str(section.get(key) or "").strip()]
+    if missing:
+        return (f"sign-in is configured but [auth] in .streamlit/secrets.toml has no {', '.join(missing)}; "
+                "add them (see the README, Sharing the app) and restart the app")
+    for key in ("redirect_uri", "server_metadata_url"):
+        if urlsplit(str(section[key])).scheme not in ("http", "https"):
+            return (f"sign-in is configured but [auth] {key} is {section[key]!r}, not an http(s) address; "
+                    "fix it in .streamlit/secrets.toml and restart the app")
+    return None
+
+
+# ------------------------------------------------------------------------------------------- the checks
+
+
+def owner_of(status) -> str:
+    """The key of a run's owner; runs from before owners were recorded belong to the operator."""
+    return (getattr(status, "owner", None) if status is not None else None) or OPERATOR_KEY
+
+
+def may_train(identity: Identity) -> bool:
+    """Whether this identity may queue runs (everyone who may act)."""
+    return identity.may_act
+
+
+def may_stop(identity: Identity, run) -> bool:
+    """Operators stop any run; everyone else only their own."""
+    if identity.is_operator:
+        return True
+    return identity.may_act and owner_of(run.status) == identity.key
+
+
+def may_delete(identity: Identity, run) -> bool:
+    """Operators delete any run; signed-in members their own; guests nothing."""
+    if identity.is_operator:
+        return True
+    return identity.role is Role.MEMBER and identity.may_act and owner_of(run.status) == identity.key
+
+
+def may_use_files(identity: Identity) -> bool:
+    """Only operators may name files of the server as data."""
+    return identity.is_operator
+
+
+def _owner_name(run) -> str:
+    status = run.status
+    return (getattr(status, "owner_name", None) if status is not None else None) or OPERATOR.name
+
+
+def check_train(identity: Identity) -> None:
+    """Refuse a visitor who may not train, saying how to get there."""
+    if not may_train(identity):
+        raise PermissionRefused("sign in to train: this server keeps runs by who started them")
+
+
+def check_stop(identity: Identity, run) -> None:
+    """Refuse to stop a run that is not this identity's to stop, naming who may."""
+    if not may_stop(identity, run):
+        raise PermissionRefused(f"only {_owner_name(run)}, who started run {run.run_id}, or an operator may stop it")
+
+
+def check_delete(identity: Identity, run) -> None:
+    """Refuse to delete a run that is not this identity's to delete, naming who may."""
+    if may_delete(identity, run):
+        return
+    if identity.role is Role.GUEST:
+        raise PermissionRefused("guests cannot delete runs; sign in, or ask an operator")
+    raise PermissionRefused(f"only {_owner_name(run)}, who started run {run.run_id}, or an operator may delete it")
+
+
+def check_files(identity: Identity) -> None:
+    """Refuse a run on the server's own files for anyone but an operator."""
+    if not may_use_files(identity):
+        raise PermissionRefused("this server does not read its own files for visitors; choose the auto, keras or "
+                                "offline source")
+
