@@ -207,7 +207,10 @@ class Status:
     updated_at: str | None = None
     finished_at: str | None = None
     data_source: str | None = None
-    visitor: str | None = None  # who asked for the run, for the per-visitor limit (a hash, never an address)
+    # Who started the run (core/access.py: an identity's key, never an address) and the name to show for them;
+    # None in folders written before runs had owners, which belong to the operator.
+    owner: str | None = None
+    owner_name: str | None = None
     queue_entry: str | None = None  # the run's file in the queue while it is queued
     sweep: str | None = None  # the name of the sweep the run belongs to, if any
     stop_reason: StopReason | None = None  # why a stopped run stopped
@@ -241,8 +244,12 @@ class Status:
                "a process id")
         for name in ("started_at", "updated_at", "finished_at"):
             _time(file, name, values.get(name))
-        for name in ("data_source", "visitor", "queue_entry", "sweep"):
+        for name in ("data_source", "queue_entry", "sweep"):
             _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
+        for name in ("owner", "owner_name"):
+            value = values.get(name)
+            _check(file, name, value, value is None or (isinstance(value, str) and value.strip() != ""),
+                   "a non-empty text")
         ending = {"stop_reason": _member(file, "stop_reason", values.get("stop_reason"), StopReason),
                   "failure": _member(file, "failure", values.get("failure"), FailureKind),
                   "advice": None if values.get("advice") is None else Advice.from_json(values["advice"])}
