@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.access import OPERATOR
 from core import queue, service
 from core.data import load_dataset
 from core.engines.function import NETWORKS
@@ -179,12 +180,12 @@ def wait_for_training(run_id: str, runs_dir: Path):
 
 def start_long_run(runs_dir: Path):
     """Submit a run that will not finish by itself and wait until a worker trains it."""
-    long = service.submit(LONG, runs_dir)
+    long = service.submit(LONG, runs_dir, identity=OPERATOR)
     return wait_for_training(long.run_id, runs_dir)
 
 
 def stop_and_wait(run, runs_dir: Path):
-    service.stop(load_run(run.run_id, runs_dir))
+    service.stop(load_run(run.run_id, runs_dir), OPERATOR)
     return wait_for_state(run.run_id, runs_dir, RunState.STOPPED, RunState.INTERRUPTED, RunState.FAILED,
                           RunState.COMPLETED)
 
@@ -214,7 +215,7 @@ def observe(ids: list[str], runs_dir: Path) -> list[RunState]:
 
 def test_a_pool_trains_runs_one_at_a_time_in_queue_order(runs_dir, pool):
     long = start_long_run(runs_dir)  # keeps the one worker busy while three runs queue behind it
-    ids = [service.submit(TINY.replace(seed=seed), runs_dir).run_id for seed in (1, 2, 3)]
+    ids = [service.submit(TINY.replace(seed=seed), runs_dir, identity=OPERATOR).run_id for seed in (1, 2, 3)]
 
     assert [queue.position(run_id, runs_dir) for run_id in ids] == [1, 2, 3]
     assert all(load_run(run_id, runs_dir).state is RunState.QUEUED for run_id in ids)
@@ -233,9 +234,9 @@ def test_a_pool_trains_runs_one_at_a_time_in_queue_order(runs_dir, pool):
 
 def test_a_run_stopped_while_queued_never_trains(runs_dir, pool):
     long = start_long_run(runs_dir)
-    cancelled = service.submit(TINY, runs_dir)
+    cancelled = service.submit(TINY, runs_dir, identity=OPERATOR)
 
-    service.stop(load_run(cancelled.run_id, runs_dir))
+    service.stop(load_run(cancelled.run_id, runs_dir), OPERATOR)
 
     run = load_run(cancelled.run_id, runs_dir)
     assert run.state is RunState.STOPPED
@@ -246,7 +247,7 @@ def test_a_run_stopped_while_queued_never_trains(runs_dir, pool):
     assert 0 < long.step < LONG.steps and long.has_model
     # The worker is free now and takes runs oldest first: had the cancelled run still been in line, it
     # would have trained before this one.
-    after = service.submit(TINY, runs_dir)
+    after = service.submit(TINY, runs_dir, identity=OPERATOR)
     assert wait_for_state(after.run_id, runs_dir, RunState.COMPLETED).has_model
     run = load_run(cancelled.run_id, runs_dir)
     assert run.state is RunState.STOPPED and run.message == "cancelled while queued: it never started"
@@ -266,7 +267,7 @@ def test_a_killed_worker_is_replaced_and_its_run_reads_interrupted(runs_dir, poo
     wait_until(lambda: pool.pids and killed not in pool.pids, lambda: f"the pool's workers are {pool.pids}",
                runs_dir)
     assert len(pool.pids) == 1
-    after = service.submit(TINY, runs_dir)
+    after = service.submit(TINY, runs_dir, identity=OPERATOR)
     run = wait_for_state(after.run_id, runs_dir, RunState.COMPLETED)
     assert run.has_model and run.status.pid == pool.pids[0] != killed
 
@@ -278,13 +279,14 @@ SERVER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from core import service
+    from core.access import OPERATOR
     from core.config import TrainConfig
     from tests.factories import TINY
 
     runs_dir = Path(sys.argv[1])
     service.ensure_pool(runs_dir)
-    long = service.submit(TrainConfig.from_dict(json.loads(sys.argv[2])), runs_dir)
-    waiting = service.submit(TINY, runs_dir)
+    long = service.submit(TrainConfig.from_dict(json.loads(sys.argv[2])), runs_dir, identity=OPERATOR)
+    waiting = service.submit(TINY, runs_dir, identity=OPERATOR)
     print(long.run_id, waiting.run_id, flush=True)
     while True:
         time.sleep(60)
