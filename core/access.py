@@ -190,7 +190,7 @@ def auth_problem(section: Mapping | None) -> str | None:
     missing = [key for key in AUTH_KEYS if not str(section.get(key) or "").strip()]
     if missing:
         return (f"sign-in is configured but [auth] in .streamlit/secrets.toml has no {', '.join(missing)}; "
-                "add them (see the README, Sharing the app) and restart the app")
+                f"add {'it' if len(missing) == 1 else 'them'} (see the README, Sharing the app) and restart the app")
     for key in ("redirect_uri", "server_metadata_url"):
         try:
             scheme = urlsplit(str(section[key])).scheme

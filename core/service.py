@@ -36,7 +36,8 @@ MONITOR_SECONDS = 1.0  # how often the pool looks for workers that died, to star
 
 
 class SubmissionRefused(ValueError):
-    """The service will not queue this run (over a limit, or a file path from a visitor); the message says why."""
+    """The service will not queue this run (over a limit, a run it cannot train, files it reads for nobody); the
+    message says why."""
 
 
 @dataclass(frozen=True)
