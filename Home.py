@@ -12,12 +12,14 @@ import streamlit as st
 from core.data import default_source_is_sample, describe_default_source
 from core.store import best_run, default_runs_dir, list_runs
 from ui import texts
-from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, files_offered_here, train_first_link
+from ui.identity import access_line
+from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, train_first_link
 
 
 def home() -> None:
     """What this is, the data in use, the best run, the latest runs, and the way to every page."""
     st.title("Hybrid Lab")
+    operator = access_line().is_operator  # sign-in comes back here: say who you are now
     st.markdown(
         "An MNIST classifier built the way a 2017 article mixed the two libraries: the network is **Keras layers "
         "called on raw TensorFlow tensors**, and **TensorFlow owns the training** — the inputs, the loss, the "
@@ -32,7 +34,7 @@ def home() -> None:
         show_best_run(runs)
     with right:
         show_page_links()
-    show_recent_runs(runs, runs_dir)
+    show_recent_runs(runs, runs_dir, operator)
 
 
 def show_data() -> None:
@@ -66,10 +68,10 @@ def show_page_links() -> None:
     st.page_link(DRAW_PAGE, label="**Draw** — a digit for a model to read", icon=":material/draw:")
 
 
-def show_recent_runs(runs: list, runs_dir: Path) -> None:
+def show_recent_runs(runs: list, runs_dir: Path, operator: bool) -> None:
     st.subheader("Recent runs")
     if not runs:
-        st.markdown(f"No runs yet{f' in `{runs_dir}`' if files_offered_here() else ''}.")
+        st.markdown(f"No runs yet{f' in `{runs_dir}`' if operator else ''}.")  # the server's path: operators'.
         train_first_link()
         return
     st.markdown(texts.recent_runs_markdown(runs[:5]))

@@ -254,7 +254,7 @@ def open_train_page(browser, url: str):
 def queue_without_page(config, label: str, watcher: RunWatcher, runs_dir: Path, timeout: float) -> Press:
     """Queue a run of `config` for the server's workers, with no page open, and wait until it is finished."""
     started = time.time()
-    run = create_run(config, runs_dir, state=RunState.QUEUED, visitor="bench")
+    run = create_run(config, runs_dir, state=RunState.QUEUED)
     watcher.wait_until_finished(run.run_id, timeout)
     return record(label, run.run_id, started, watcher, runs_dir)
 

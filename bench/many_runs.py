@@ -91,7 +91,8 @@ def copy_run(source: Path, runs_dir: Path, index: int, started: datetime, visito
     # The JSON files are copied (the store rewrites status.json below); the large ones linked or copied.
     shutil.copytree(source, target, copy_function=shutil.copy2 if real_copies else _link_or_copy)
     run = read_run(target)
-    run.write_status(run.state, run.message, started_at=started.isoformat(timespec="seconds"), visitor=visitor)
+    run.write_status(run.state, run.message, started_at=started.isoformat(timespec="seconds"), owner=f"guest:{visitor}",
+                     owner_name=f"guest {visitor[:4]}")
 
 
 def _link_or_copy(source: str, target: str) -> None:

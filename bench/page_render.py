@@ -22,6 +22,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.app_server import launch_chromium, start_app, stop_app  # noqa: E402
 from core import service  # noqa: E402
+from core.access import OPERATOR  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.records import RunState  # noqa: E402
 from core.store import create_run, load_run  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> None:
                 loaded = [time_visit(browser, url, "Best run so far") for _ in range(VISITS)]
                 still_training = all(load_run(run.run_id, runs_dir).state is RunState.RUNNING for run in busy)
                 for run in busy:
-                    service.stop(load_run(run.run_id, runs_dir))
+                    service.stop(load_run(run.run_id, runs_dir), OPERATOR)
                 browser.close()
         finally:
             stop_app(process)

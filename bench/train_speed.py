@@ -29,6 +29,7 @@ from core.config import TrainConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.network import build_export_model, initial_weights  # noqa: E402
 from core import service  # noqa: E402
+from core.access import OPERATOR  # noqa: E402
 from core.engines import engine_class  # noqa: E402
 from core.engines.function import NETWORKS  # noqa: E402
 from core.store import load_run  # noqa: E402
@@ -121,7 +122,7 @@ def warm_service(config, runs_dir: Path, runs: int) -> list[float]:
     try:
         for _ in range(runs):
             started = time.perf_counter()
-            run = service.submit(config, runs_dir, limits=False)
+            run = service.submit(config, runs_dir, identity=OPERATOR, limits=False)
             while load_run(run.run_id, runs_dir).state.active:
                 time.sleep(0.01)
             rates.append(config.steps / (time.perf_counter() - started))

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import service  # noqa: E402
+from core.access import OPERATOR  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.records import RunState  # noqa: E402
 from core.store import load_run  # noqa: E402
@@ -75,7 +76,7 @@ def main() -> None:
             for index in range(args.shapes):
                 units = 32 + 8 * index
                 config = TrainConfig(hidden_units=[units], steps=200, eval_every=100, source="offline")
-                run = wait_for_end(service.submit(config, runs_dir, limits=False).run_id, runs_dir)
+                run = wait_for_end(service.submit(config, runs_dir, identity=OPERATOR, limits=False).run_id, runs_dir)
                 time.sleep(0.3)  # the worker logs its memory, or exits, just after the run's last status
                 pid = run.status.pid
                 memory = logged_mb(runs_dir, run.run_id) or resident_mb(pid)

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from core import sweeps
+from core.access import OPERATOR
 from core.engines import distribute
 from core.config import PRESETS, Setting, TrainConfig, config_from_preset
 from core.data import DatasetError, check_data_path, load_dataset
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for each in configs:
         try:
-            run = create_run(each, runs_dir, sweep=sweep)
+            run = create_run(each, runs_dir, owner=OPERATOR, sweep=sweep)  # the command line is the operator's
         except RunStoreError as error:
             parser.error(str(error))
         outcomes.append(train_and_report(run, each, dataset, runs_dir, args.json))

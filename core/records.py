@@ -208,7 +208,10 @@ class Status:
     updated_at: str | None = None
     finished_at: str | None = None
     data_source: str | None = None
-    visitor: str | None = None  # who asked for the run, for the per-visitor limit (a hash, never an address)
+    # Who started the run (core/access.py: an identity's key, never an address) and the name to show for them;
+    # None in folders written before runs had owners, which belong to the operator.
+    owner: str | None = None
+    owner_name: str | None = None
     queue_entry: str | None = None  # the run's file in the queue while it is queued
     sweep: str | None = None  # the name of the sweep the run belongs to, if any
     # The size ceiling (steps x batch x multiply-adds) the run was queued under; None for the operator's own
@@ -247,8 +250,12 @@ class Status:
             _time(file, name, values.get(name))
         limit = values.get("work_limit")
         _check(file, "work_limit", limit, limit is None or (_is_number(limit) and limit > 0), "a number above 0")
-        for name in ("data_source", "visitor", "queue_entry", "sweep"):
+        for name in ("data_source", "queue_entry", "sweep"):
             _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
+        for name in ("owner", "owner_name"):
+            value = values.get(name)
+            _check(file, name, value, value is None or (isinstance(value, str) and value.strip() != ""),
+                   "a non-empty text")
         ending = {"stop_reason": _member(file, "stop_reason", values.get("stop_reason"), StopReason),
                   "failure": _member(file, "failure", values.get("failure"), FailureKind),
                   "advice": None if values.get("advice") is None else Advice.from_json(values["advice"])}

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,40 @@ def write_json_atomic(path: Path, values: dict) -> None:
     replace_atomically(path, (json.dumps(values, indent=2) + "\n").encode())
 
 
-def read_json(path: Path) -> dict:
-    """The object in a JSON file; RunFormatError says, naming the file, when it is missing or not an object."""
-    if not path.is_file():
-        raise RunFormatError(f"{path.name} is missing" if not path.exists() else f"{path.name} is not a file")
+def is_regular_file(path: Path) -> bool:
+    """True for a regular file itself: not a link (even to a file), a folder, a FIFO or a device."""
     try:
-        values = json.loads(path.read_text())
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a run's own file, never through a symbolic link (a model.keras linked to /etc/passwd is not
+    that file's download): RunFormatError names the file when it is missing, a link or not a regular file."""
+    if not is_regular_file(path):
+        if not os.path.lexists(path):
+            raise RunFormatError(f"{path.name} is missing")
+        raise RunFormatError(f"{path.name} is a link, not a file this store wrote" if os.path.islink(path)
+                             else f"{path.name} is not a file")
+    try:
+        # O_NOFOLLOW: a link swapped in after the check above is refused by the kernel, not followed;
+        # O_NONBLOCK: a FIFO swapped in does not hang the page (fstat then refuses it).
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise RunFormatError(f"{path.name} cannot be read ({error.strerror or error})") from None
+    with os.fdopen(handle, "rb") as opened:
+        if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+            raise RunFormatError(f"{path.name} is not a file")
+        return opened.read()
+
+
+def read_json(path: Path) -> dict:
+    """The object in a JSON file; RunFormatError says, naming the file, when it is missing, a link or not an
+    object."""
+    text = read_regular_file(path)
+    try:
+        values = json.loads(text.decode())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise RunFormatError(f"{path.name} is not readable JSON ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(values, dict):

@@ -10,6 +10,7 @@ still alive, is the store's (core/store.py). Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,8 @@ from core.records import (
     RunFormatError, RunState, Status, Summary, timestamp,
 )
 from core.run_files import (
-    CsvFollower, append_csv, check_csv_header, read_images, read_json, write_images_atomic, write_json_atomic,
+    CsvFollower, append_csv, check_csv_header, is_regular_file, read_images, read_json, read_regular_file,
+    write_images_atomic, write_json_atomic,
 )
 
 RESERVE_BYTES = 64 * 1024  # the size of RESERVE_FILE: room for the last status and error.txt on a full disk
@@ -94,8 +96,21 @@ class Run:
 
     @property
     def has_model(self) -> bool:
-        """True once model.keras has been saved."""
-        return self.model_path.is_file()
+        """True once model.keras has been saved (as a file of the folder: never a link to elsewhere)."""
+        return is_regular_file(self.model_path)
+
+    @property
+    def has_config(self) -> bool:
+        """True when config.json is a file of the folder (a damaged run's too: it can be downloaded to look at)."""
+        return is_regular_file(self.config_path)
+
+    def model_bytes(self) -> bytes:
+        """model.keras as downloaded; never through a link out of the run folder (RunFormatError)."""
+        return read_regular_file(self.model_path)
+
+    def config_bytes(self) -> bytes:
+        """config.json as downloaded; never through a link out of the run folder (RunFormatError)."""
+        return read_regular_file(self.config_path)
 
     @property
     def has_tensorboard_logs(self) -> bool:
@@ -215,8 +230,9 @@ def read_folder(path: Path) -> Run:
             run.summary = Summary.from_json(read_json(path / SUMMARY_FILE))
         check_csv_header(path / METRICS_FILE, METRICS_FIELDS)
         check_csv_header(path / EVALUATIONS_FILE, EVALUATION_FIELDS)
-        if (path / MODEL_FILE).exists() and not (path / MODEL_FILE).is_file():
-            raise RunFormatError(f"{MODEL_FILE} is not a file")
+        if os.path.lexists(path / MODEL_FILE) and not is_regular_file(path / MODEL_FILE):
+            raise RunFormatError(f"{MODEL_FILE} is a link, not a file this store wrote"
+                                 if (path / MODEL_FILE).is_symlink() else f"{MODEL_FILE} is not a file")
     except RunFormatError as error:
         run.damaged = str(error)
     except OSError as error:  # a folder this user may not enter, say

@@ -4,9 +4,10 @@ trains them, so that pressing Train does not pay for importing TensorFlow, loadi
 A worker (`python -m core.worker --serve RUNS_DIR`) imports TensorFlow once, loads the data once, keeps the
 traced and compiled step functions of each network shape it has trained (core/engines/function.py), and
 runs at a lower CPU priority than the server so pages stay quick while it trains. The pool size and the
-limits on what one visitor may ask for are service settings, read from the environment (SERVICE_SETTINGS).
-A worker checks a run's limits again when it takes it (`refusal`), and leaves after a run that takes it past
-its memory budget; the pool then starts a fresh one.
+limits on what one identity may ask for (smaller ones for guests) are service settings, read from the
+environment (SERVICE_SETTINGS). Who asks is an Identity (core/access.py): submit and stop check it. A worker
+checks a run's size ceiling again when it takes it (`refusal`), and leaves after a run that takes it past its
+memory budget; the pool then starts a fresh one.
 
 What happens when the server stops, however it stops (Ctrl-C, `kill`, a crash): each worker notices, stops
 its run after the current chunk of steps (kept as "stopped", with all it logged) and exits. Queued runs stay
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import queue, sweeps
+from core.access import Identity, PermissionRefused, check_files, check_stop, check_train, is_guest_key, owner_of
 from core.config import ENGINES, TrainConfig
 from core.data import check_data_path
 from core.network import multiply_adds
@@ -35,11 +37,11 @@ from core.store import create_run, default_runs_dir, list_runs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKERS_DIR = ".workers"  # the pool's logs, beside the queue in the runs directory
 MONITOR_SECONDS = 1.0  # how often the pool looks for workers that died, to start new ones
-LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 class SubmissionRefused(ValueError):
-    """The service will not queue this run (over a limit, or a file path from a visitor); the message says why."""
+    """The service will not queue this run (over a limit, a run it cannot train, files it reads for nobody); the
+    message says why."""
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,19 @@ SERVICE_SETTINGS = (
     ServiceSetting("workers", "HYBRID_LAB_WORKERS", int, max(1, (os.cpu_count() or 2) - 1),
                    "worker processes that train at once (default: one core fewer than the machine has)"),
     ServiceSetting("queue_limit", "HYBRID_LAB_QUEUE_LIMIT", int, 8,
-                   "runs one visitor may have waiting or training at once"),
+                   "runs one person (the operator, or one signed-in user) may have waiting or training at once"),
     ServiceSetting("max_work", "HYBRID_LAB_MAX_WORK", float, 2e12,
-                   "largest run a visitor may start, in steps x batch size x multiply-adds per image (the article's "
+                   "largest run a person may start, in steps x batch size x multiply-adds per image (the article's "
                    "run: 5.9e9)"),
+    ServiceSetting("guest_queue_limit", "HYBRID_LAB_GUEST_QUEUE_LIMIT", int, 2,
+                   "runs one guest (one browser tab of a server without sign-in) may have waiting or training"),
+    ServiceSetting("guest_max_work", "HYBRID_LAB_GUEST_MAX_WORK", float, 6e11,
+                   "largest run a guest may start, in the units of HYBRID_LAB_MAX_WORK"),
+    ServiceSetting("guests_total", "HYBRID_LAB_GUESTS_TOTAL", int, 6,
+                   "runs all guests together may have waiting or training (a guest can open many tabs)"),
     ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
-                   "let visitors train on files of the server: on, off, or auto (only when it listens on loopback)"),
+                   "who may train on files of the server: auto (operators only), on (everyone who may train), "
+                   "off (nobody)"),
     # Like Celery's worker_max_memory_per_child: TensorFlow keeps some memory for good for every network shape
     # it compiles (about 14 MB each here, bench/worker_memory.py), so a worker that has served many shapes
     # makes way for a fresh one. A warm worker takes about 920 MB; 2,048 MB is room for some 80 new shapes.
@@ -99,13 +108,23 @@ def service_setting(name: str):
     return value
 
 
-def files_offered(server_address: str | None) -> bool:
-    """Whether visitors may name files on the server as data: never when the app is served beyond loopback,
-    unless HYBRID_LAB_FILES=on says so."""
+def files_offered(identity: Identity) -> bool:
+    """Whether this identity may name files of the server as data: operators only (HYBRID_LAB_FILES=auto),
+    everyone (on) or nobody (off)."""
+    try:
+        _check_files(identity)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_files(identity: Identity) -> None:
     choice = service_setting("files")
-    if choice != "auto":
-        return choice == "on"
-    return server_address in LOOPBACK_ADDRESSES  # unset means every interface
+    if choice == "off":
+        raise SubmissionRefused("this server does not read its own files (HYBRID_LAB_FILES=off); choose the auto, "
+                                "keras or offline source")
+    if choice == "auto":
+        check_files(identity)
 
 
 def work_of(config: TrainConfig) -> float:
@@ -232,60 +251,63 @@ def stop_pools() -> None:
 # ------------------------------------------------------------------------------------------- runs
 
 
-def submit(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
-           limits: bool = True, files: bool = True, sweep: str | None = None) -> Run:
-    """Queue a run for the pool and make sure the pool is up; returns the queued run at once.
+def submit(config: TrainConfig, runs_dir: Path | None = None, *, identity: Identity, limits: bool = True,
+           sweep: str | None = None) -> Run:
+    """Queue a run for the pool, owned by `identity`, and make sure the pool is up; returns the queued run at once.
 
-    With `limits` (a visitor of the app), SubmissionRefused says why a run is not taken: too big, or too many
-    runs of this visitor waiting; the run's status records the size ceiling that applied (`work_limit`), so that
-    the worker that takes it checks it again (`refusal`). Without `files`, a run on the server's own files is
-    refused before any path is looked at; with it, a path that is not there is a DatasetError.
+    PermissionRefused when the identity may not train (or not on the server's files); with `limits` (a
+    request from the app), SubmissionRefused says why a run is not taken: too big, or too many runs of this
+    identity (or of all guests) waiting. The run's status records the size ceiling that applied (`work_limit`),
+    so that the worker that takes it checks it again (`refusal`). A path that is not there is a DatasetError.
     """
     runs_dir = Path(runs_dir or default_runs_dir())
-    check_submission([config], runs_dir, visitor, limits, files)
-    run = _queue(config, runs_dir, visitor, limits, sweep)
+    check_submission([config], runs_dir, identity, limits)
+    run = _queue(config, runs_dir, identity, limits, sweep)
     ensure_pool(runs_dir)
     return run
 
 
-def check_submission(configs: list[TrainConfig], runs_dir: Path, visitor: str | None = None, limits: bool = True,
-                     files: bool = True, labels: list[str] | None = None) -> None:
+def check_submission(configs: list[TrainConfig], runs_dir: Path, identity: Identity, limits: bool = True,
+                     labels: list[str] | None = None) -> None:
     """Every refusal the service has for these runs, checked for all of them before any is queued.
 
-    Each run's own refusals (multi-worker, the server's files, a data path that is not there), then with
-    `limits` the size ceiling of each and the visitor's queue limit for them together. `labels` names each
-    run in a refusal ("the run with distribute multi-worker"), for a sweep.
+    Whether the identity may train at all, then each run's own refusals (multi-worker, the server's files, a
+    data path that is not there), then with `limits` the size ceiling of each and the identity's queue limit
+    for them together. `labels` names each run in a refusal ("the run with distribute multi-worker"), for a
+    sweep.
     """
     service_setting("workers")  # a bad pool size or memory budget is refused before anything is queued
     service_setting("worker_memory")
+    check_train(identity)
     for config, label in zip(configs, labels or [None] * len(configs)):
         try:
-            _check_run(config, files)
-        except SubmissionRefused as refusal:
-            raise SubmissionRefused(f"{label}: {refusal}" if label else str(refusal)) from None
+            _check_run(config, identity)
+        except (SubmissionRefused, PermissionRefused) as refusal:
+            if not label:
+                raise
+            raise type(refusal)(f"{label}: {refusal}") from None
     if limits:
-        _check_limits(configs, runs_dir, visitor)
+        _check_limits(configs, runs_dir, identity)
 
 
-def _check_run(config: TrainConfig, files: bool) -> None:
-    """One run's own refusals, whoever asks: what the pool cannot train, and the server's files."""
+def _check_run(config: TrainConfig, identity: Identity) -> None:
+    """One run's own refusals: what the pool cannot train, and the server's files for those who may not."""
     _check_trainable_here(config)
     if config.source == "path":
-        if not files:
-            raise SubmissionRefused("this server does not read its own files for visitors; choose the auto, keras "
-                                    "or offline source")
+        _check_files(identity)  # before the path is looked at
         check_data_path(config.source, config.data_path)
 
 
-def _queue(config: TrainConfig, runs_dir: Path, visitor: str | None, limits: bool, sweep: str | None) -> Run:
-    """Create the queued run, recording the size ceiling it was held to (None: the operator's own, unlimited)."""
-    work_limit = service_setting("max_work") if limits else None
-    return create_run(config, runs_dir, state=RunState.QUEUED, visitor=visitor, sweep=sweep, work_limit=work_limit)
+def _queue(config: TrainConfig, runs_dir: Path, identity: Identity, limits: bool, sweep: str | None) -> Run:
+    """Create the queued run, recording the size ceiling it was held to (None: unlimited, the operator's own)."""
+    work_limit = _ceiling(identity.key) if limits else None
+    return create_run(config, runs_dir, state=RunState.QUEUED, owner=identity, sweep=sweep, work_limit=work_limit)
 
 
-def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, visitor: str | None = None,
-                 limits: bool = True, files: bool = True) -> tuple[str, list[Run]]:
-    """Queue every run of a sweep (core/sweeps.py) under one new name; returns the name and the runs.
+def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, *, identity: Identity,
+                 limits: bool = True) -> tuple[str, list[Run]]:
+    """Queue every run of a sweep (core/sweeps.py) under one new name, owned by `identity`; returns the name and
+    the runs.
 
     The whole grid is checked first (its shape in sweeps.grid, then every refusal each run could meet), so a
     sweep is queued whole or not at all; if the runs directory fails halfway (a full disk), the runs already
@@ -293,20 +315,34 @@ def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path | None = None, 
     """
     runs_dir = Path(runs_dir or default_runs_dir())
     configs = sweeps.grid(config, axes)
-    check_submission(configs, runs_dir, visitor, limits, files, [sweeps.run_label(each, axes) for each in configs])
+    check_submission(configs, runs_dir, identity, limits, [sweeps.run_label(each, axes) for each in configs])
     name = sweeps.new_sweep_name()
-    runs = _queue_all(configs, runs_dir, visitor, limits, name)
+    runs = _queue_all(configs, runs_dir, identity, limits, name)
     ensure_pool(runs_dir)
     return name, runs
 
 
-def _queue_all(configs: list[TrainConfig], runs_dir: Path, visitor: str | None, limits: bool,
+def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, *, identity: Identity,
+                             limits: bool = True) -> list[Run]:
+    """Queue the same settings once per engine, for side-by-side curves, owned by `identity`: both runs, or
+    (refused) neither."""
+    runs_dir = Path(runs_dir or default_runs_dir())
+    # Every engine's config is made and checked before any is queued: settings one engine refuses (the session
+    # engine runs on one device) must not leave the other engine's run queued alone.
+    configs = [config.replace(engine=engine, xla=None) for engine in ENGINES]
+    check_submission(configs, runs_dir, identity, limits)
+    runs = _queue_all(configs, runs_dir, identity, limits, None)
+    ensure_pool(runs_dir)
+    return runs
+
+
+def _queue_all(configs: list[TrainConfig], runs_dir: Path, identity: Identity, limits: bool,
                sweep: str | None) -> list[Run]:
     """Queue these runs together: all of them, or (when the runs directory refuses one) none."""
     runs = []
     try:
         for config in configs:
-            runs.append(_queue(config, runs_dir, visitor, limits, sweep))
+            runs.append(_queue(config, runs_dir, identity, limits, sweep))
     except OSError:
         for run in runs:  # cancelled and removed: nothing of a half-queued group is left to train or to list
             if queue.cancel(run):
@@ -327,7 +363,7 @@ def refusal(run: Run) -> str | None:
     try:
         _check_trainable_here(run.config)
         if run.status.work_limit is not None:
-            _check_size(run.config, run.status.work_limit)
+            _check_size(run.config, run.status.work_limit, is_guest_key(owner_of(run.status)))
     except SubmissionRefused as error:
         return f"refused when a worker took it: {error}"
     return None
@@ -339,42 +375,49 @@ def _check_trainable_here(config: TrainConfig) -> None:
                                 "(TF_CONFIG; see the README); here, choose distribute 'mirrored' or 'none'")
 
 
-def _check_size(config: TrainConfig, ceiling: float) -> None:
+def _ceiling(owner_key: str) -> float:
+    """The largest run this owner may queue, in multiply-adds: guests have a ceiling of their own."""
+    return service_setting("guest_max_work" if is_guest_key(owner_key) else "max_work")
+
+
+def _check_size(config: TrainConfig, ceiling: float, guest: bool) -> None:
     if work_of(config) > ceiling:
         raise SubmissionRefused(
             f"this run is too big for this server: {config.steps:,} steps of batch {config.batch_size} through "
-            f"{config.describe_layers()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}; "
-            "use fewer steps, a smaller batch or a smaller network (the limit is HYBRID_LAB_MAX_WORK)")
+            f"{config.describe_layers()} is {work_of(config):.2g} multiply-adds, above its limit of {ceiling:.2g}"
+            f"{' for guests' if guest else ''}; use fewer steps, a smaller batch or a smaller network (the limit "
+            f"is {'HYBRID_LAB_GUEST_MAX_WORK' if guest else 'HYBRID_LAB_MAX_WORK'})")
 
 
-def _check_limits(configs: list[TrainConfig], runs_dir: Path, visitor: str | None) -> None:
-    ceiling = service_setting("max_work")
+def _check_limits(configs: list[TrainConfig], runs_dir: Path, identity: Identity) -> None:
+    """The size ceiling and the queue limits: the identity's own, and for a guest all guests' together."""
+    guest = is_guest_key(identity.key)
     for config in configs:
-        _check_size(config, ceiling)
-    limit = service_setting("queue_limit")
-    waiting = [run for run in list_runs(runs_dir) if run.state.active and run.status.visitor == visitor]
-    if len(waiting) + len(configs) > limit:
-        asked = "" if len(configs) == 1 else f" and this asks for {len(configs)} more"
-        runs = f"{len(waiting)} run{'' if len(waiting) == 1 else 's'}"
-        raise SubmissionRefused(f"you already have {runs} waiting or training{asked}; one visitor may "
-                                f"have {limit} at once: stop some or wait for them to finish")
+        _check_size(config, _ceiling(identity.key), guest)
+    active = [owner_of(run.status) for run in list_runs(runs_dir) if run.state.active]
+    limit = service_setting("guest_queue_limit" if guest else "queue_limit")
+    mine = active.count(identity.key)
+    asked = "" if len(configs) == 1 else f" and this asks for {len(configs)} more"
+    if mine + len(configs) > limit:
+        raise SubmissionRefused(f"you already have {_runs(mine)} waiting or training{asked}; "
+                                f"{'a guest' if guest else 'one person'} may have {limit} at once: stop some or "
+                                "wait for them to finish")
+    if guest:
+        total, everyone = service_setting("guests_total"), sum(1 for owner in active if is_guest_key(owner))
+        if everyone + len(configs) > total:
+            raise SubmissionRefused(f"guests already have {_runs(everyone)} waiting or training{asked}; this server "
+                                    f"takes {total} from all guests together: wait for some to finish "
+                                    "(the limit is HYBRID_LAB_GUESTS_TOTAL)")
 
 
-def submit_engine_comparison(config: TrainConfig, runs_dir: Path | None = None, visitor: str | None = None,
-                             limits: bool = True, files: bool = True) -> list[Run]:
-    """Queue the same settings once per engine, for side-by-side curves: both runs, or (refused) neither."""
-    runs_dir = Path(runs_dir or default_runs_dir())
-    # Every engine's config is made and checked before any is queued: settings one engine refuses (the session
-    # engine runs on one device) must not leave the other engine's run queued alone.
-    configs = [config.replace(engine=engine, xla=None) for engine in ENGINES]
-    check_submission(configs, runs_dir, visitor, limits, files)
-    runs = _queue_all(configs, runs_dir, visitor, limits, None)
-    ensure_pool(runs_dir)
-    return runs
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
-def stop(run: Run) -> None:
-    """Stop a run: a queued one leaves the queue at once (kept as stopped), a running one after its chunk."""
+def stop(run: Run, identity: Identity) -> None:
+    """Stop a run, if `identity` may (core/access.py: check_stop): a queued one leaves the queue at once (kept as
+    stopped), a running one after its chunk."""
+    check_stop(identity, run)
     if run.state is RunState.QUEUED and queue.cancel(run):
         run.write_status(RunState.STOPPED, "cancelled while queued: it never started", step=0,
                          stop_reason=StopReason.CANCELLED)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core import queue_files
+from core.access import OPERATOR, Identity, check_delete
 from core.config import TrainConfig
 from core.processes import pid_alive
 from core.records import CONFIG_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
@@ -46,12 +47,14 @@ def _slug(config: TrainConfig) -> str:
 
 
 def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunState = RunState.RUNNING,
-               **status) -> Run:
-    """Make a new run folder with its config.json and a status: running (trained by this process) or queued.
+               owner: Identity = OPERATOR, **status) -> Run:
+    """Make a new run folder with its config.json and a status: running (trained by this process) or queued,
+    owned by `owner` (the operator's unless said: the command line's runs are).
 
     RunStoreError says, in one sentence, why the runs directory cannot take it; no half-made folder stays.
     """
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    status.update(owner=owner.key, owner_name=owner.name)
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -182,13 +185,15 @@ def load_runs(run_ids: list[str], runs_dir: Path | None = None) -> list[Run]:
     return runs
 
 
-def delete_run(run_id: str, runs_dir: Path | None = None) -> None:
-    """Delete a finished run's folder; a folder that is a symbolic link loses only the link.
+def delete_run(run_id: str, runs_dir: Path | None = None, *, identity: Identity) -> None:
+    """Delete a finished run's folder, if `identity` may (core/access.py: check_delete); a folder that is a
+    symbolic link loses only the link.
 
-    ValueError while the run still trains (its trainer would write into nothing); RunStoreError when the
-    file system refuses.
+    PermissionRefused when it is not theirs to delete; ValueError while the run still trains (its trainer
+    would write into nothing); RunStoreError when the file system refuses.
     """
     run = load_run(run_id, runs_dir)
+    check_delete(identity, run)
     if run.state.active:
         raise ValueError(f"run {run_id} is still {'queued' if run.state is RunState.QUEUED else 'training'}; "
                          "stop it on the Train page first, then delete it")

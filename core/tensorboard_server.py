@@ -10,6 +10,7 @@ TensorBoard imports TensorFlow, so it is built on the first request, not when th
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import threading
 from pathlib import Path
@@ -26,6 +27,9 @@ _REGEX_SPECIALS = set(".^$*+?()[]{}|\\")
 # Relative to the page they resolve under the mount, where TensorBoard serves them.
 FONTS_FROM_ROOT, FONTS_FROM_PAGE = b"url(/font-roboto/", b"url(font-roboto/"
 INDEX_PATHS = ("/", "/index.html")
+# TensorBoard answers these with the full path of its logdir, which is the server's business, not a visitor's:
+# they are answered with the folder's name instead (hide_server_paths).
+LOGDIR_PATH, ENVIRONMENT_PATH = "/data/logdir", "/data/environment"
 
 
 class TensorBoardError(RuntimeError):
@@ -79,7 +83,8 @@ class TensorBoardMount:
                 from a2wsgi import WSGIMiddleware
 
                 self.logdir.mkdir(parents=True, exist_ok=True)
-                self._asgi = WSGIMiddleware(fonts_from_the_page(tensorboard_wsgi_app(self.logdir)))
+                board = tensorboard_wsgi_app(self.logdir)
+                self._asgi = WSGIMiddleware(hide_server_paths(fonts_from_the_page(board), self.logdir))
         return self._asgi
 
     async def __call__(self, scope, receive, send):
@@ -92,25 +97,61 @@ class TensorBoardMount:
         await app(scope, receive, send)
 
 
+def _whole_answer(wsgi_app, environ) -> tuple[str, list, bytes]:
+    """Call a WSGI app and keep its whole answer: status, headers (without Content-Length) and body."""
+    answer = {}
+
+    def keep(status, headers, exc_info=None):
+        answer.update(status=status, headers=headers)
+        return lambda data: None  # TensorBoard (werkzeug) returns its body rather than write() it
+
+    body = wsgi_app(environ, keep)
+    try:
+        content = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
+    return answer["status"], headers, content
+
+
 def fonts_from_the_page(wsgi_app):
     """TensorBoard's WSGI app, with its index page asking for its fonts relative to itself (see FONTS_FROM_ROOT)."""
     def app(environ, start_response):
         if environ.get("PATH_INFO") not in INDEX_PATHS:
             return wsgi_app(environ, start_response)
-        answer = {}
-
-        def keep(status, headers, exc_info=None):
-            answer.update(status=status, headers=headers)
-            return lambda data: None  # TensorBoard (werkzeug) returns its body rather than write() it
-
-        body = wsgi_app(environ, keep)
-        try:
-            page = b"".join(body).replace(FONTS_FROM_ROOT, FONTS_FROM_PAGE)
-        finally:
-            getattr(body, "close", lambda: None)()
-        headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
-        start_response(answer["status"], headers + [("Content-Length", str(len(page)))])
+        status, headers, page = _whole_answer(wsgi_app, environ)
+        page = page.replace(FONTS_FROM_ROOT, FONTS_FROM_PAGE)
+        start_response(status, headers + [("Content-Length", str(len(page)))])
         return [page]
+
+    return app
+
+
+def hide_server_paths(wsgi_app, logdir: Path):
+    """TensorBoard's WSGI app, with the two answers that name its logdir naming only the folder (see LOGDIR_PATH):
+    a visitor learns "runs", not where the server keeps it."""
+    shown = Path(logdir).name
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO")
+        if path == LOGDIR_PATH:
+            values = {"logdir": shown}
+        elif path == ENVIRONMENT_PATH:
+            plain = {**environ, "HTTP_ACCEPT_ENCODING": "identity"}  # a gzipped answer could not be read here
+            status, headers, content = _whole_answer(wsgi_app, plain)
+            try:
+                values = json.loads(content)
+            except ValueError:  # not TensorBoard's usual answer: say nothing rather than pass it on
+                values = {}
+            if not isinstance(values, dict) or not status.startswith("200"):
+                values = {}
+            values = {key: value for key, value in values.items() if key != "debug"}
+            values["data_location"] = shown
+        else:
+            return wsgi_app(environ, start_response)
+        content = json.dumps(values).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(content)))])
+        return [content]
 
     return app
 

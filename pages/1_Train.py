@@ -3,13 +3,14 @@
 
 import streamlit as st
 
-from core import queue, service, sweeps
+from core import access, queue, service, sweeps
 from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
 from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, texts
 from ui.form import put_form, settings_form, sweep_form
+from ui.identity import access_line
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
@@ -19,6 +20,7 @@ FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL 
 
 st.set_page_config(page_title="Train · Hybrid Lab", layout="wide")
 st.title("Train")
+identity = access_line()
 st.markdown("Set the hyperparameters in the sidebar and press **Train**. Training runs in the background: you "
             "can leave this page, reload it or open another tab, and the run keeps going.")
 runs_dir = default_runs_dir()
@@ -66,8 +68,9 @@ def show_settings():
     return config, errors, copy_slot
 
 
-def show_run(run_id: str, live: bool) -> None:
-    """The followed run: progress and Stop while it trains, its outcome when it is done, and its curves."""
+def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
+    """The followed run: progress and Stop (for its owner and operators) while it trains, its outcome when it is
+    done, and its curves."""
     try:
         run = load_run(run_id, runs_dir)
     except RunNotFound:
@@ -83,11 +86,16 @@ def show_run(run_id: str, live: bool) -> None:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
     if run.state.active:
         bar, stop = st.columns([5, 1], vertical_alignment="bottom")
-        if stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
-                       disabled=run.stop_requested(),
-                       help="A queued run leaves the queue; a running one stops after the current chunk of steps "
-                            "and keeps everything it logged."):
-            service.stop(run)
+        if not access.may_stop(identity, run):  # a courtesy: service.stop checks it again
+            st.caption(texts.only_owner_can_stop(run))
+        elif stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
+                         disabled=run.stop_requested(),
+                         help="A queued run leaves the queue; a running one stops after the current chunk of steps "
+                              "and keeps everything it logged."):
+            try:
+                service.stop(run, identity)
+            except access.PermissionRefused as refusal:
+                st.error(texts.plain(f"Cannot stop this run: {refusal}."))
             run = load_run(run.run_id, runs_dir)
             if not run.state.active:  # a queued run left the queue at once: show how it ended
                 st.rerun()
@@ -273,7 +281,7 @@ if compared:
     st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, comparing)
     st.divider()
 if followed_run is not None:
-    st.fragment(run_every=REFRESH_SECONDS if running else None)(show_run)(followed_run.run_id, running)
+    st.fragment(run_every=REFRESH_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
 elif not compared:
     st.info("No run in this tab yet. The article's settings (784-128-128-10, SGD at learning rate 0.5, batch 50, "
             "1,000 steps) train in a few seconds: press **Train**.")

@@ -4,20 +4,23 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import evaluation
+from core import access, evaluation
 from core.export_script import run_script, script_file_name
 from core.records import RunStoreError
 from core.store import default_runs_dir, delete_run, list_runs
 from ui import charts, texts
 from ui.clipboard import copy_button
+from ui.identity import access_line
 from ui.links import train_settings_link
-from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, train_first_link
+from ui.widgets import outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
 DELETING = "runs_deleting"  # the run whose delete confirmation is open
+EVERYONES, MINE = "Everyone's", "Mine"
 
 st.set_page_config(page_title="Runs · Hybrid Lab", layout="wide")
 st.title("Runs")
+identity = access_line()
 st.markdown("Every training run, newest first; click a column header to sort. Tick rows to compare runs, "
             "and examine one of them on its test set below.")
 runs_dir = default_runs_dir()
@@ -40,7 +43,10 @@ def confirm_delete(run_id: str) -> None:
     delete, cancel = st.columns(2)
     if delete.button("Delete", type="primary", icon=":material/delete:", width="stretch"):
         try:
-            delete_run(run_id, runs_dir)
+            delete_run(run_id, runs_dir, identity=identity)
+        except access.PermissionRefused as refusal:  # a crafted request: the button shows only to who may
+            st.error(texts.plain(f"Cannot delete this run: {refusal}."))
+            return
         except (ValueError, RunStoreError) as error:  # RunNotFound included: someone else deleted it first
             st.error(f"{error}.")
             return
@@ -112,11 +118,11 @@ def show_run(run) -> None:
 def show_actions(run) -> None:
     """Downloads, links and Delete for one run, side by side: only those that apply to it."""
     with st.container(horizontal=True, gap="small", vertical_alignment="center"):
-        if run.has_model:
-            st.download_button("model.keras", data=run.model_path.read_bytes, file_name=f"{run.run_id}.keras",
+        if run.has_model:  # a file of the folder, never a link out of it
+            st.download_button("model.keras", data=run.model_bytes, file_name=f"{run.run_id}.keras",
                                mime="application/octet-stream", icon=":material/download:", on_click="ignore")
-        if run.config_path.is_file():
-            st.download_button("config.json", data=run.config_path.read_bytes,
+        if run.has_config:
+            st.download_button("config.json", data=run.config_bytes,
                                file_name=f"{run.run_id}.config.json", mime="application/json",
                                icon=":material/download:", on_click="ignore")
         if not run.damaged:  # a damaged folder's settings cannot be trusted to rebuild anything
@@ -129,8 +135,9 @@ def show_actions(run) -> None:
             train_settings_link(run.config)
         copy_button({"run": run.run_id}, "Copy link to this run", key="runs_copy_link", width="content",
                     help_text="Copies a link that opens this page on this run.")
-        if st.button("Delete…", icon=":material/delete:", key="runs_delete", disabled=active,
-                     help="Stop the run on the Train page first." if active else None):
+        if access.may_delete(identity, run) and st.button(  # a courtesy: delete_run checks it again
+                "Delete…", icon=":material/delete:", key="runs_delete", disabled=active,
+                help="Stop the run on the Train page first." if active else None):
             st.session_state[DELETING] = run.run_id
     if st.session_state.get(DELETING) == run.run_id:
         confirm_delete(run.run_id)
@@ -174,9 +181,17 @@ def show_analysis(run) -> None:
 
 runs = list_runs(runs_dir)
 if not runs:
-    st.info(f"No runs yet{f' in `{runs_dir}`' if files_offered_here() else ''}.")
+    st.info(f"No runs yet{f' in `{runs_dir}`' if identity.is_operator else ''}.")  # the server's path: operators'
     train_first_link()
     st.stop()
+if identity.may_act and identity.key != access.OPERATOR_KEY:  # a guest or a signed-in user: one among others
+    shown = st.segmented_control("Show", [EVERYONES, MINE], default=EVERYONES, key="runs_show")
+    if shown == MINE:
+        runs = [run for run in runs if access.owns(identity, run)]
+        if not runs:
+            st.info("You have no runs yet: the ones you start on the Train page show here.")
+            train_first_link()
+            st.stop()
 damaged = texts.damaged_count(runs)
 if damaged:
     st.warning(f"{damaged} run folder(s) cannot be read. They are marked 'damaged' in the table, with the reason "
@@ -186,12 +201,14 @@ if damaged:
 # run), which starts a fresh selection instead of pointing at the wrong rows.
 table = st.dataframe(
     texts.run_rows(runs),
-    column_order=("started", "status", "test_accuracy", "engine", "devices", "data", "architecture", "activation",
-                  "optimizer", "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
+    column_order=("started", "status", "test_accuracy", "owner", "engine", "devices", "data", "architecture",
+                  "activation", "optimizer", "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
     column_config={
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
         "status": "Status",
         "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="%.4f"),
+        "owner": st.column_config.TextColumn("Owner", help="Who started the run (\"operator\": the command line, "
+                                                          "the person at the server, or runs from before owners)"),
         "engine": "Engine",
         "devices": st.column_config.TextColumn(
             "Devices",

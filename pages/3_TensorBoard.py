@@ -4,7 +4,8 @@ import streamlit as st
 
 from core.store import default_runs_dir, list_runs
 from core.tensorboard_server import MOUNT_PATH, dashboard_url, tensorboard_command
-from ui.widgets import files_offered_here, train_first_link
+from ui.identity import current_identity
+from ui.widgets import train_first_link
 
 EMBED_HEIGHT = 900
 ALL_RUNS = "All runs"
@@ -24,7 +25,7 @@ url = dashboard_url(None if choice == ALL_RUNS else choice)
 open_column.link_button("Open in a new tab", url, icon=":material/open_in_new:", width="stretch")
 served = (f"TensorBoard is served by this app at [{MOUNT_PATH}/]({url}), through the same address and port as "
           "these pages. The first visit starts it (a few seconds).")
-if files_offered_here():  # the terminal command names a folder of the server: only for the server's own user
+if current_identity().is_operator:  # the terminal command names a folder of the server: operators only
     address_column, command_column = st.columns(2, vertical_alignment="center")
     address_column.markdown(served + " The same view from a terminal on the server:")
     command_column.code(tensorboard_command(runs_dir.expanduser().resolve()), language="bash")

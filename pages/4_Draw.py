@@ -10,6 +10,7 @@ from core.config import TrainConfig
 from core.store import default_runs_dir, load_run
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
+from ui.identity import access_line
 from ui.submit import submit_run
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
@@ -123,6 +124,7 @@ def show_explanation(model: DrawingModel, prediction: Prediction) -> None:
 
 
 st.title("Draw")
+access_line()
 st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the page
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")

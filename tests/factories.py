@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.access import OPERATOR, Identity
 from core.config import TrainConfig
 from core.records import RunState, Summary
 from core.run_folder import Run
@@ -37,12 +38,13 @@ def finished_summary(config: TrainConfig, test_accuracy: float | None = 0.9, **c
 
 
 def make_run(runs_dir: Path, config: TrainConfig = TINY, state: RunState = RunState.COMPLETED,
-             test_accuracy: float | None = 0.9, model: bool = False, message: str = "", **status) -> Run:
-    """A run folder in `state`, written through the run store (a finished one with a summary).
+             test_accuracy: float | None = 0.9, model: bool = False, message: str = "", owner: Identity = OPERATOR,
+             **status) -> Run:
+    """A run folder in `state`, owned by `owner`, written through the run store (a finished one with a summary).
 
     model=True puts a placeholder model.keras beside it (enough for has_model; not loadable).
     """
-    run = create_run(config, runs_dir)
+    run = create_run(config, runs_dir, owner=owner)
     if state is not RunState.RUNNING:
         run.write_summary(finished_summary(config, test_accuracy))
     run.write_status(state, message, step=config.steps if state is not RunState.RUNNING else 0, **status)

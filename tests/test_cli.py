@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.access import OPERATOR
 from core.cli import PROG, build_parser, config_from_args
 from core.config import SETTINGS, TrainConfig
 from core.records import RunState
@@ -69,6 +70,7 @@ def test_a_tiny_run_prints_one_json_line(tmp_path):
     assert run.summary.test_accuracy == report["test_accuracy"]
     assert run.summary.steps == TINY.steps
     assert run.has_model
+    assert (run.status.owner, run.status.owner_name) == (OPERATOR.key, "operator")  # the command line's runs
     assert "completed: test accuracy" in result.stderr
     assert f"run folder: {run.path}" in result.stderr
 
@@ -181,6 +183,7 @@ def test_a_sweep_trains_every_combination_and_prints_a_json_line_for_each(tmp_pa
     assert [(run.config.learning_rate, run.config.batch_size) for run in runs] == [(0.1, 20), (0.1, 50), (0.5, 20),
                                                                                      (0.5, 50)]
     assert all(run.state == "completed" and run.status.sweep == reports[0]["sweep"] for run in runs)
+    assert {run.status.owner for run in runs} == {OPERATOR.key}
 
 
 def test_a_bad_sweep_value_exits_2_naming_it_before_anything_trains(tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bench import local_cluster
+from core.access import OPERATOR
 from core import service
 from core.config import TrainConfig
 from core.engines import distribute
@@ -417,7 +418,7 @@ def test_more_replicas_than_a_started_tensorflow_has_fails_the_run_in_words(tmp_
 
 def test_the_app_service_refuses_a_multi_worker_run_before_queueing_it(tmp_path):
     with pytest.raises(service.SubmissionRefused, match="starts from the command line on every machine"):
-        service.submit(TINY.replace(distribute="multi-worker"), tmp_path)
+        service.submit(TINY.replace(distribute="multi-worker"), tmp_path, identity=OPERATOR)
     assert not list_runs(tmp_path)
 
 
@@ -476,7 +477,7 @@ def test_the_warm_service_trains_a_mirrored_run_on_its_split_cpu(tmp_path, monke
     pool = service.ensure_pool(tmp_path)
     try:
         config = TINY.replace(distribute="mirrored", cpu_replicas=3)
-        queued = service.submit(config, tmp_path)
+        queued = service.submit(config, tmp_path, identity=OPERATOR)
         deadline = time.monotonic() + TIMEOUT
         while (run := load_run(queued.run_id, tmp_path)).state.active:
             assert time.monotonic() < deadline, f"the run is still {run.state}: {run.message}"

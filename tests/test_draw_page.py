@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 import core.service
 from core import insight, queue
+from core.access import OPERATOR
 from core.config import TrainConfig
 from core.digits import classify, preprocess_drawing
 from core.network import load_model
@@ -74,11 +75,11 @@ def runs_dir(tiny_runs_dir, monkeypatch):
 
 @pytest.fixture
 def loopback_visitor(monkeypatch):
-    """The visitor on this machine, as a real server sees it: st.context.ip_address is None.
+    """The visitor at this machine, as a real server sees them: a request with no sign of a proxy.
 
-    Under AppTest, st.context.ip_address is a MagicMock (AppTest mocks the runtime and cannot seed the
-    client's address), and ui.widgets.visitor_id cannot hash that; a loopback client has no client context
-    address at all, which this reproduces.
+    Under AppTest the client context is a MagicMock (AppTest mocks the runtime and cannot seed headers); with
+    no client context, st.context.headers is empty, as for a browser at the machine that sends none of the
+    forwarding headers (ui/identity.py reads them).
     """
     monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
 
@@ -187,12 +188,12 @@ def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_pat
     monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))
     asked, started, workers = [], [], []
 
-    def submit_tiny(config, runs_dir=None, visitor=None, limits=True, files=True):
+    def submit_tiny(config, runs_dir=None, *, identity, limits=True):
         # The page asks for the article's configuration; a tiny offline one keeps the test quick. It is
         # queued as the service queues it and trained on a thread of this process as a worker trains it
         # (take the next queued run, train it), so the page sees it queued, then running, then done.
-        asked.append((config, visitor, limits, files))
-        run = create_run(TINY, runs_dir, state=RunState.QUEUED, visitor=visitor)
+        asked.append((config, identity, limits))
+        run = create_run(TINY, runs_dir, state=RunState.QUEUED, owner=identity)
         worker = threading.Thread(target=lambda: train(TINY, run=queue.take_next(runs_dir)))
         worker.start()
         workers.append(worker)
@@ -209,7 +210,7 @@ def test_the_train_button_trains_a_model_and_then_the_page_lets_you_draw(tmp_pat
         worker.join(timeout=PAGE_TIMEOUT)
 
     assert not page.exception
-    assert asked == [(TrainConfig(), "local", True, True)]  # a visitor on this machine, limits on, files offered
+    assert asked == [(TrainConfig(), OPERATOR, True)]  # the person at the machine (personal mode), limits on
     assert len(started) == 1
     assert load_run(started[0], runs_dir).state == RunState.COMPLETED
     assert page.selectbox(key="draw_run").value == started[0]
@@ -239,7 +240,7 @@ def stop_the_run_once_queued(runs_dir: Path) -> threading.Thread:
         for _ in range(PAGE_TIMEOUT * 20):
             waiting = queue.queued_ids(runs_dir)
             if waiting:
-                core.service.stop(load_run(waiting[0], runs_dir))
+                core.service.stop(load_run(waiting[0], runs_dir), OPERATOR)
                 return
             time.sleep(0.05)
 

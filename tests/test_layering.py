@@ -17,7 +17,7 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # What the home page and the CLI's flag checking import before any training starts.
 # The server imports the training service, its queue and the TensorBoard mount at start (app.py), so they must
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
-LIGHT_MODULES = ["core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
+LIGHT_MODULES = ["core.access", "core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
                  "core.processes", "core.cli", "core.worker", "core.advice", "core.network",
                  "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
                  "core.export_script", "core.links", "ui.texts", "ui.outcomes"]

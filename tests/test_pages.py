@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 import core.service
 from core import queue, service, tensorboard_server
+from core.access import OPERATOR
 from core.config import SETTINGS_BY_NAME, TrainConfig
 from core.records import CONFIG_FILE, METRICS_FIELDS, RunState, Status
 from core.run_files import CsvFollower
@@ -83,10 +84,11 @@ def service_runs(tmp_path_factory):
 
 @pytest.fixture
 def loopback_visitor(monkeypatch):
-    """The visitor on this machine, as a real server sees it: st.context.ip_address is None.
+    """The visitor at this machine, as a real server sees them: a request with no sign of a proxy.
 
-    Under AppTest, st.context.ip_address is a MagicMock (AppTest mocks the runtime and cannot seed the
-    client's address), which ui.widgets.visitor_id cannot hash; a loopback client has no address at all.
+    Under AppTest the client context is a MagicMock (AppTest mocks the runtime and cannot seed headers); with
+    no client context, st.context.headers is empty, as for a browser at the machine that sends none of the
+    forwarding headers (ui/identity.py reads them).
     """
     monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
 
@@ -365,7 +367,7 @@ def test_train_page_trains_a_tiny_configuration_through_its_widgets(service_runs
     run = load_run(app.query_params["run"], runs_dir)
     assert run.state == RunState.COMPLETED
     assert run.status.pid not in (None, os.getpid())  # trained by a worker process, not by the page's
-    assert run.status.visitor == "local"
+    assert run.status.owner == OPERATOR.key  # the person at the machine, in personal mode
     assert (run.config.hidden_units, run.config.steps, run.config.eval_every) == (TINY.hidden_units, TINY.steps,
                                                                                   TINY.eval_every)
     assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
@@ -496,8 +498,8 @@ def test_train_submits_through_the_training_service(tmp_path, monkeypatch, loopb
     runs_dir = tmp_path / "runs"
     submitted = []
 
-    def train_here(config, runs_directory=None, visitor=None, limits=True, files=True):
-        submitted.append((config, runs_directory, visitor, limits, files))
+    def train_here(config, runs_directory=None, *, identity, limits=True):
+        submitted.append((config, runs_directory, identity, limits))
         return train(config, runs_directory)
 
     monkeypatch.setattr(core.service, "submit", train_here)
@@ -507,8 +509,8 @@ def test_train_submits_through_the_training_service(tmp_path, monkeypatch, loopb
     train_button(app).click().run()
 
     assert_no_exception(app)
-    # A visitor on this machine, under the visitor limits, with the server's files offered (loopback).
-    assert submitted == [(TINY, runs_dir, "local", True, True)]
+    # The person at the machine (personal mode: the operator), under the limits.
+    assert submitted == [(TINY, runs_dir, OPERATOR, True)]
     run = load_run(app.query_params["run"], runs_dir)
     assert run.config == TINY and run.state is RunState.COMPLETED
     assert f"Test accuracy: {run.test_accuracy:.4f}" in texts(app)
@@ -517,7 +519,7 @@ def test_train_submits_through_the_training_service(tmp_path, monkeypatch, loopb
 def test_train_stays_enabled_while_a_run_waits_and_queues_another(tmp_path, monkeypatch, loopback_visitor,
                                                                     no_workers):
     runs_dir = tmp_path / "runs"
-    waiting = create_run(TINY, runs_dir, state=RunState.QUEUED, visitor="local")
+    waiting = create_run(TINY, runs_dir, state=RunState.QUEUED)
     app = open_page("pages/1_Train.py", runs_dir, monkeypatch, run=waiting.run_id)
     assert_no_exception(app)
     assert "Queued: 1st in the queue." in texts(app)
@@ -640,6 +642,20 @@ def test_the_apps_tensorboard_serves_the_runs_directory(populated):
     losses = json.loads(body)  # [wall time, step, value] per point
     assert [step for _, step, _ in losses] == list(range(TINY.steps))
     assert [value for _, _, value in losses] == pytest.approx(populated.completed.read_metrics()["loss"], rel=1e-6)
+
+
+def test_the_apps_tensorboard_names_the_runs_folder_but_never_where_the_server_keeps_it(populated):
+    # The hostile sweep: /tensorboard/data/logdir (and /data/environment) gave any visitor the server's path.
+    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+    where = str(populated.runs_dir.resolve()).encode()
+
+    for route, key in (("/data/logdir", "logdir"), ("/data/environment", "data_location")):
+        status, body = asgi_get(mount, route)
+
+        assert status == 200, (route, body[:200])
+        assert json.loads(body)[key] == populated.runs_dir.name, (route, body[:200])
+        assert where not in body, route
+    assert json.loads(asgi_get(mount, "/data/environment")[1])["window_title"] is not None  # the rest is kept
 
 
 def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(populated):

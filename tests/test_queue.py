@@ -18,6 +18,7 @@ import pytest
 
 import core.service
 from core import queue, queue_files, service
+from core.access import OPERATOR, PermissionRefused, member, new_guest, reader
 from core.data import DatasetError
 from core.queue_files import QUEUE_DIR
 from core.records import STATUS_FILE, STOP_FILE, FailureKind, RunState, RunStoreError, StopReason
@@ -26,8 +27,9 @@ from core.service import SubmissionRefused
 from tests.factories import TINY, dead_pid, make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICE_VARIABLES = ("HYBRID_LAB_WORKERS", "HYBRID_LAB_QUEUE_LIMIT", "HYBRID_LAB_MAX_WORK", "HYBRID_LAB_FILES",
-                     "HYBRID_LAB_WORKER_MEMORY")
+SERVICE_VARIABLES = tuple(setting.variable for setting in service.SERVICE_SETTINGS)
+ALICE = member({"iss": "https://id.example.org", "sub": "alice", "name": "Alice Liddell"}, operators=frozenset())
+BOB = member({"iss": "https://id.example.org", "sub": "bob", "name": "Bob"}, operators=frozenset())
 # What the issue's hostile sweep edited a queued run's config.json to: 3.2e15 multiply-adds.
 HUGE = {"steps": 200_000, "batch_size": 4096, "hidden_units": [1024] * 4}
 
@@ -209,7 +211,7 @@ def test_cancel_after_a_worker_took_the_run_fails(tmp_path):
 def test_stopping_a_queued_run_cancels_it(tmp_path):
     stays, stopped = queue_runs(tmp_path, 2)
 
-    service.stop(load_run(stopped, tmp_path))
+    service.stop(load_run(stopped, tmp_path), OPERATOR)
 
     run = load_run(stopped, tmp_path)
     assert run.state is RunState.STOPPED
@@ -224,7 +226,7 @@ def test_stopping_a_queued_run_cancels_it(tmp_path):
 def test_stopping_a_running_run_asks_its_trainer_to_stop(tmp_path):
     run = create_run(TINY, tmp_path)
 
-    service.stop(load_run(run.run_id, tmp_path))
+    service.stop(load_run(run.run_id, tmp_path), OPERATOR)
 
     assert (run.path / STOP_FILE).is_file()
     assert load_run(run.run_id, tmp_path).stop_requested()
@@ -236,7 +238,7 @@ def test_stopping_a_run_a_worker_has_just_taken_asks_the_worker(tmp_path):
     seen_queued = load_run(run_id, tmp_path)  # what a page read a moment before the worker took it
     queue.take_next(tmp_path)
 
-    service.stop(seen_queued)
+    service.stop(seen_queued, OPERATOR)
 
     run = load_run(run_id, tmp_path)
     assert run.state is RunState.RUNNING, run.message  # not marked "cancelled": it did start
@@ -368,7 +370,7 @@ def test_a_run_whose_entry_became_a_folder_still_trains(tmp_path):
 
 
 def test_a_pipe_as_a_runs_entry_is_taken_without_waiting_for_a_writer(tmp_path, no_workers):
-    run = service.submit(TINY, tmp_path, visitor="a")
+    run = service.submit(TINY, tmp_path, identity=ALICE)
     entry = tmp_path / QUEUE_DIR / run.status.queue_entry
     entry.unlink()
     os.mkfifo(entry)  # opening it to read its text would wait for a writer forever
@@ -462,7 +464,7 @@ def test_a_queue_that_is_a_file_is_named_in_the_refusal(tmp_path, no_workers):
     (tmp_path / QUEUE_DIR).write_text("")
 
     with pytest.raises(RunStoreError) as refusal:
-        service.submit(TINY, tmp_path)
+        service.submit(TINY, tmp_path, identity=OPERATOR)
 
     assert str(refusal.value) == (f"cannot create a run in {tmp_path}: {tmp_path / QUEUE_DIR} is a file, but the "
                                   "queue needs a folder there; move that file away and queue again")
@@ -477,8 +479,8 @@ def test_a_queue_that_is_a_file_is_named_in_the_refusal(tmp_path, no_workers):
 
 
 def test_the_status_records_the_ceiling_each_run_was_queued_under(tmp_path, no_workers):
-    limited = service.submit(TINY, tmp_path, visitor="a")
-    unlimited = service.submit(TINY, tmp_path, limits=False)
+    limited = service.submit(TINY, tmp_path, identity=ALICE)
+    unlimited = service.submit(TINY, tmp_path, identity=OPERATOR, limits=False)
     seen = []
 
     def refuse(run):
@@ -492,8 +494,8 @@ def test_the_status_records_the_ceiling_each_run_was_queued_under(tmp_path, no_w
 
 
 def test_a_run_edited_past_the_size_limit_while_queued_is_refused_when_taken(tmp_path, no_workers):
-    edited = service.submit(TINY, tmp_path, visitor="a")
-    behind = service.submit(TINY, tmp_path, visitor="a")
+    edited = service.submit(TINY, tmp_path, identity=ALICE)
+    behind = service.submit(TINY, tmp_path, identity=ALICE)
     edit_config(edited, **HUGE)
 
     taken = queue.take_next(tmp_path, refuse=service.refusal)
@@ -509,14 +511,14 @@ def test_a_run_edited_past_the_size_limit_while_queued_is_refused_when_taken(tmp
 
 
 def test_a_run_queued_without_limits_is_not_held_to_them_when_taken(tmp_path, no_workers):
-    run = service.submit(TINY, tmp_path, limits=False)  # the server's owner: a benchmark, a script
+    run = service.submit(TINY, tmp_path, identity=OPERATOR, limits=False)  # the server's owner: a benchmark, a script
     edit_config(run, **HUGE)
 
     assert queue.take_next(tmp_path, refuse=service.refusal).run_id == run.run_id
 
 
 def test_a_run_edited_to_multi_worker_is_refused_whoever_queued_it(tmp_path, no_workers):
-    run = service.submit(TINY, tmp_path, limits=False)
+    run = service.submit(TINY, tmp_path, identity=OPERATOR, limits=False)
     edit_config(run, distribute="multi-worker")
 
     assert queue.take_next(tmp_path, refuse=service.refusal) is None
@@ -524,7 +526,7 @@ def test_a_run_edited_to_multi_worker_is_refused_whoever_queued_it(tmp_path, no_
 
 
 def test_a_run_is_held_to_the_ceiling_it_was_queued_under_not_to_a_later_one(tmp_path, monkeypatch, no_workers):
-    run = service.submit(TINY, tmp_path, visitor="a")
+    run = service.submit(TINY, tmp_path, identity=ALICE)
     edit_config(run, **HUGE)
     monkeypatch.setenv("HYBRID_LAB_MAX_WORK", "1e20")  # raised under a running server after the run was queued
 
@@ -537,7 +539,7 @@ def test_a_queued_run_cannot_be_deleted(tmp_path):
     (run_id,) = queue_runs(tmp_path, 1)
 
     with pytest.raises(ValueError, match="queued"):
-        delete_run(run_id, tmp_path)
+        delete_run(run_id, tmp_path, identity=OPERATOR)
 
     assert (tmp_path / run_id).is_dir()
     assert queue.queued_ids(tmp_path) == [run_id]
@@ -547,27 +549,49 @@ def test_a_queued_run_cannot_be_deleted(tmp_path):
 
 
 def test_submit_queues_the_run_and_starts_the_pool(tmp_path, no_workers):
-    run = service.submit(TINY, tmp_path, visitor="a")
+    run = service.submit(TINY, tmp_path, identity=ALICE)
 
     assert no_workers == [tmp_path]
     reread = load_run(run.run_id, tmp_path)
     assert reread.state is RunState.QUEUED
-    assert reread.status.visitor == "a"
+    assert (reread.status.owner, reread.status.owner_name) == (ALICE.key, "Alice Liddell")
     assert reread.config == TINY
     assert queue.queued_ids(tmp_path) == [run.run_id]
+
+
+def test_a_reader_cannot_submit_anything(tmp_path, no_workers):
+    with pytest.raises(PermissionRefused, match="sign in"):
+        service.submit(TINY, tmp_path, identity=reader())
+    with pytest.raises(PermissionRefused, match="sign in"):
+        service.submit_engine_comparison(TINY, tmp_path, identity=reader(), limits=False)
+
+    assert list_runs(tmp_path) == [] and no_workers == []
 
 
 def test_a_run_above_the_work_limit_is_refused(tmp_path, monkeypatch, no_workers):
     monkeypatch.setenv("HYBRID_LAB_MAX_WORK", "1e6")  # TINY is 35 x 50 x 12,730 = 2.2e7
 
     with pytest.raises(SubmissionRefused, match="HYBRID_LAB_MAX_WORK") as refusal:
-        service.submit(TINY, tmp_path, visitor="a")
+        service.submit(TINY, tmp_path, identity=ALICE)
 
     assert "1e+06" in str(refusal.value)  # the limit itself, as the message prints it
     assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
     assert no_workers == []
-    # Without limits (the CLI, the server's owner) the same run is queued.
-    assert load_run(service.submit(TINY, tmp_path, limits=False).run_id, tmp_path).state is RunState.QUEUED
+    # Without limits (a benchmark, the server's owner in code) the same run is queued.
+    run = service.submit(TINY, tmp_path, identity=OPERATOR, limits=False)
+    assert load_run(run.run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_a_guest_has_a_smaller_work_limit_of_its_own(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_GUEST_MAX_WORK", "1e6")
+    guest = new_guest()
+
+    with pytest.raises(SubmissionRefused, match="HYBRID_LAB_GUEST_MAX_WORK") as refusal:
+        service.submit(TINY, tmp_path, identity=guest)
+
+    assert "for guests" in str(refusal.value)
+    assert list_runs(tmp_path) == []
+    assert load_run(service.submit(TINY, tmp_path, identity=ALICE).run_id, tmp_path).state is RunState.QUEUED
 
 
 def test_the_work_limit_is_steps_times_batch_times_multiply_adds_per_image():
@@ -575,19 +599,63 @@ def test_the_work_limit_is_steps_times_batch_times_multiply_adds_per_image():
     assert service.work_of(TINY.replace(steps=70)) == 2 * service.work_of(TINY)
 
 
-def test_one_visitor_may_have_only_so_many_runs_waiting(tmp_path, monkeypatch, no_workers):
+def test_one_person_may_have_only_so_many_runs_waiting(tmp_path, monkeypatch, no_workers):
     monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "2")
-    first = service.submit(TINY, tmp_path, visitor="a")
-    service.submit(TINY, tmp_path, visitor="a")
+    first = service.submit(TINY, tmp_path, identity=ALICE)
+    service.submit(TINY, tmp_path, identity=ALICE)
 
     with pytest.raises(SubmissionRefused, match="2 runs waiting or training"):
-        service.submit(TINY, tmp_path, visitor="a")
+        service.submit(TINY, tmp_path, identity=ALICE)
 
     assert len(queue.queued_ids(tmp_path)) == 2
-    other = service.submit(TINY, tmp_path, visitor="b")  # the limit is per visitor
+    other = service.submit(TINY, tmp_path, identity=BOB)  # the limit is per identity
     assert load_run(other.run_id, tmp_path).state is RunState.QUEUED
-    service.stop(load_run(first.run_id, tmp_path))  # a finished run no longer counts
-    assert load_run(service.submit(TINY, tmp_path, visitor="a").run_id, tmp_path).state is RunState.QUEUED
+    service.stop(load_run(first.run_id, tmp_path), ALICE)  # a finished run no longer counts
+    assert load_run(service.submit(TINY, tmp_path, identity=ALICE).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_the_limit_keys_on_the_identity_not_on_its_name(tmp_path, monkeypatch, no_workers):
+    # Two people the provider calls by the same name are two people: the key is issuer + subject.
+    monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "1")
+    twin = member({"iss": "https://id.example.org", "sub": "alice-2", "name": "Alice Liddell"}, frozenset())
+    service.submit(TINY, tmp_path, identity=ALICE)
+
+    assert load_run(service.submit(TINY, tmp_path, identity=twin).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_each_guest_has_the_guest_queue_limit(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_GUEST_QUEUE_LIMIT", "1")
+    first, second = new_guest(), new_guest()
+    service.submit(TINY, tmp_path, identity=first)
+
+    with pytest.raises(SubmissionRefused, match="a guest may have 1 at once"):
+        service.submit(TINY, tmp_path, identity=first)
+
+    assert load_run(service.submit(TINY, tmp_path, identity=second).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_all_guests_together_have_a_limit_however_many_tabs_they_open(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_GUESTS_TOTAL", "3")
+    for _ in range(3):
+        service.submit(TINY, tmp_path, identity=new_guest())  # three tabs, three guests
+
+    with pytest.raises(SubmissionRefused, match="guests already have 3 runs waiting or training") as refusal:
+        service.submit(TINY, tmp_path, identity=new_guest())
+
+    assert "HYBRID_LAB_GUESTS_TOTAL" in str(refusal.value)
+    assert len(list_runs(tmp_path)) == 3
+    # Signed-in people and the operator are not guests: the guests' total does not hold them back.
+    assert load_run(service.submit(TINY, tmp_path, identity=ALICE).run_id, tmp_path).state is RunState.QUEUED
+    assert load_run(service.submit(TINY, tmp_path, identity=OPERATOR).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_an_engine_comparison_is_queued_whole_or_not_at_all(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "1")
+
+    with pytest.raises(SubmissionRefused, match="this asks for 2 more"):
+        service.submit_engine_comparison(TINY, tmp_path, identity=ALICE)
+
+    assert list_runs(tmp_path) == []
 
 
 def test_a_path_source_is_refused_before_the_path_is_looked_at(tmp_path, monkeypatch, no_workers):
@@ -597,17 +665,28 @@ def test_a_path_source_is_refused_before_the_path_is_looked_at(tmp_path, monkeyp
     monkeypatch.setattr(core.service, "check_data_path", looked_at)
     config = TINY.replace(source="path", data_path="/etc/passwd")
 
-    with pytest.raises(SubmissionRefused, match="does not read its own files"):
-        service.submit(config, tmp_path, visitor="a", files=False)
+    for visitor in (ALICE, new_guest()):
+        with pytest.raises(PermissionRefused, match="does not read its own files"):
+            service.submit(config, tmp_path, identity=visitor)
 
     assert list_runs(tmp_path) == [] and no_workers == []
+
+
+def test_with_files_off_not_even_an_operator_names_a_path(tmp_path, monkeypatch, no_workers):
+    monkeypatch.setenv("HYBRID_LAB_FILES", "off")
+    monkeypatch.setattr(core.service, "check_data_path", lambda *args: pytest.fail("the path was looked at"))
+
+    with pytest.raises(SubmissionRefused, match="HYBRID_LAB_FILES=off"):
+        service.submit(TINY.replace(source="path", data_path="/etc/passwd"), tmp_path, identity=OPERATOR)
+
+    assert list_runs(tmp_path) == []
 
 
 def test_a_missing_data_path_is_refused_in_words(tmp_path, no_workers):
     config = TINY.replace(source="path", data_path=str(tmp_path / "no-such.npz"))
 
     with pytest.raises(DatasetError, match="does not exist"):
-        service.submit(config, tmp_path / "runs", files=True)
+        service.submit(config, tmp_path / "runs", identity=OPERATOR)
 
     assert list_runs(tmp_path / "runs") == []
 
@@ -615,24 +694,29 @@ def test_a_missing_data_path_is_refused_in_words(tmp_path, no_workers):
 # --- service settings ---------------------------------------------------------------------------------
 
 
-def test_files_are_offered_only_on_loopback_by_default():
-    assert service.files_offered("127.0.0.1") is True
-    assert service.files_offered("localhost") is True
-    assert service.files_offered("0.0.0.0") is False
-    assert service.files_offered("192.168.1.20") is False
+def test_files_are_offered_to_operators_only_by_default():
+    assert service.files_offered(OPERATOR) is True
+    assert service.files_offered(member({"sub": "ops", "email": "ops@example.org"}, frozenset({"ops@example.org"})))
+    assert service.files_offered(ALICE) is False
+    assert service.files_offered(new_guest()) is False
+    assert service.files_offered(reader()) is False
 
 
-@pytest.mark.parametrize("choice, address, offered", [("on", "0.0.0.0", True), ("off", "127.0.0.1", False),
-                                                      ("auto", "0.0.0.0", False)])
-def test_the_files_setting_overrides_the_address(monkeypatch, choice, address, offered):
+@pytest.mark.parametrize("choice, offered_to", [("on", {"operator", "member", "guest"}), ("off", set()),
+                                                ("auto", {"operator"})])
+def test_the_files_setting_says_who_may_name_files(monkeypatch, choice, offered_to):
     monkeypatch.setenv("HYBRID_LAB_FILES", choice)
 
-    assert service.files_offered(address) is offered
+    assert {identity.role.value for identity in (OPERATOR, ALICE, new_guest())
+            if service.files_offered(identity)} == offered_to
 
 
 def test_service_settings_have_their_defaults():
     assert service.service_setting("queue_limit") == 8
     assert service.service_setting("max_work") == 2e12
+    assert service.service_setting("guest_queue_limit") == 2
+    assert service.service_setting("guest_max_work") == 6e11 < service.service_setting("max_work")
+    assert service.service_setting("guests_total") == 6
     assert service.service_setting("files") == "auto"
     assert service.service_setting("workers") == max(1, (os.cpu_count() or 2) - 1)
     assert service.service_setting("worker_memory") == 2048
@@ -646,6 +730,9 @@ def test_service_settings_have_their_defaults():
     ("HYBRID_LAB_FILES", "files", "maybe"),
     ("HYBRID_LAB_WORKER_MEMORY", "worker_memory", "2GB"),
     ("HYBRID_LAB_WORKER_MEMORY", "worker_memory", "0"),
+    ("HYBRID_LAB_GUEST_QUEUE_LIMIT", "guest_queue_limit", "0"),
+    ("HYBRID_LAB_GUEST_MAX_WORK", "guest_max_work", "lots"),
+    ("HYBRID_LAB_GUESTS_TOTAL", "guests_total", "-3"),
 ])
 def test_a_bad_service_setting_names_its_variable(monkeypatch, variable, name, text):
     monkeypatch.setenv(variable, text)
@@ -663,7 +750,7 @@ def test_a_bad_pool_setting_starts_no_pool_and_queues_nothing(tmp_path, monkeypa
     with pytest.raises(ValueError, match=variable):
         service.ensure_pool(tmp_path)
     with pytest.raises(ValueError, match=variable):
-        service.submit(TINY, tmp_path)
+        service.submit(TINY, tmp_path, identity=OPERATOR)
 
     assert not (tmp_path / ".workers").exists()
     assert list_runs(tmp_path) == []

@@ -14,8 +14,9 @@ from core.records import (
     CONFIG_FILE, EVALUATIONS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE, Advice, AdviceKind,
     FailureKind, RunState, Status, StopReason, Summary,
 )
+from core.access import OPERATOR, member, owner_name_of, owner_of
 from core.run_folder import read_folder
-from core.store import best_run, list_runs, load_run, load_runs, read_run
+from core.store import best_run, create_run, list_runs, load_run, load_runs, read_run
 from tests.factories import TINY, finished_summary, make_run, rewrite_json
 
 METRICS_HEADER = "step,loss,batch_accuracy"
@@ -64,6 +65,28 @@ def test_a_status_from_before_the_ending_fields_reads_them_as_unknown(tmp_path):
 
     assert reread.damaged is None and reread.state is RunState.STOPPED
     assert (reread.status.stop_reason, reread.status.failure, reread.status.advice) == (None, None, None)
+
+
+def test_the_owner_round_trips_and_a_status_from_before_owners_reads_as_the_operators(tmp_path):
+    alice = member({"iss": "https://id.example.org", "sub": "alice", "name": "Alice Liddell"}, frozenset())
+    run = create_run(TINY, tmp_path, owner=alice)
+    old = make_run(tmp_path)
+    rewrite_json(old.path / STATUS_FILE, lambda values: {key: value for key, value in values.items()
+                                                         if key not in ("owner", "owner_name")})
+
+    reread, older = load_run(run.run_id, tmp_path), load_run(old.run_id, tmp_path)
+
+    assert (reread.status.owner, reread.status.owner_name) == (alice.key, "Alice Liddell")
+    assert older.damaged is None and (older.status.owner, older.status.owner_name) == (None, None)
+    assert (owner_of(older.status), owner_name_of(older.status)) == (OPERATOR.key, "operator")
+    assert load_run(make_run(tmp_path).run_id, tmp_path).status.owner == OPERATOR.key  # the store's default
+
+
+def test_a_status_from_before_owners_with_a_visitor_field_still_reads(tmp_path):
+    run = make_run(tmp_path)
+    rewrite_json(run.path / STATUS_FILE, lambda values: {**values, "visitor": "0123abcd"})
+
+    assert load_run(run.run_id, tmp_path).damaged is None
 
 
 def test_a_new_state_does_not_keep_the_ending_of_the_last_one(tmp_path):
@@ -123,6 +146,23 @@ def _folder(name):
     return edit
 
 
+def _link_out(name):
+    """The file replaced by a link to a file outside the folder with the very same content: only the link is wrong."""
+    def edit(path):
+        outside = path.parent / f"outside-{name}"
+        shutil.copyfile(path / name, outside)
+        (path / name).unlink()
+        (path / name).symlink_to(outside)
+    return edit
+
+
+def _link_to(name, target):
+    def edit(path):
+        (path / name).unlink()
+        (path / name).symlink_to(target)
+    return edit
+
+
 ADVICE_JSON = {"kind": "steps-too-large", "first_loss": 2.3, "highest_loss": 40.0, "last_loss": 2.3,
                "suggested_learning_rate": 1.0, "suggested_optimizer": None}
 # (edit of a good run's copy, words the reason must hold: the file first, then the field or value)
@@ -154,7 +194,9 @@ DAMAGE = {
     "step-negative": (_status(step=-1), [STATUS_FILE, "step", "-1"]),
     "pid-word": (_status(pid="x"), [STATUS_FILE, "pid", "'x'"]),
     "started-at-word": (_status(started_at="yesterday"), [STATUS_FILE, "started_at", "yesterday"]),
-    "visitor-number": (_status(visitor=7), [STATUS_FILE, "visitor", "7"]),
+    "owner-number": (_status(owner=7), [STATUS_FILE, "owner", "7", "non-empty text"]),
+    "owner-empty": (_status(owner=" "), [STATUS_FILE, "owner", "' '"]),
+    "owner-name-list": (_status(owner_name=["Alice"]), [STATUS_FILE, "owner_name", "['Alice']"]),
     "queue-entry-list": (_status(queue_entry=["x"]), [STATUS_FILE, "queue_entry", "['x']"]),
     # How a run ended: typed fields, checked like the others (the good run is completed).
     "stop-reason-word": (_status(status="stopped", stop_reason="bored"), [STATUS_FILE, "stop_reason", "'bored'",
@@ -184,6 +226,12 @@ DAMAGE = {
     "evaluations-random-bytes": (_random_bytes(EVALUATIONS_FILE), [EVALUATIONS_FILE, "header"]),
     "metrics-folder": (_folder(METRICS_FILE), [METRICS_FILE, "not a file"]),
     "model-folder": (_folder(MODEL_FILE), [MODEL_FILE, "not a file"]),
+    # A link is not a file the store wrote, wherever it points: a page would serve what it points at.
+    "model-link": (_link_to(MODEL_FILE, "/etc/passwd"), [MODEL_FILE, "a link"]),
+    "model-link-out": (_link_out(MODEL_FILE), [MODEL_FILE, "a link"]),
+    "config-link-out": (_link_out(CONFIG_FILE), [CONFIG_FILE, "a link"]),
+    "status-link-out": (_link_out(STATUS_FILE), [STATUS_FILE, "a link"]),
+    "summary-link-out": (_link_out(SUMMARY_FILE), [SUMMARY_FILE, "a link"]),
 }
 DAMAGE_CASES = [pytest.param(edit, words, id=name) for name, (edit, words) in DAMAGE.items()] + [
     pytest.param(_text(STATUS_FILE, "[" * 100_000), [STATUS_FILE, "JSON"], id="status-deeply-nested"),

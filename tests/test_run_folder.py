@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import threading
 from datetime import datetime, timedelta
 
 import pytest
 
 import core.run_files
-from core.records import CONFIG_FILE, METRICS_FILE, RESERVE_FILE, STATUS_FILE, SUMMARY_FILE, RunState
+from core.records import CONFIG_FILE, METRICS_FILE, RESERVE_FILE, STATUS_FILE, SUMMARY_FILE, RunFormatError, RunState
 from core.run_files import CsvFollower, write_json_atomic
 from core.store import create_run, load_run
 from tests.factories import TINY, finished_summary, make_run, rewrite_json
@@ -193,3 +194,71 @@ def test_request_stop_is_seen_through_the_folder(tmp_path):
 
     assert other_view.stop_requested()
     assert load_run(run.run_id, tmp_path).stop_requested()
+
+
+# --- downloads never follow a link out of the folder ---------------------------------------------------
+
+
+def test_a_model_that_is_a_link_to_a_file_of_the_server_is_neither_offered_nor_read(tmp_path):
+    # The hostile sweep: model.keras -> /etc/passwd was served to a remote visitor as "model.keras".
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    run = make_run(tmp_path / "runs", model=True)
+    run.model_path.unlink()
+    run.model_path.symlink_to(secret)
+
+    reread = load_run(run.run_id, tmp_path / "runs")
+
+    assert not reread.has_model
+    assert reread.damaged == "model.keras is a link, not a file this store wrote"
+    with pytest.raises(RunFormatError, match="model.keras is a link"):
+        reread.model_bytes()
+
+
+def test_a_config_that_is_a_link_is_neither_offered_nor_read(tmp_path):
+    # A damaged run's config.json is still offered for download, to look at: never through a link.
+    run = make_run(tmp_path / "runs")
+    outside = tmp_path / "config-elsewhere.json"
+    outside.write_bytes(run.config_path.read_bytes())  # a perfectly good config: only the link is wrong
+    run.config_path.unlink()
+    run.config_path.symlink_to(outside)
+
+    reread = load_run(run.run_id, tmp_path / "runs")
+
+    assert reread.damaged == "config.json is a link, not a file this store wrote"
+    assert not reread.has_config
+    with pytest.raises(RunFormatError, match="config.json is a link"):
+        reread.config_bytes()
+
+
+def test_a_link_swapped_in_after_the_check_is_refused_by_the_open(tmp_path, monkeypatch):
+    # Between has_model (when the page drew the button) and the click, the file can change: the open itself
+    # must refuse to follow a link (O_NOFOLLOW), not only the check before it.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's secret")
+    run = make_run(tmp_path / "runs", model=True)
+    assert run.has_model and run.model_bytes() == b"placeholder: not a Keras file"
+    run.model_path.unlink()
+    run.model_path.symlink_to(secret)
+    monkeypatch.setattr(core.run_files, "is_regular_file", lambda path: True)  # the check saw a file
+
+    with pytest.raises(RunFormatError, match="cannot be read"):
+        run.model_bytes()
+
+
+def test_a_fifo_in_place_of_the_model_does_not_hang_the_reader(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "runs", model=True)
+    run.model_path.unlink()
+    os.mkfifo(run.model_path)
+    monkeypatch.setattr(core.run_files, "is_regular_file", lambda path: True)
+
+    with pytest.raises(RunFormatError, match="model.keras is not a file"):
+        run.model_bytes()
+
+
+def test_a_runs_own_files_are_read_as_written(tmp_path):
+    run = make_run(tmp_path, model=True)
+
+    assert run.has_model and run.has_config
+    assert run.model_bytes() == b"placeholder: not a Keras file"
+    assert json.loads(run.config_bytes()) == json.loads(run.config_path.read_text())

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from core import queue, queue_files, service
+from core.access import OPERATOR
 from core.data import load_dataset
 from core.engines.function import NETWORKS, NetworkCache
 from core.queue_files import QUEUE_DIR
@@ -235,12 +236,12 @@ def wait_for_training(run_id: str, runs_dir: Path):
 
 def start_long_run(runs_dir: Path):
     """Submit a run that will not finish by itself and wait until a worker trains it."""
-    long = service.submit(LONG, runs_dir)
+    long = service.submit(LONG, runs_dir, identity=OPERATOR)
     return wait_for_training(long.run_id, runs_dir)
 
 
 def stop_and_wait(run, runs_dir: Path):
-    service.stop(load_run(run.run_id, runs_dir))
+    service.stop(load_run(run.run_id, runs_dir), OPERATOR)
     return wait_for_state(run.run_id, runs_dir, RunState.STOPPED, RunState.INTERRUPTED, RunState.FAILED,
                           RunState.COMPLETED)
 
@@ -270,7 +271,7 @@ def observe(ids: list[str], runs_dir: Path) -> list[RunState]:
 
 def test_a_pool_trains_runs_one_at_a_time_in_queue_order(runs_dir, pool):
     long = start_long_run(runs_dir)  # keeps the one worker busy while three runs queue behind it
-    ids = [service.submit(TINY.replace(seed=seed), runs_dir).run_id for seed in (1, 2, 3)]
+    ids = [service.submit(TINY.replace(seed=seed), runs_dir, identity=OPERATOR).run_id for seed in (1, 2, 3)]
 
     assert [queue.position(run_id, runs_dir) for run_id in ids] == [1, 2, 3]
     assert all(load_run(run_id, runs_dir).state is RunState.QUEUED for run_id in ids)
@@ -284,14 +285,14 @@ def test_a_pool_trains_runs_one_at_a_time_in_queue_order(runs_dir, pool):
     assert len(pool.pids) == 1
     assert {run.status.pid for run in runs} == set(pool.pids)  # the one worker trained all three
     assert training_order(runs_dir)[-4:] == [long.run_id, *ids]
-    assert "warm after" in worker_log_tail(runs_dir)
+    assert "ready after" in worker_log_tail(runs_dir)  # warming up goes on between runs
 
 
 def test_a_run_stopped_while_queued_never_trains(runs_dir, pool):
     long = start_long_run(runs_dir)
-    cancelled = service.submit(TINY, runs_dir)
+    cancelled = service.submit(TINY, runs_dir, identity=OPERATOR)
 
-    service.stop(load_run(cancelled.run_id, runs_dir))
+    service.stop(load_run(cancelled.run_id, runs_dir), OPERATOR)
 
     run = load_run(cancelled.run_id, runs_dir)
     assert run.state is RunState.STOPPED
@@ -302,7 +303,7 @@ def test_a_run_stopped_while_queued_never_trains(runs_dir, pool):
     assert 0 < long.step < LONG.steps and long.has_model
     # The worker is free now and takes runs oldest first: had the cancelled run still been in line, it
     # would have trained before this one.
-    after = service.submit(TINY, runs_dir)
+    after = service.submit(TINY, runs_dir, identity=OPERATOR)
     assert wait_for_state(after.run_id, runs_dir, RunState.COMPLETED).has_model
     run = load_run(cancelled.run_id, runs_dir)
     assert run.state is RunState.STOPPED and run.message == "cancelled while queued: it never started"
@@ -318,7 +319,7 @@ def test_names_a_worker_cannot_use_never_stop_it_nor_cost_a_run(runs_dir, pool):
     (worker,) = pool.pids
     # Queued behind a long run, so that the garbage goes in before the worker looks again.
     long = start_long_run(runs_dir)
-    named = service.submit(TINY.replace(seed=5), runs_dir)
+    named = service.submit(TINY.replace(seed=5), runs_dir, identity=OPERATOR)
     folder = runs_dir / QUEUE_DIR
     too_long = "1" * 250 + "-x"  # ENAMETOOLONG once renamed to its taken name
     impostor = f"{0:020d}-{named.run_id}"  # a folder, first in line, naming a queued run
@@ -327,7 +328,7 @@ def test_names_a_worker_cannot_use_never_stop_it_nor_cost_a_run(runs_dir, pool):
     (folder / impostor).mkdir()
     for name in garbage[2:]:
         (folder / name).touch()
-    after = service.submit(TINY, runs_dir)
+    after = service.submit(TINY, runs_dir, identity=OPERATOR)
 
     stop_and_wait(long, runs_dir)
     for run in (named, after):
@@ -349,7 +350,7 @@ def test_a_run_whose_folder_is_deleted_while_it_trains_ends_quietly(runs_dir, po
     os.rename(long.path, gone)  # deleted at once, as far as the worker can tell (rmtree races its writes)
     shutil.rmtree(gone, ignore_errors=True)
 
-    after = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+    after = wait_for_state(service.submit(TINY, runs_dir, identity=OPERATOR).run_id, runs_dir, RunState.COMPLETED)
     assert after.status.pid == worker and pool.pids == [worker]
     log = worker_log(runs_dir)
     assert f"the folder of {long.run_id} was deleted while it trained; it ends here" in log
@@ -358,8 +359,8 @@ def test_a_run_whose_folder_is_deleted_while_it_trains_ends_quietly(runs_dir, po
 
 def test_a_queued_run_edited_past_the_limits_is_refused_by_the_worker(runs_dir, pool):
     long = start_long_run(runs_dir)
-    edited = service.submit(TINY, runs_dir, visitor="a")
-    after = service.submit(TINY.replace(seed=3), runs_dir, visitor="a")
+    edited = service.submit(TINY, runs_dir, identity=OPERATOR)
+    after = service.submit(TINY.replace(seed=3), runs_dir, identity=OPERATOR)
     values = json.loads(edited.config_path.read_text())
     values.update(steps=200_000, batch_size=4096, hidden_units=[1024] * 4)
     edited.config_path.write_text(json.dumps(values))
@@ -386,7 +387,7 @@ def test_a_killed_worker_is_replaced_and_its_run_reads_interrupted(runs_dir, poo
     wait_until(lambda: pool.pids and killed not in pool.pids, lambda: f"the pool's workers are {pool.pids}",
                runs_dir)
     assert len(pool.pids) == 1
-    after = service.submit(TINY, runs_dir)
+    after = service.submit(TINY, runs_dir, identity=OPERATOR)
     run = wait_for_state(after.run_id, runs_dir, RunState.COMPLETED)
     assert run.has_model and run.status.pid == pool.pids[0] != killed
 
@@ -399,13 +400,13 @@ def test_a_worker_past_its_memory_budget_finishes_its_run_and_makes_way(tmp_path
     runs_dir = tmp_path / "runs"
     pool = service.ensure_pool(runs_dir)
     try:
-        first = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+        first = wait_for_state(service.submit(TINY, runs_dir, identity=OPERATOR).run_id, runs_dir, RunState.COMPLETED)
         assert first.has_model
         old = first.status.pid
         wait_until(lambda: pool.pids and old not in pool.pids, lambda: f"the pool's workers are {pool.pids}",
                    runs_dir)
         assert "above its memory budget (HYBRID_LAB_WORKER_MEMORY)" in worker_log_tail(runs_dir)
-        second = wait_for_state(service.submit(TINY, runs_dir).run_id, runs_dir, RunState.COMPLETED)
+        second = wait_for_state(service.submit(TINY, runs_dir, identity=OPERATOR).run_id, runs_dir, RunState.COMPLETED)
         assert second.status.pid not in (old, None)
         assert "Traceback" not in worker_log(runs_dir)
     finally:
@@ -419,13 +420,14 @@ SERVER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from core import service
+    from core.access import OPERATOR
     from core.config import TrainConfig
     from tests.factories import TINY, small_offline_dataset
 
     runs_dir = Path(sys.argv[1])
     service.ensure_pool(runs_dir)
-    long = service.submit(TrainConfig.from_dict(json.loads(sys.argv[2])), runs_dir)
-    waiting = service.submit(TINY, runs_dir)
+    long = service.submit(TrainConfig.from_dict(json.loads(sys.argv[2])), runs_dir, identity=OPERATOR)
+    waiting = service.submit(TINY, runs_dir, identity=OPERATOR)
     print(long.run_id, waiting.run_id, flush=True)
     while True:
         time.sleep(60)

@@ -56,10 +56,11 @@ def no_workers(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def loopback_visitor(monkeypatch):
-    """The visitor on this machine, as a real server sees it: st.context.ip_address is None.
+    """The visitor at this machine, as a real server sees them: a request with no sign of a proxy.
 
-    Under AppTest, st.context.ip_address is a MagicMock (AppTest mocks the runtime and cannot seed the
-    client's address), which ui.widgets.visitor_id cannot hash; a loopback client has no address at all.
+    Under AppTest the client context is a MagicMock (AppTest mocks the runtime and cannot seed headers); with
+    no client context, st.context.headers is empty, as for a browser at the machine that sends none of the
+    forwarding headers (ui/identity.py reads them).
     """
     monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
 
@@ -228,7 +229,7 @@ def test_a_run_too_big_for_the_server_is_refused_in_plain_words(service_defaults
 
 def test_one_visitor_may_have_only_so_many_runs_waiting(service_defaults, no_workers, monkeypatch):
     monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "1")
-    waiting = create_run(TINY, service_defaults, state=RunState.QUEUED, visitor="local")
+    waiting = create_run(TINY, service_defaults, state=RunState.QUEUED)
     app = open_train_page()
 
     train_button(app).click().run()
@@ -246,7 +247,7 @@ def test_one_visitor_may_have_only_so_many_runs_waiting(service_defaults, no_wor
 
 
 def test_a_queued_run_shows_its_place_in_the_queue_and_can_be_stopped(service_defaults):
-    run = create_run(TINY, service_defaults, state=RunState.QUEUED, visitor="local")
+    run = create_run(TINY, service_defaults, state=RunState.QUEUED)
     app = open_train_page(run=run.run_id)
 
     assert_no_exception(app)
@@ -272,7 +273,7 @@ def test_a_queued_run_shows_its_place_in_the_queue_and_can_be_stopped(service_de
 
 
 def test_a_run_cancelled_while_queued_still_says_so_after_the_refresh(service_defaults):
-    run = create_run(TINY, service_defaults, state=RunState.QUEUED, visitor="local")
+    run = create_run(TINY, service_defaults, state=RunState.QUEUED)
     app = open_train_page(run=run.run_id)
     app.button(key="train_stop").click().run()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import core.store
+from core.access import OPERATOR, PermissionRefused, member, new_guest, reader
 from core.config import TrainConfig
 from core.records import CONFIG_FILE, STATUS_FILE, FailureKind, RunNotFound, RunState, RunStoreError, Status
 from core.queue_files import QUEUE_DIR
@@ -23,6 +24,9 @@ from core.store import (
     best_run, create_run, default_runs_dir, delete_run, is_run_id, list_runs, load_run, load_runs,
 )
 from tests.factories import TINY, dead_pid, finished_summary, make_run
+
+ALICE = member({"iss": "https://id.example.org", "sub": "alice", "name": "Alice Liddell"}, operators=frozenset())
+BOB = member({"iss": "https://id.example.org", "sub": "bob", "name": "Bob"}, operators=frozenset())
 
 
 @pytest.fixture
@@ -75,18 +79,18 @@ def test_create_run_writes_config_and_a_running_status(tmp_path):
 
 
 def test_create_run_queued_writes_its_queue_file_before_the_folder_shows(tmp_path):
-    run = create_run(TINY, tmp_path, state=RunState.QUEUED, visitor="0123abcd")
+    run = create_run(TINY, tmp_path, state=RunState.QUEUED, owner=ALICE)
 
     status = json.loads((run.path / STATUS_FILE).read_text())
     assert status["status"] == "queued" and status["message"] == "waiting for a worker"
     assert status["pid"] is None  # no process trains it yet; a worker writes its own pid when it takes it
-    assert status["visitor"] == "0123abcd"
+    assert (status["owner"], status["owner_name"]) == (ALICE.key, "Alice Liddell")
     entry = status["queue_entry"]
     assert entry.endswith(f"-{run.run_id}") and len(entry.split("-", 1)[0]) == 20
     assert (tmp_path / QUEUE_DIR / entry).is_file()
     again = load_run(run.run_id, tmp_path)
     assert again.state is RunState.QUEUED and again.state.active and again.damaged is None
-    assert (again.status.visitor, again.status.queue_entry) == ("0123abcd", entry)
+    assert (again.status.owner, again.status.queue_entry) == (ALICE.key, entry)
     assert again.status.step == 0 and again.status.total_steps == TINY.steps and again.status.started_at
     assert [found.run_id for found in list_runs(tmp_path)] == [run.run_id]  # the queue folder is not a run
 
@@ -277,23 +281,58 @@ def test_delete_run_removes_the_folder(tmp_path):
     keep, remove = make_run(tmp_path), make_run(tmp_path, TINY.replace(seed=1), model=True)
     remove.append_metrics([(0, 2.3, 0.1)])
 
-    delete_run(remove.run_id, tmp_path)
+    delete_run(remove.run_id, tmp_path, identity=OPERATOR)
 
     assert not remove.path.exists()
     assert [run.run_id for run in list_runs(tmp_path)] == [keep.run_id]
     with pytest.raises(RunNotFound):
-        delete_run(remove.run_id, tmp_path)
+        delete_run(remove.run_id, tmp_path, identity=OPERATOR)
+
+
+def test_only_the_owner_or_an_operator_deletes_a_run(tmp_path):
+    alices = make_run(tmp_path, owner=ALICE)
+
+    with pytest.raises(PermissionRefused) as refused:
+        delete_run(alices.run_id, tmp_path, identity=BOB)
+
+    assert str(refused.value) == (f"only Alice Liddell, who started run {alices.run_id}, or an operator may "
+                                  "delete it")
+    assert alices.path.is_dir()
+    delete_run(alices.run_id, tmp_path, identity=ALICE)
+    assert not alices.path.exists()
+    bobs = make_run(tmp_path, owner=BOB)
+    delete_run(bobs.run_id, tmp_path, identity=OPERATOR)
+    assert list_runs(tmp_path) == []
+
+
+def test_guests_and_readers_delete_nothing_not_even_their_own(tmp_path):
+    guest = new_guest()
+    theirs, operators = make_run(tmp_path, owner=guest), make_run(tmp_path)
+
+    with pytest.raises(PermissionRefused, match="guests cannot delete runs"):
+        delete_run(theirs.run_id, tmp_path, identity=guest)
+    with pytest.raises(PermissionRefused, match=f"only an operator may delete run {operators.run_id}"):
+        delete_run(operators.run_id, tmp_path, identity=reader())
+
+    assert {run.run_id for run in list_runs(tmp_path)} == {theirs.run_id, operators.run_id}
+
+
+def test_a_refusal_to_delete_comes_before_anything_about_the_run_is_acted_on(tmp_path):
+    running = make_run(tmp_path, state=RunState.RUNNING, owner=ALICE)
+
+    with pytest.raises(PermissionRefused):  # not "still training": it is not Bob's to delete at all
+        delete_run(running.run_id, tmp_path, identity=BOB)
 
 
 def test_delete_run_refuses_a_run_still_training(tmp_path):
     run = make_run(tmp_path, state=RunState.RUNNING)  # its pid is this process: alive
 
     with pytest.raises(ValueError, match="still training"):
-        delete_run(run.run_id, tmp_path)
+        delete_run(run.run_id, tmp_path, identity=OPERATOR)
     assert load_run(run.run_id, tmp_path).state is RunState.RUNNING
 
     run.write_status(RunState.STOPPED, "stopped at step 0")
-    delete_run(run.run_id, tmp_path)
+    delete_run(run.run_id, tmp_path, identity=OPERATOR)
     assert not run.path.exists()
 
 
@@ -301,7 +340,7 @@ def test_delete_run_of_an_interrupted_run_removes_it(tmp_path):
     run = make_run(tmp_path, state=RunState.RUNNING, pid=dead_pid())
     assert load_run(run.run_id, tmp_path).state is RunState.INTERRUPTED
 
-    delete_run(run.run_id, tmp_path)
+    delete_run(run.run_id, tmp_path, identity=OPERATOR)
 
     assert not run.path.exists()
 
@@ -315,7 +354,7 @@ def test_delete_run_of_a_symlinked_folder_removes_only_the_link(tmp_path):
     link.symlink_to(outside.path, target_is_directory=True)
     assert [run.run_id for run in list_runs(runs_dir)] == [outside.run_id]
 
-    delete_run(outside.run_id, runs_dir)
+    delete_run(outside.run_id, runs_dir, identity=OPERATOR)
 
     assert not os.path.lexists(link)
     assert sorted(p.name for p in outside.path.iterdir()) == files
@@ -329,7 +368,7 @@ def test_delete_run_does_not_follow_a_link_inside_the_folder(tmp_path):
     run = make_run(tmp_path / "runs")
     (run.path / "data").symlink_to(precious, target_is_directory=True)
 
-    delete_run(run.run_id, tmp_path / "runs")
+    delete_run(run.run_id, tmp_path / "runs", identity=OPERATOR)
 
     assert not run.path.exists()
     assert (precious / "data.txt").read_text() == "keep me"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from core import queue, service, sweeps
+from core.access import OPERATOR, PermissionRefused, member
 from core.records import RunState, RunStoreError
 from core.store import list_runs
 from tests.factories import TINY
+
+ALICE = member({"iss": "https://id.example.org", "sub": "alice", "name": "Alice Liddell"}, operators=frozenset())
 
 
 @pytest.fixture
@@ -116,7 +119,7 @@ def test_a_grid_that_would_waste_runs_is_refused_naming_the_setting_it_depends_o
     parsed = [sweeps.parse_axis(name, text) for name, text in axes.items()]
 
     with pytest.raises(ValueError) as raised:
-        service.submit_sweep(TINY.replace(**changes), parsed, tmp_path)
+        service.submit_sweep(TINY.replace(**changes), parsed, tmp_path, identity=OPERATOR)
 
     assert named in str(raised.value)
     assert list_runs(tmp_path) == []
@@ -135,7 +138,7 @@ def test_a_sweep_one_of_whose_runs_the_service_refuses_queues_nothing(tmp_path, 
     axes = [sweeps.parse_axis("distribute", "none, multi-worker")]
 
     with pytest.raises(service.SubmissionRefused) as raised:
-        service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+        service.submit_sweep(TINY, axes, tmp_path, identity=ALICE)
 
     assert str(raised.value).startswith("the run with distribute multi-worker: a multi-worker run starts from the "
                                         "command line")
@@ -145,8 +148,8 @@ def test_a_sweep_one_of_whose_runs_the_service_refuses_queues_nothing(tmp_path, 
 def test_a_sweep_on_the_servers_files_is_refused_whole_when_files_are_not_offered(tmp_path, no_workers):
     config = TINY.replace(source="path", data_path=str(tmp_path / "mnist.npz"))
 
-    with pytest.raises(service.SubmissionRefused, match="does not read its own files"):
-        service.submit_sweep(config, [sweeps.parse_axis("seed", "1, 2")], tmp_path / "runs", files=False)
+    with pytest.raises(PermissionRefused, match="does not read its own files"):
+        service.submit_sweep(config, [sweeps.parse_axis("seed", "1, 2")], tmp_path / "runs", identity=ALICE)
 
     assert list_runs(tmp_path / "runs") == []
 
@@ -155,7 +158,7 @@ def test_a_combination_the_settings_forbid_is_refused_before_anything_is_queued(
     axes = [sweeps.parse_axis("engine", "function, session"), sweeps.parse_axis("xla", "on")]
 
     with pytest.raises(ValueError, match="xla=True is a function-engine option"):
-        service.submit_sweep(TINY, axes, tmp_path)
+        service.submit_sweep(TINY, axes, tmp_path, identity=OPERATOR)
 
     assert list_runs(tmp_path) == []
 
@@ -163,24 +166,24 @@ def test_a_combination_the_settings_forbid_is_refused_before_anything_is_queued(
 def test_a_sweep_is_queued_whole_under_one_name(tmp_path, no_workers):
     axes = [sweeps.parse_axis("learning_rate", "0.1, 0.5"), sweeps.parse_axis("batch_size", "20, 50")]
 
-    name, runs = service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+    name, runs = service.submit_sweep(TINY, axes, tmp_path, identity=ALICE)
 
     assert len(runs) == 4 and len({run.run_id for run in runs}) == 4
     assert queue.queued_ids(tmp_path) == [run.run_id for run in runs]  # in grid order
     found = sweeps.sweep_runs(name, tmp_path)
     assert [run.run_id for run in found] == [run.run_id for run in runs]
     assert all(run.state is RunState.QUEUED and run.status.sweep == name for run in found)
-    other, _ = service.submit_sweep(TINY, axes[:1], tmp_path, visitor="a")
+    other, _ = service.submit_sweep(TINY, axes[:1], tmp_path, identity=ALICE)
     assert other != name and len(sweeps.sweep_runs(other, tmp_path)) == 2
 
 
-def test_a_sweep_over_the_visitors_limit_is_refused_whole(tmp_path, no_workers, monkeypatch):
+def test_a_sweep_over_the_persons_limit_is_refused_whole(tmp_path, no_workers, monkeypatch):
     monkeypatch.setenv("HYBRID_LAB_QUEUE_LIMIT", "5")
-    service.submit(TINY, tmp_path, visitor="a")
+    service.submit(TINY, tmp_path, identity=ALICE)
     axes = [sweeps.parse_axis("learning_rate", "0.1, 0.5"), sweeps.parse_axis("batch_size", "20, 50, 100")]
 
     with pytest.raises(service.SubmissionRefused, match="this asks for 6 more"):
-        service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+        service.submit_sweep(TINY, axes, tmp_path, identity=ALICE)
 
     assert len(list_runs(tmp_path)) == 1  # not a single run of the sweep was queued
 
@@ -200,7 +203,7 @@ def test_a_sweep_the_runs_directory_fails_halfway_leaves_nothing_queued(tmp_path
     axes = [sweeps.parse_axis("learning_rate", "0.1, 0.2, 0.3, 0.4")]
 
     with pytest.raises(RunStoreError, match="No space left"):
-        service.submit_sweep(TINY, axes, tmp_path, visitor="a")
+        service.submit_sweep(TINY, axes, tmp_path, identity=OPERATOR)
 
     assert len(made) == 2
     assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
@@ -210,7 +213,7 @@ def test_an_engine_comparison_one_engine_refuses_queues_neither(tmp_path, no_wor
     # Mirrored replicas are the function engine's; the session engine runs on one device. Refused whole, so
     # the function engine's run is not left queued alone.
     with pytest.raises(ValueError, match="session"):
-        service.submit_engine_comparison(TINY.replace(distribute="mirrored"), tmp_path, visitor="a")
+        service.submit_engine_comparison(TINY.replace(distribute="mirrored"), tmp_path, identity=OPERATOR)
 
     assert list_runs(tmp_path) == [] and queue.queued_ids(tmp_path) == []
 

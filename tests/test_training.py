@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from core.access import OPERATOR
 from core import service
 from core.advice import CHANCE_LEVEL_ACCURACY
 from core.config import TrainConfig
@@ -322,7 +323,7 @@ def wait_while(run_id: str, runs_dir: Path, busy, timeout: float = 300) -> Run:
 
 def test_stop_keeps_the_metrics_and_saves_a_model(service_runs):
     config = TrainConfig(hidden_units=[16], steps=200_000, eval_every=50_000, source="offline")
-    run = service.submit(config, service_runs)
+    run = service.submit(config, service_runs, identity=OPERATOR)
     # It is queued for the pool and trains in a warm worker process, not in this one.
     assert run.state is RunState.QUEUED
     current = wait_while(run.run_id, service_runs,
@@ -333,7 +334,7 @@ def test_stop_keeps_the_metrics_and_saves_a_model(service_runs):
     assert worker_pid and worker_pid != os.getpid()
     assert worker_pid in service.ensure_pool(service_runs).pids
 
-    service.stop(current)
+    service.stop(current, OPERATOR)
     final = wait_until_finished(run.run_id, service_runs, timeout=300)
 
     assert final.state is RunState.STOPPED, final.status
@@ -350,7 +351,8 @@ def test_stop_keeps_the_metrics_and_saves_a_model(service_runs):
     assert model(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
     # A warm worker outlives its run (it no longer exits with it): the same process trains the next one.
     assert not process_ended(worker_pid)
-    after = wait_while(service.submit(TINY, service_runs).run_id, service_runs, lambda run: run.state.active)
+    after = wait_while(service.submit(TINY, service_runs, identity=OPERATOR).run_id, service_runs,
+                       lambda run: run.state.active)
     assert after.state is RunState.COMPLETED, after.status
     assert after.status.pid == worker_pid
 

@@ -2,8 +2,9 @@
 core refuses into one sentence for `st.error`.
 
 Every button that trains goes through here, so each catches the same errors, and only those core raises:
-ValueError (SubmissionRefused, a DatasetError, a bad service setting, a sweep the settings forbid), RunStoreError
-(the runs directory cannot take a run) and any other OSError (the pool cannot start a worker).
+ValueError (SubmissionRefused, PermissionRefused, a DatasetError, a bad service setting, a sweep the settings
+forbid), RunStoreError (the runs directory cannot take a run) and any other OSError (the pool cannot start a
+worker).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from core import service
 from core.config import TrainConfig
 from core.records import RunStoreError
 from core.run_folder import Run
-from ui.widgets import files_offered_here, visitor_id
+from ui.identity import current_identity
 
 TRAIN, COMPARE, SWEEP = "Cannot train", "Cannot compare engines", "Cannot queue this sweep"
 
@@ -30,29 +31,30 @@ class Submission:
 
 
 def submit_run(config: TrainConfig, runs_dir: Path) -> Submission:
-    """Queue one run for this visitor."""
-    return _attempt(TRAIN, lambda visit: Submission((service.submit(config, runs_dir, **visit),)))
+    """Queue one run for who is asking."""
+    return _attempt(TRAIN, lambda identity: Submission((service.submit(config, runs_dir, identity=identity),)))
 
 
 def submit_engine_comparison(config: TrainConfig, runs_dir: Path) -> Submission:
-    """Queue the same settings once per engine, for this visitor."""
-    return _attempt(COMPARE, lambda visit: Submission(
-        tuple(service.submit_engine_comparison(config, runs_dir, **visit))))
+    """Queue the same settings once per engine, for who is asking."""
+    return _attempt(COMPARE, lambda identity: Submission(
+        tuple(service.submit_engine_comparison(config, runs_dir, identity=identity))))
 
 
 def submit_sweep(config: TrainConfig, axes: list, runs_dir: Path) -> Submission:
-    """Queue a sweep's grid for this visitor, under one new name."""
-    def queue_sweep(visit):
-        name, runs = service.submit_sweep(config, axes, runs_dir, **visit)
+    """Queue a sweep's grid for who is asking, under one new name."""
+    def queue_sweep(identity):
+        name, runs = service.submit_sweep(config, axes, runs_dir, identity=identity)
         return Submission(tuple(runs), sweep=name)
 
     return _attempt(SWEEP, queue_sweep)
 
 
 def _attempt(action: str, submit) -> Submission:
-    """Call `submit` with who is asking; a refusal from core becomes one sentence that starts with `action`."""
+    """Call `submit` with who is asking; a refusal from core (PermissionRefused included) becomes one sentence
+    that starts with `action`."""
     try:
-        return submit({"visitor": visitor_id(), "files": files_offered_here()})
+        return submit(current_identity())
     except (ValueError, RunStoreError) as error:  # core's messages say what was given and what to do
         return Submission(refusal=_sentence(f"{action}: {error}"))
     except OSError as error:  # the run is queued, but the pool could not start a worker for it

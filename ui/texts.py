@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.access import OPERATOR_KEY, owner_name_of, owner_of
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
 from core.engines.distribute import gpus_present
@@ -165,6 +167,7 @@ def run_row(run: Run) -> dict:
         "total_steps": config.steps if config else None,
         "seconds": run.seconds() if status else None,
         "problem": problem,
+        "owner": owner_name_of(status),  # "operator" for the command line's runs and older ones
     }
 
 
@@ -290,3 +293,20 @@ def settings_rows(runs: list[Run]) -> tuple[list[dict], list[str]]:
         row.update({"status": STATE_LABELS[run.state], "test_accuracy": run.test_accuracy, "run": run.run_id})
         rows.append(row)
     return rows, varying
+
+
+# Characters that would make Markdown of a text written by someone else (a name from a sign-in provider):
+# a link, an image, emphasis, HTML, a table cell or, in Streamlit, LaTeX.
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>~$|])")
+
+
+def plain(text: str) -> str:
+    """Text shown as written inside Markdown (st.markdown, st.caption, st.error): its special characters escaped."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def only_owner_can_stop(run: Run) -> str:
+    """Where Stop would be, for those who may not: who can (Markdown)."""
+    if owner_of(run.status) == OPERATOR_KEY:
+        return "Only an operator can stop this run."
+    return f"Only {plain(owner_name_of(run.status))} or an operator can stop this run."

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 
 from core import service
 from core.run_folder import Run
 from ui import outcomes, texts
+from ui.identity import current_identity
 
 KEEP = {"persist_state": "session"}  # widget values survive a visit to another page
 BOXES = {"good": st.success, "neutral": st.info, "bad": st.warning, "broken": st.error}
@@ -89,12 +88,6 @@ def steady_chart(figure, key: str) -> None:
     st.session_state[f"{key}_turn"], st.session_state[f"{key}_previous"] = turn, figure
 
 
-def visitor_id() -> str:
-    """Who is asking, for the per-visitor limit: a hash of the visitor's address ("local" on this machine)."""
-    address = st.context.ip_address
-    return hashlib.sha256(address.encode()).hexdigest()[:12] if isinstance(address, str) else "local"
-
-
 def files_offered_here() -> bool:
-    """Whether this server lets visitors name its own files as data (only on loopback, unless told)."""
-    return service.files_offered(st.get_option("server.address"))
+    """Whether who is asking may name the server's own files as data (operators only, unless HYBRID_LAB_FILES)."""
+    return service.files_offered(current_identity())
