@@ -101,7 +101,8 @@ def test_a_failed_run_with_an_error_shows_the_message_as_core_wrote_it(tmp_path,
     result = outcome(run)
 
     assert result.headline == "Training failed: the file x.npz does not exist"
-    assert result.details == f"The full error is in {run.error_path}."
+    assert result.details == "The full error is in error.txt in the run's folder."
+    assert str(tmp_path) not in result.headline + result.details  # a visitor never learns the server's paths
 
 
 @pytest.mark.parametrize("kind", [FailureKind.PROCESS_ENDED, FailureKind.LEFT_QUEUE])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.advice import advice_words, is_chance_level
-from core.records import FailureKind, RunState, StopReason
+from core.records import ERROR_FILE, FailureKind, RunState, StopReason
 from core.run_folder import Run
 from ui.texts import format_seconds
 
@@ -94,7 +94,8 @@ def _failed_outcome(run: Run) -> Outcome:
     if run.state is RunState.INTERRUPTED:
         return Outcome("bad", FAILURES[kind if kind in FAILURES else FailureKind.PROCESS_ENDED],
                        "What it logged until then is kept.")
-    error_file = f"The full error is in {run.error_path}."
+    # The file's name in the run folder, never its path: every visitor reads this, and the path is the server's.
+    error_file = f"The full error is in {ERROR_FILE} in the run's folder."
     if kind in (FailureKind.NO_SPACE, FailureKind.LOST_PEER):
         return Outcome("broken", FAILURES[kind], f"What happened: {run.message}. {error_file}")
     if kind in (FailureKind.DISTRIBUTION, FailureKind.REFUSED):
