@@ -84,7 +84,7 @@ def test_a_run_at_chance_level_from_before_the_field_gets_no_advice_read_from_it
     assert outcome(run).details.endswith("the network learned nothing.")
 
 
-@pytest.mark.parametrize("kind", [FailureKind.NO_SPACE, FailureKind.LOST_PEER, FailureKind.DISTRIBUTION])
+@pytest.mark.parametrize("kind", [FailureKind.LOST_PEER, FailureKind.DISTRIBUTION])
 def test_a_failed_run_is_headed_by_its_kind_of_failure(tmp_path, kind):
     run = Run("r", tmp_path, TINY, Status(RunState.FAILED, "it went wrong somehow", failure=kind))
 
@@ -92,6 +92,16 @@ def test_a_failed_run_is_headed_by_its_kind_of_failure(tmp_path, kind):
 
     assert (result.tone, result.headline) == ("broken", FAILURES[kind])
     assert "it went wrong somehow" in result.details  # core's sentence is shown whole, as details
+
+
+def test_a_full_disk_is_said_without_the_servers_folder_that_cores_message_names(tmp_path):
+    message = f"no space left on device while writing metrics.csv; free some space in {tmp_path} and train again"
+    run = Run("r", tmp_path / "r", TINY, Status(RunState.FAILED, message, failure=FailureKind.NO_SPACE))
+
+    result = outcome(run)
+
+    assert (result.tone, result.headline) == ("broken", FAILURES[FailureKind.NO_SPACE])
+    assert str(tmp_path) not in result.headline + result.details  # every visitor reads this
 
 
 @pytest.mark.parametrize("kind", [FailureKind.ERROR, None], ids=["error", "before-the-field"])

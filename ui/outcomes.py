@@ -96,7 +96,9 @@ def _failed_outcome(run: Run) -> Outcome:
                        "What it logged until then is kept.")
     # The file's name in the run folder, never its path: every visitor reads this, and the path is the server's.
     error_file = f"The full error is in {ERROR_FILE} in the run's folder."
-    if kind in (FailureKind.NO_SPACE, FailureKind.LOST_PEER):
+    if kind is FailureKind.NO_SPACE:  # core's message names the server's folder to free: the CLI's to say
+        return Outcome("broken", FAILURES[kind], f"What it logged until then is kept. {error_file}")
+    if kind is FailureKind.LOST_PEER:
         return Outcome("broken", FAILURES[kind], f"What happened: {run.message}. {error_file}")
     if kind in (FailureKind.DISTRIBUTION, FailureKind.REFUSED):
         return Outcome("broken", FAILURES[kind], run.message)
