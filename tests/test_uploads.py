@@ -14,6 +14,7 @@ import io
 import stat
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,3 +438,55 @@ def test_the_digest_is_of_the_content_not_of_the_file(tmp_path):
 
     assert content_digest(canonical) == content_digest({key: value.copy() for key, value in canonical.items()})
     assert content_digest(canonical) != content_digest(changed)
+
+
+# --- the Train page ---------------------------------------------------------------------------------------------
+
+
+def train_page(runs_dir, monkeypatch):
+    """The Train page as the app serves it, at the machine (the operator), runs kept in `runs_dir`."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "Home.py"), default_timeout=60)
+    app.switch_page("pages/1_Train.py")
+    return app.run()
+
+
+def page_errors(app) -> list[str]:
+    return [str(error.value).replace("\\", "") for error in app.error]
+
+
+def test_the_train_page_says_why_an_upload_was_refused_in_one_sentence_and_keeps_nothing(runs_dir, monkeypatch):
+    app = train_page(runs_dir, monkeypatch)
+
+    app.file_uploader(key="upload_file").upload("digits.zip", zip_bytes({**idx_members(), "../../x": b"x"})).run()
+
+    assert not app.exception, app.exception
+    [error] = page_errors(app)
+    assert error.startswith("Not uploaded: digits.zip: the member '../../x' points outside the archive"), error
+    assert error.count(". ") == 0 and error.endswith(".")
+    assert stored_files(runs_dir) == []
+    assert app.selectbox(key="form_source").value == "auto"
+
+
+def test_an_upload_on_the_train_page_is_kept_listed_chosen_and_deleted(runs_dir, monkeypatch, tmp_path):
+    app = train_page(runs_dir, monkeypatch)
+
+    app.file_uploader(key="upload_file").upload("my digits.npz", npz_bytes(tmp_path)).run()
+
+    assert not app.exception, app.exception
+    [upload] = list_uploads(runs_dir, OPERATOR)
+    success = " ".join(str(box.value) for box in app.success).replace("\\", "")
+    assert "Kept my digits.npz: 30 train + 12 test images, classes 0-9" in success
+    assert app.selectbox(key="form_source").value == "uploaded"
+    assert app.selectbox(key="form_upload").value == upload.digest  # chosen in the form at once
+    assert not page_errors(app)  # the settings can train
+    listed = " ".join(str(text.value) for text in app.markdown).replace("\\", "")
+    assert "my digits.npz: 30 train + 12 test images" in listed
+
+    app.button(key=f"upload_delete_{upload.digest}").click().run()
+
+    assert stored_files(runs_dir) == []
+    assert app.selectbox(key="form_upload").value is None
+    assert any("needs upload" in error for error in page_errors(app))  # nothing to train on any more
