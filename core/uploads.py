@@ -288,8 +288,9 @@ def load_upload(runs_dir: Path | None, digest: str | None, name: str = "mnist") 
 
         runs_dir = default_runs_dir()
     if not is_stored(runs_dir, digest):
-        raise UploadGone(f"the upload {str(digest)[:12]} this run trained on has been deleted from the data area; "
-                         f"the run's config.json keeps its SHA-256 ({digest}), so the same data can be uploaded again")
+        raise UploadGone(f"upload {str(digest)[:12]} is not in this server's data area (deleted, or never uploaded "
+                         f"here); runs on it keep its SHA-256 ({digest}) in their config.json, so the same data can be "
+                         "uploaded again")
     return _cached_load(str(uploads_folder(runs_dir) / f"{digest}.npz"), name)
 
 

@@ -521,3 +521,23 @@ def test_a_guest_uploads_within_the_total_all_guests_share(runs_dir, monkeypatch
     [owner] = upload.owners
     assert owner.startswith("guest:")
     assert app.selectbox(key="form_upload").value == upload.digest
+
+
+def test_the_runs_page_says_a_runs_upload_is_gone(tmp_path, runs_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui.texts import UPLOAD_GONE
+
+    upload = add_upload(npz_bytes(tmp_path), "digits.npz", runs_dir, identity=OPERATOR)
+    run = make_run(runs_dir, TrainConfig(source="uploaded", upload=upload.digest, hidden_units=[16], steps=20))
+    delete_upload(runs_dir, upload.digest, identity=OPERATOR)
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "Home.py"), default_timeout=60)
+    app.switch_page("pages/2_Runs.py")
+    app.query_params["run"] = run.run_id
+    app.run()
+
+    assert not app.exception, app.exception
+    assert any(UPLOAD_GONE in str(caption.value) for caption in app.caption)
+    [data] = app.dataframe[0].value["data"].tolist()
+    assert data.endswith("· deleted"), data
