@@ -15,13 +15,13 @@ can open many). Owners see, use and delete their own; operators see, use and del
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
 import io
 import os
 import re
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,6 @@ from core.upload_files import megabytes, read_upload
 UPLOADS_FOLDER = Path(".data") / "uploads"
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_NAME = 100  # characters of an uploaded file's name that are kept
-ALL_GUESTS = "guests"  # how the per-owner total words the guests' shared share
 
 
 class UploadGone(DatasetError):
@@ -168,10 +167,9 @@ def _check_total(runs_dir: Path, identity: Identity, name: str, size: int, per_o
     kept = sum(upload.size for upload in _all_uploads(runs_dir)
                if any(key == identity.key or (guest and is_guest_key(key)) for key in upload.owners))
     if kept + size > per_owner:
-        whose = "guests together" if guest else "one person"
         raise DatasetError(f"{name} ({megabytes(size)} stored) would take the uploads kept by "
                            f"{'guests' if guest else 'you'} to {megabytes(kept + size)}, past the "
-                           f"{megabytes(per_owner)} {whose} may keep (HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload "
+                           f"{megabytes(per_owner)} {'guests together' if guest else 'one person'} may keep (HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload "
                            "first")
 
 
@@ -182,10 +180,14 @@ def _write_record(folder: Path, digest: str, canonical: dict, size: int, existin
     classes = sorted(set(np.unique(canonical["y_train"]).tolist()) | set(np.unique(canonical["y_test"]).tolist()))
     upload = Upload(digest, int(len(canonical["y_train"])), int(len(canonical["y_test"])), tuple(classes), size,
                     owners)
-    write_json_atomic(folder / f"{digest}.json", {
-        "sha256": digest, "train": upload.train, "test": upload.test, "classes": classes, "size": size,
-        "owners": owners})
+    _save_record(folder, upload)
     return upload
+
+
+def _save_record(folder: Path, upload: Upload) -> None:
+    write_json_atomic(folder / f"{upload.digest}.json", {
+        "sha256": upload.digest, "train": upload.train, "test": upload.test, "classes": list(upload.classes),
+        "size": upload.size, "owners": upload.owners})
 
 
 @contextmanager
@@ -266,9 +268,7 @@ def delete_upload(runs_dir: Path, digest: str, *, identity: Identity) -> bool:
             (folder / f"{digest}.json").unlink(missing_ok=True)
             (folder / f"{digest}.npz").unlink(missing_ok=True)
             return True
-        write_json_atomic(folder / f"{digest}.json", {
-            "sha256": digest, "train": upload.train, "test": upload.test, "classes": list(upload.classes),
-            "size": upload.size, "owners": owners})
+        _save_record(folder, dataclasses.replace(upload, owners=owners))
         return False
 
 
