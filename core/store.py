@@ -106,9 +106,15 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
 def read_run(path: Path) -> Run:
     """Read a run folder (bad content makes it damaged, never an exception), and tell a run whose trainer or
     queue entry went away from one still training or waiting: it reads as interrupted, with the kind."""
-    run = read_folder(path)
+    return judge_liveness(read_folder(path))
+
+
+def judge_liveness(run: Run) -> Run:
+    """A run as read from its folder, with a running one whose trainer died, or a queued one whose queue entry went
+    away, read as interrupted (with the kind); a finished or damaged run is returned as it is."""
     if run.damaged:
         return run
+    path = run.path
     # A run whose training process died (server killed, machine restarted) would say "running" forever.
     if run.status.state is RunState.RUNNING and not pid_alive(run.status.pid):
         run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.PROCESS_ENDED,
