@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     # The data is read and checked before any run folder exists: a bad file is one line and exit code 2,
     # and leaves nothing behind.
     try:
-        dataset = load_dataset(config.dataset, config.source, config.data_path)
+        dataset = load_dataset(config.dataset, config.source, config.data_path, config.upload, runs_dir)
     except DatasetError as error:
         parser.error(str(error))
     if cluster and not cluster.is_chief:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,10 @@ DISTRIBUTES = ("none", "mirrored", "multi-worker")
 MAX_CPU_REPLICAS = 8
 DATASETS = ("mnist", "fashion_mnist")
 # Where the images come from. "auto" tries Keras' download (or its cache), then the offline sample.
-SOURCES = ("auto", "keras", "offline", "path")
+SOURCES = ("auto", "keras", "offline", "path", "uploaded")
+# An upload is named by the SHA-256 of its checked arrays (core/uploads.py): a run's config.json says exactly what it
+# trained on, even after the upload is deleted.
+UPLOAD_DIGEST = (r"[0-9a-f]{64}", "the SHA-256 of an upload, 64 hexadecimal digits")
 
 # The article's network: 784 -> 128 -> 128 -> 10.
 ARTICLE_HIDDEN_UNITS = (128, 128)
@@ -38,7 +42,8 @@ MAX_STEPS = 200_000
 # What a widget shows, by kind: "layers" (a count and one width per layer), "stops" (a slider over
 # suggested values, which also takes any valid value a loaded config holds), "select", "slider",
 # "number" and "text".
-WIDGETS = ("layers", "stops", "select", "slider", "number", "text")
+# "upload" is a select over the uploads of who asks, which the page passes in.
+WIDGETS = ("layers", "stops", "select", "slider", "number", "text", "upload")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Setting:
     only_with: tuple[str, tuple] | None = None  # (other setting, its values) for which this one applies
     flag: str | None = None  # the CLI flag, if not --name-with-dashes
     step: float | None = None  # a number box's or slider's increment
+    pattern: tuple[str, str] | None = None  # for text: (regular expression a value must match, it in words)
 
     @property
     def cli_flag(self) -> str:
@@ -105,6 +111,9 @@ class Setting:
             _check_number(self.name, value, self.kind, self.low, self.high)
         elif not isinstance(value, self.kind):
             raise ValueError(f"{self.name} must be a {self.kind.__name__}; got {value!r}")
+        elif self.pattern and not re.fullmatch(self.pattern[0], value):
+            shown = value if len(value) <= 80 else f"{value[:80]}…"
+            raise ValueError(f"{self.name} must be {self.pattern[1]}; got {shown!r}")
 
 
 def _number(value) -> str:
@@ -164,11 +173,17 @@ SETTINGS: tuple[Setting, ...] = (
             "select", choices=DATASETS, choice_labels={"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}),
     Setting("source", str, "auto", "Source",
             "auto: the full download if it is here, else the offline sample; my own files: an mnist.npz or an IDX "
-            "folder on the server (offered only when the app runs on this machine).", "select",
+            "folder on the server (offered only when the app runs on this machine); uploaded: a dataset you uploaded "
+            "(Your own data, on the Train page).", "select",
             choices=SOURCES, choice_labels={"auto": "auto (full if available)", "keras": "keras (full download)",
-                                            "offline": "offline sample", "path": "my own files"}),
+                                            "offline": "offline sample", "path": "my own files",
+                                            "uploaded": "uploaded (your own data)"}),
     Setting("data_path", str, None, "Data path", "An mnist.npz file or a folder with the four IDX files.", "text",
             nullable=True, only_with=("source", ("path",)), flag="--data"),
+    Setting("upload", str, None, "Upload",
+            "Which of your uploads to train on. A run records it by the SHA-256 of its images and labels, so its "
+            "folder says what it trained on even after the upload is deleted.", "upload",
+            nullable=True, only_with=("source", ("uploaded",)), pattern=UPLOAD_DIGEST),
     Setting("engine", str, "function", "Engine",
             "function: Keras 3 layers in a tf.function step with GradientTape. session: the article's own form, "
             "a TF1 graph with placeholders run in a Session.", "select", choices=ENGINES,
@@ -221,6 +236,8 @@ def _cross_checks(values: dict) -> None:
                          "replicas: each needs at least one image a step; use a bigger batch or fewer replicas")
     if values.get("source") == "path" and not values.get("data_path"):
         raise ValueError("source 'path' needs data_path: an mnist.npz file or a folder with the four IDX files")
+    if values.get("source") == "uploaded" and not values.get("upload"):
+        raise ValueError("source 'uploaded' needs upload: choose one of your uploads, or upload a dataset first")
 
 
 def validate(config) -> None:
@@ -256,6 +273,7 @@ class TrainConfig:
     dataset: str = "mnist"
     source: str = "auto"
     data_path: str | None = None
+    upload: str | None = None
     engine: str = "function"
     xla: bool | None = None
     distribute: str = "none"

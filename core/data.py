@@ -180,16 +180,22 @@ def load_path(path: str | Path, name: str = "mnist") -> Dataset:
     return _as_dataset(arrays, name, "path", f"{title} from {path}: {count:,} images", str(path))
 
 
-def load_dataset(name: str = "mnist", source: str = "auto", data_path: str | None = None) -> Dataset:
-    """Load a dataset by source; "auto" tries the Keras download (or cache), then the offline copy."""
+def load_dataset(name: str = "mnist", source: str = "auto", data_path: str | None = None,
+                 upload: str | None = None, runs_dir: Path | None = None) -> Dataset:
+    """Load a dataset by source; "auto" tries the Keras download (or cache), then the offline copy; "uploaded"
+    reads the upload `upload` names from the data area of `runs_dir` (core/uploads.py)."""
     if name not in DATASET_TITLES:
         raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_TITLES)}")
+    if source == "uploaded":
+        from core.uploads import load_upload  # it builds on this module
+
+        return load_upload(runs_dir, upload, name)
     if source == "path":
         if not data_path:
             raise DatasetError("source 'path' needs a data path: an mnist.npz file or a folder of IDX files")
         return _cached_load_path(str(Path(data_path).expanduser().resolve()), name, _mtime(data_path))
     if source not in ("auto", "keras", "offline"):
-        raise DatasetError(f"unknown source {source!r}; expected auto, keras, offline or path")
+        raise DatasetError(f"unknown source {source!r}; expected auto, keras, offline, path or uploaded")
     if source != "auto":
         return _cached_load_source(name, source)
     return _cached_load_source(name, auto_source(name))

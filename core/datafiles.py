@@ -70,20 +70,32 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (gzipped or not): images as uint8 (N, 28, 28), labels as uint8 (N,)."""
     path = Path(path)
     check_path_kind(path, folder_allowed=False)
-    gzipped = False
     try:
         with open(path, "rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-            raw.seek(0)
-            handle = gzip.GzipFile(fileobj=raw) if gzipped else raw
-            return _read_idx_content(handle, path)
+            return read_idx_stream(raw, str(path))
+    except OSError as error:
+        raise DatasetError(f"{path}: the file cannot be read ({type(error).__name__}: {error}); expected an IDX "
+                           "file, gzipped or not") from None
+
+
+def read_idx_stream(raw, origin: str, max_bytes: int | None = None) -> np.ndarray:
+    """Read one IDX file from a seekable binary handle (gzipped or not); `origin` names it in errors.
+
+    `max_bytes`, when given, is the most this file may unpack to: a header that claims more is refused
+    before anything is decompressed (an upload's share of what the server unpacks for it).
+    """
+    gzipped = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    try:
+        handle = gzip.GzipFile(fileobj=raw) if gzipped else raw
+        return _read_idx_content(handle, origin, max_bytes)
     except (OSError, EOFError, zlib.error) as error:
         kind = "gzip data cannot be decompressed" if gzipped else "file cannot be read"
-        raise DatasetError(f"{path}: the {kind} ({type(error).__name__}: {error}); expected an IDX file, "
+        raise DatasetError(f"{origin}: the {kind} ({type(error).__name__}: {error}); expected an IDX file, "
                            "gzipped or not") from None
 
 
-def _read_idx_content(handle, path: Path) -> np.ndarray:
+def _read_idx_content(handle, path, max_bytes: int | None = None) -> np.ndarray:
     header = handle.read(8)
     if len(header) < 8:
         raise DatasetError(f"{path}: only {len(header)} bytes; an IDX file starts with an 8-byte header")
@@ -104,6 +116,9 @@ def _read_idx_content(handle, path: Path) -> np.ndarray:
         shape = (count, rows, cols)
     header = 8 if magic == LABELS_MAGIC else 16
     expected = int(np.prod(shape))
+    if max_bytes is not None and header + expected > max_bytes:
+        raise DatasetError(f"{path}: its header claims {count:,} items ({header + expected:,} bytes unpacked), more "
+                           f"than the {max_bytes:,} bytes this upload may still unpack to")
     body = _read_up_to(handle, expected)
     if len(body) < expected:
         raise DatasetError(f"{path}: {header + len(body)} bytes (uncompressed) for the {count:,} items its header "
@@ -126,7 +141,7 @@ def read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
     return {key: read_idx(_find_idx(Path(folder), stem)) for key, stem in IDX_FILES.items()}
 
 
-def _npy_header(archive: zipfile.ZipFile, member: str, path: Path) -> tuple[tuple, np.dtype]:
+def _npy_header(archive: zipfile.ZipFile, member: str, path) -> tuple[tuple, np.dtype]:
     """The shape and dtype a member declares, read from its .npy header without loading it."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     with archive.open(member) as handle:
@@ -143,28 +158,38 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     check_path_kind(path, folder_allowed=False)
     try:
         with open(path, "rb") as handle:
-            if handle.read(6) == b"\x93NUMPY":
-                raise DatasetError(f"{path}: a single .npy array, not an .npz archive; expected the arrays "
-                                   f"{list(IDX_FILES)}")
-        with zipfile.ZipFile(path) as archive:
+            return read_npz_stream(handle, str(path))
+    except OSError as error:
+        raise DatasetError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from None
+
+
+def read_npz_stream(handle, origin: str) -> dict[str, np.ndarray]:
+    """Read a Keras-layout .npz from a seekable binary handle; `origin` names it in errors."""
+    try:
+        if handle.read(6) == b"\x93NUMPY":
+            raise DatasetError(f"{origin}: a single .npy array, not an .npz archive; expected the arrays "
+                               f"{list(IDX_FILES)}")
+        handle.seek(0)
+        with zipfile.ZipFile(handle) as archive:
             members = {name.removesuffix(".npy"): name for name in archive.namelist()}
             missing = [key for key in IDX_FILES if key not in members]
             if missing:
-                raise DatasetError(f"{path}: has the arrays {sorted(members)}; expected {list(IDX_FILES)}")
+                raise DatasetError(f"{origin}: has the arrays {sorted(members)}; expected {list(IDX_FILES)}")
             for key in IDX_FILES:
-                _check_member(archive, members[key], key, path)
-        with np.load(path, allow_pickle=False) as loaded:
+                _check_member(archive, members[key], key, origin)
+        handle.seek(0)
+        with np.load(handle, allow_pickle=False) as loaded:
             return {key: loaded[key] for key in IDX_FILES}
     except zipfile.BadZipFile as error:
-        raise DatasetError(f"{path}: not a readable .npz archive ({error}; truncated, or not an .npz at all)") \
+        raise DatasetError(f"{origin}: not a readable .npz archive ({error}; truncated, or not an .npz at all)") \
             from None
     except (OSError, EOFError, zlib.error, ValueError) as error:
         if isinstance(error, DatasetError):
             raise
-        raise DatasetError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from None
+        raise DatasetError(f"{origin}: not a readable .npz archive ({type(error).__name__}: {error})") from None
 
 
-def _check_member(archive: zipfile.ZipFile, member: str, key: str, path: Path) -> None:
+def _check_member(archive: zipfile.ZipFile, member: str, key: str, path) -> None:
     """Refuse a member whose declared shape is too big, or whose size disagrees with that shape."""
     try:
         shape, dtype = _npy_header(archive, member, path)

@@ -125,5 +125,6 @@ def analyse_run(run_id: str, runs_dir: Path | None = None, limit: int = GALLERY_
             f"run {run_id} saved no model (it is {run.state}): only runs that completed or were stopped have one"
         )
     model = load_model(run.model_path)  # imports TensorFlow on first use
-    dataset = load_dataset(run.config.dataset, run.config.source, run.config.data_path)
+    dataset = load_dataset(run.config.dataset, run.config.source, run.config.data_path, run.config.upload,
+                           run.path.parent)
     return analyse(run_id, model, dataset, run.data_description, limit)

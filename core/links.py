@@ -70,7 +70,7 @@ def value_text(setting: Setting, value) -> str:
 
 def parse_link_value(setting: Setting, text: str):
     """A setting's value from a link's text; ValueError says what is wrong, as the sweeps' parse_value does."""
-    if setting.widget == "text":  # a path: any text, none when empty
+    if setting.widget in ("text", "upload"):  # a path, or an upload's SHA-256: none when empty
         value = text.strip() or None
         setting.check(value)
         return value

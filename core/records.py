@@ -33,7 +33,7 @@ RESERVE_FILE = ".reserve"
 EVENT_FILE_GLOB = "**/events.out.tfevents*"
 METRICS_FIELDS = ("step", "loss", "batch_accuracy")
 EVALUATION_FIELDS = ("step", "test_loss", "test_accuracy")
-DATA_SOURCES = ("keras", "offline", "debian", "path")
+DATA_SOURCES = ("keras", "offline", "debian", "path", "uploaded")
 
 
 class RunState(StrEnum):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import queue, sweeps
+from core import queue, sweeps, uploads
 from core.access import Identity, PermissionRefused, check_files, check_stop, check_train, is_guest_key, owner_of
 from core.config import ENGINES, TrainConfig
 from core.data import check_data_path
@@ -72,6 +72,10 @@ SERVICE_SETTINGS = (
     ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
                    "who may train on files of the server: auto (operators only), on (everyone who may train), "
                    "off (nobody)"),
+    ServiceSetting("max_upload", "HYBRID_LAB_MAX_UPLOAD", float, 100.0,
+                   "the largest dataset file one may upload, in MB; an archive may unpack to at most 4 times that"),
+    ServiceSetting("uploads_per_owner", "HYBRID_LAB_UPLOADS_PER_OWNER", float, 300.0,
+                   "MB of stored uploads one person may keep (all guests together count as one person)"),
     # Like Celery's worker_max_memory_per_child: TensorFlow keeps some memory for good for every network shape
     # it compiles (about 14 MB each here, bench/worker_memory.py), so a worker that has served many shapes
     # makes way for a fresh one. A warm worker takes about 920 MB; 2,048 MB is room for some 80 new shapes.
@@ -281,7 +285,7 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, identity: Ident
     check_train(identity)
     for config, label in zip(configs, labels or [None] * len(configs)):
         try:
-            _check_run(config, identity)
+            _check_run(config, identity, runs_dir)
         except (SubmissionRefused, PermissionRefused) as refusal:
             if not label:
                 raise
@@ -290,12 +294,15 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, identity: Ident
         _check_limits(configs, runs_dir, identity)
 
 
-def _check_run(config: TrainConfig, identity: Identity) -> None:
-    """One run's own refusals: what the pool cannot train, and the server's files for those who may not."""
+def _check_run(config: TrainConfig, identity: Identity, runs_dir: Path) -> None:
+    """One run's own refusals: what the pool cannot train, the server's files for those who may not, and an
+    upload that is gone or not theirs."""
     _check_trainable_here(config)
     if config.source == "path":
         _check_files(identity)  # before the path is looked at
         check_data_path(config.source, config.data_path)
+    if config.source == "uploaded":
+        uploads.check_use(runs_dir, config.upload, identity)
 
 
 def _queue(config: TrainConfig, runs_dir: Path, identity: Identity, limits: bool, sweep: str | None) -> Run:

@@ -25,7 +25,7 @@ from core.store import list_runs
 MAX_AXES = 2
 MAX_SWEEP_RUNS = 16
 # Settings a sweep cannot vary: where the data comes from is one choice for the whole sweep.
-NOT_SWEPT = ("data_path", "source", "dataset")
+NOT_SWEPT = ("data_path", "source", "dataset", "upload")
 SWEPT = tuple(name for name in SETTINGS_BY_NAME if name not in NOT_SWEPT)
 
 

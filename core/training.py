@@ -172,7 +172,8 @@ def _make_engine(config: TrainConfig, dataset: Dataset, log_dir: Path, networks)
 
 def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop, stop_reason, networks) -> None:
     run.write_status(RunState.RUNNING, "loading data")
-    dataset = dataset or load_dataset(config.dataset, config.source, config.data_path)
+    dataset = dataset or load_dataset(config.dataset, config.source, config.data_path, config.upload,
+                                      run.path.parent)
     run.write_status(RunState.RUNNING, "building the graph", data_source=dataset.description)
     engine = _make_engine(config, dataset, run.path, networks)
     # The run's settings for TensorBoard's HParams dashboard, first, so the run is listed while it trains.

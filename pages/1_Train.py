@@ -14,6 +14,7 @@ from ui.identity import access_line
 from ui.run_index import listed_runs
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
+from ui.uploads import upload_box, upload_labels
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
 REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
@@ -49,8 +50,9 @@ def withheld_choices() -> dict[str, tuple]:
     """Choices the form does not offer here (a link naming one is told so)."""
     # A multi-worker run starts from the command line on every machine of its cluster, never from here.
     withheld = {"distribute": ("multi-worker",)}
-    if not files_offered_here():
-        withheld["source"] = ("path",)
+    # The server's files for those it reads them for; uploads for those who may keep some (not a reader).
+    withheld["source"] = tuple(choice for choice, offered in (("path", files_offered_here()),
+                                                              ("uploaded", access.may_train(identity))) if not offered)
     return withheld
 
 
@@ -66,7 +68,7 @@ def show_settings():
                    "about 0.98 on the real MNIST test set from the offline sample.")
     copy_slot = st.empty()
     config, errors = settings_form(captions={"source": auto_source_caption, "distribute": texts.distribute_caption},
-                                   withheld=withheld_choices())
+                                   withheld=withheld_choices(), offered={"upload": upload_labels(runs_dir, identity)})
     return config, errors, copy_slot
 
 
@@ -246,6 +248,9 @@ with st.expander("Sweep: a grid of runs over one or two settings", icon=":materi
         else:
             st.query_params["sweep"] = submitted.sweep
             st.rerun()
+with st.expander("Your own data: upload a dataset", icon=":material/upload_file:",
+                 expanded=st.session_state.get("form_source") == "uploaded"):
+    upload_box(runs_dir, identity)
 # The address follows the form, so a reload, a bookmark or a copied link opens these settings.
 with copy_slot:
     copy_link_button(keep_in_address())

@@ -49,7 +49,7 @@ def test_choice_constants_list_what_the_article_and_the_pages_offer():
     assert set(OPTIMIZERS) == {"sgd", "momentum", "adam", "rmsprop"}
     assert set(ENGINES) == {"function", "session"}
     assert set(DATASETS) == {"mnist", "fashion_mnist"}
-    assert set(SOURCES) == {"auto", "keras", "offline", "path"}
+    assert set(SOURCES) == {"auto", "keras", "offline", "path", "uploaded"}
     assert set(ARCHITECTURES) == {"mlp", "cnn"}
 
 

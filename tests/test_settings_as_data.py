@@ -18,7 +18,7 @@ from ui.form import config_from_form, form_values
 
 # The AppTest element list each kind of widget lands in.
 WIDGET_ELEMENTS = {"layers": "slider", "stops": "select_slider", "select": "selectbox", "slider": "slider",
-                   "number": "number_input", "text": "text_input"}
+                   "number": "number_input", "text": "text_input", "upload": "selectbox"}
 LABEL_SMOOTHING = Setting("label_smoothing", float, 0.0, "Label smoothing", "help text", "slider",
                           low=0.0, high=0.5, step=0.05)
 
@@ -97,7 +97,7 @@ def example_value(setting: Setting):
     elif setting.kind in (int, float):
         candidates = [setting.kind(setting.high), setting.kind(setting.low)]
     else:
-        candidates = ["/data/mnist.npz"]
+        candidates = ["/data/mnist.npz", "0123456789abcdef" * 4]  # a path, an upload's SHA-256
     for candidate in candidates:
         if candidate == setting.default and type(candidate) is type(setting.default):
             continue

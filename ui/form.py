@@ -133,9 +133,23 @@ def _layers_widget(setting: Setting, applies: bool) -> None:
                                  disabled=not applies, **KEEP)
 
 
-def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
+def _upload_widget(setting: Setting, offered: dict[str, str]) -> None:
+    """A select over who asks' uploads (value: its SHA-256; label: its name and counts), nothing chosen at first.
+    A value from a link or a run that is not among them stays, said to be none of theirs, so core can say why."""
+    key = _key(setting.name)
+    current = st.session_state.get(key)
+    options = list(offered) + ([current] if current and current not in offered else [])
+    st.selectbox(setting.label, options, index=None, key=key, help=setting.help,
+                 format_func=lambda digest: offered.get(digest, f"{digest[:12]}…: not one of your uploads"),
+                 placeholder="Upload a dataset below" if not offered else "Choose one of your uploads", **KEEP)
+
+
+def _setting_widget(setting: Setting, applies: bool, choices: tuple, offered: dict[str, str]) -> None:
     key, label, help_text = _key(setting.name), setting.label, setting.help
-    if setting.widget == "layers":
+    if setting.widget == "upload":
+        if applies:
+            _upload_widget(setting, offered)
+    elif setting.widget == "layers":
         _layers_widget(setting, applies)
     elif setting.widget == "select":
         options = [_label(setting, c) for c in choices] if _uses_labels(setting) else list(choices)
@@ -157,14 +171,15 @@ def _setting_widget(setting: Setting, applies: bool, choices: tuple) -> None:
 
 
 def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict], str | None]] | None = None,
-                  withheld: dict[str, tuple] | None = None) -> tuple[object | None, dict[str, str]]:
+                  withheld: dict[str, tuple] | None = None,
+                  offered: dict[str, dict] | None = None) -> tuple[object | None, dict[str, str]]:
     """One widget per setting, in declaration order, each followed by its error; returns the config read back.
 
     `captions` adds a line under a setting's widget (from the values so far); `withheld` names choices a
     setting does not offer here (a choice already in session state that is withheld goes back to the
-    default, so it cannot be smuggled in).
+    default, so it cannot be smuggled in); `offered` gives an "upload" setting its choices ({value: label}).
     """
-    captions, withheld = captions or {}, withheld or {}
+    captions, withheld, offered = captions or {}, withheld or {}, offered or {}
     for key, value in form_values(config_class()).items():
         st.session_state.setdefault(key, value)
     defaults = form_values(config_class())
@@ -176,7 +191,7 @@ def settings_form(config_class=TrainConfig, captions: dict[str, Callable[[dict],
     config, errors = config_from_form(st.session_state, config_class)
     for setting in config_class.SETTINGS:
         choices = tuple(c for c in setting.choices if c not in withheld.get(setting.name, ()))
-        _setting_widget(setting, setting.applies(values), choices)
+        _setting_widget(setting, setting.applies(values), choices, offered.get(setting.name, {}))
         if setting.name in errors:
             st.error(errors[setting.name], icon=":material/error:")
         caption = captions.get(setting.name)

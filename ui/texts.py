@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from core import uploads
 from core.access import OPERATOR_KEY, owner_name_of, owner_of
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
@@ -41,7 +42,9 @@ TRAIN_FIRST = "Train your first model on the Train page"
 SCRIPT_HELP = ("This run as one Python file in the article's style, its settings at the top: it trains the same "
                "network from the same weights on the same batches, given the same data (--data mnist.npz), and "
                "needs only tensorflow, keras and numpy (tf_keras for the session engine).")
-SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files"}
+SOURCE_KINDS = {"offline": "offline sample", "keras": "full", "debian": "full", "path": "own files",
+                "uploaded": "upload"}
+UPLOAD_GONE = "the upload has since been deleted"
 
 def choice_label(setting_name: str, value) -> str:
     """How a setting's value reads on a page: 'SGD (the article's)' for optimizer 'sgd'."""
@@ -64,12 +67,21 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def data_label(run: Run) -> str:
-    """Which data a run trained on, as its folder tells it: the loaded source if known, else the request."""
+    """Which data a run trained on, as its folder tells it: the loaded source if known, else the request; and
+    whether the upload it trained on is gone."""
     if run.data_description:
-        return run.data_description
-    if run.config is None:
+        label = run.data_description
+    elif run.config is None:
         return "unknown data"
-    return f"{DATASET_TITLES[run.config.dataset]}, source {run.config.source} (not loaded yet)"
+    else:
+        label = f"{DATASET_TITLES[run.config.dataset]}, source {run.config.source} (not loaded yet)"
+    return label + (f" ({UPLOAD_GONE})" if upload_gone(run) else "")
+
+
+def upload_gone(run: Run) -> bool:
+    """True for a run on an upload that is no longer in the data area (its config.json still names it)."""
+    config = run.config
+    return bool(config and config.source == "uploaded" and not uploads.is_stored(run.path.parent, config.upload))
 
 
 def short_data_label(run: Run) -> str:
@@ -82,9 +94,11 @@ def short_data_label(run: Run) -> str:
     else:  # a run still training: only its description is known, which starts with the kind
         described = run.data_description or ""
         kind = ("offline sample" if described.startswith("offline sample") else "full" if described.startswith("full ")
-                else "own files" if run.config.source == "path" else f"source {run.config.source}")
+                else SOURCE_KINDS[run.config.source] if run.config.source in ("path", "uploaded")
+                else f"source {run.config.source}")
         count = ""
-    return f"{DATASET_TITLES[run.config.dataset]} · {kind}{count}"
+    gone = " · deleted" if upload_gone(run) else ""
+    return f"{DATASET_TITLES[run.config.dataset]} · {kind}{count}{gone}"
 
 
 def describe_config(config: TrainConfig, with_engine: bool = True) -> str:
