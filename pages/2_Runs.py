@@ -202,7 +202,7 @@ if damaged:
 # run), which starts a fresh selection instead of pointing at the wrong rows.
 table = st.dataframe(
     texts.run_rows(runs),
-    column_order=("started", "status", "test_accuracy", "owner", "engine", "devices", "data", "architecture",
+    column_order=("started", "status", "test_accuracy", "owner", "engine", "devices", "node", "data", "architecture",
                   "activation", "optimizer", "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
     column_config={
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
@@ -214,6 +214,8 @@ table = st.dataframe(
         "devices": st.column_config.TextColumn(
             "Devices",
             help="Where it trained: one device, mirrored over N replicas, or several workers (tf.distribute)"),
+        "node": st.column_config.TextColumn(
+            "Node", help="The machine that trained it: its host name, and its Ray node on a Ray cluster"),
         "data": st.column_config.TextColumn("Dataset and source", width="medium"),
         "architecture": "Architecture",
         "activation": "Activation",
