@@ -15,13 +15,14 @@ can open many). Owners see, use and delete their own; operators see, use and del
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
 import io
 import os
 import re
-import secrets
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,6 @@ from core.upload_files import megabytes, read_upload
 UPLOADS_FOLDER = Path(".data") / "uploads"
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_NAME = 100  # characters of an uploaded file's name that are kept
-ALL_GUESTS = "guests"  # how the per-owner total words the guests' shared share
 
 
 class UploadGone(DatasetError):
@@ -104,12 +104,26 @@ def canonical_arrays(arrays: dict, file_name: str) -> dict[str, np.ndarray]:
     dataset = _as_dataset(arrays, "mnist", "uploaded", "", file_name)
     canonical = {}
     for part in ("train", "test"):
-        images = getattr(dataset, f"x_{part}")
-        as_bytes = np.rint(images * 255).astype(np.uint8)
-        lossless = np.array_equal(as_bytes.astype(np.float32) / np.float32(255), images)
-        canonical[f"x_{part}"] = as_bytes if lossless else images
+        given, images = np.asarray(arrays[f"x_{part}"]), getattr(dataset, f"x_{part}")
+        if given.dtype.kind in "ui":  # whole numbers checked to be 0-255: the bytes themselves
+            as_bytes = given.reshape(images.shape).astype(np.uint8)
+        else:
+            as_bytes = np.rint(images * 255).astype(np.uint8)
+            if not np.array_equal(as_bytes.astype(np.float32) / np.float32(255), images):
+                as_bytes = images  # floats that are not bytes over 255 stay as the run will see them
+        canonical[f"x_{part}"] = as_bytes
         canonical[f"y_{part}"] = getattr(dataset, f"y_{part}").astype(np.uint8)
     return canonical
+
+
+def stored_form(canonical: dict[str, np.ndarray]) -> bytes:
+    """The .npz kept in the data area: Keras' layout, deflated at the fastest level (MNIST's zeros go anyway)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for key in IDX_FILES:
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(canonical[key]), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def content_digest(canonical: dict[str, np.ndarray]) -> str:
@@ -142,8 +156,6 @@ def add_upload(data: bytes, file_name: str, runs_dir: Path, *, identity: Identit
     max_upload, per_owner = max_upload or default_upload, per_owner or default_total
     canonical = canonical_arrays(read_upload(data, name, max_upload), name)
     digest = content_digest(canonical)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **canonical)
     folder, existing = uploads_folder(runs_dir), None
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -151,10 +163,11 @@ def add_upload(data: bytes, file_name: str, runs_dir: Path, *, identity: Identit
             existing = read_upload_record(runs_dir, digest)
             if existing is not None and identity.key in existing.owners:
                 return existing
-            size = existing.size if existing else len(buffer.getvalue())
+            stored = None if existing else stored_form(canonical)  # the same data again is not packed again
+            size = existing.size if existing else len(stored)
             _check_total(runs_dir, identity, name, size, per_owner)
             if existing is None:
-                replace_atomically(folder / f"{digest}.npz", buffer.getvalue())
+                replace_atomically(folder / f"{digest}.npz", stored)
             return _write_record(folder, digest, canonical, size, existing, identity, name)
     except OSError as error:
         if existing is None:
@@ -168,10 +181,9 @@ def _check_total(runs_dir: Path, identity: Identity, name: str, size: int, per_o
     kept = sum(upload.size for upload in _all_uploads(runs_dir)
                if any(key == identity.key or (guest and is_guest_key(key)) for key in upload.owners))
     if kept + size > per_owner:
-        whose = "guests together" if guest else "one person"
         raise DatasetError(f"{name} ({megabytes(size)} stored) would take the uploads kept by "
                            f"{'guests' if guest else 'you'} to {megabytes(kept + size)}, past the "
-                           f"{megabytes(per_owner)} {whose} may keep (HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload "
+                           f"{megabytes(per_owner)} {'guests together' if guest else 'one person'} may keep (HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload "
                            "first")
 
 
@@ -182,10 +194,14 @@ def _write_record(folder: Path, digest: str, canonical: dict, size: int, existin
     classes = sorted(set(np.unique(canonical["y_train"]).tolist()) | set(np.unique(canonical["y_test"]).tolist()))
     upload = Upload(digest, int(len(canonical["y_train"])), int(len(canonical["y_test"])), tuple(classes), size,
                     owners)
-    write_json_atomic(folder / f"{digest}.json", {
-        "sha256": digest, "train": upload.train, "test": upload.test, "classes": classes, "size": size,
-        "owners": owners})
+    _save_record(folder, upload)
     return upload
+
+
+def _save_record(folder: Path, upload: Upload) -> None:
+    write_json_atomic(folder / f"{upload.digest}.json", {
+        "sha256": upload.digest, "train": upload.train, "test": upload.test, "classes": list(upload.classes),
+        "size": upload.size, "owners": upload.owners})
 
 
 @contextmanager
@@ -266,9 +282,7 @@ def delete_upload(runs_dir: Path, digest: str, *, identity: Identity) -> bool:
             (folder / f"{digest}.json").unlink(missing_ok=True)
             (folder / f"{digest}.npz").unlink(missing_ok=True)
             return True
-        write_json_atomic(folder / f"{digest}.json", {
-            "sha256": digest, "train": upload.train, "test": upload.test, "classes": list(upload.classes),
-            "size": upload.size, "owners": owners})
+        _save_record(folder, dataclasses.replace(upload, owners=owners))
         return False
 
 
@@ -288,8 +302,9 @@ def load_upload(runs_dir: Path | None, digest: str | None, name: str = "mnist") 
 
         runs_dir = default_runs_dir()
     if not is_stored(runs_dir, digest):
-        raise UploadGone(f"the upload {str(digest)[:12]} this run trained on has been deleted from the data area; "
-                         f"the run's config.json keeps its SHA-256 ({digest}), so the same data can be uploaded again")
+        raise UploadGone(f"upload {str(digest)[:12]} is not in this server's data area (deleted, or never uploaded "
+                         f"here); runs on it keep its SHA-256 ({digest}) in their config.json, so the same data can be "
+                         "uploaded again")
     return _cached_load(str(uploads_folder(runs_dir) / f"{digest}.npz"), name)
 
 

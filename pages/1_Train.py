@@ -27,6 +27,7 @@ identity = access_line()
 st.markdown("Set the hyperparameters in the sidebar and press **Train**. Training runs in the background: you "
             "can leave this page, reload it or open another tab, and the run keeps going.")
 runs_dir = default_runs_dir()
+uploads_offered = upload_labels(runs_dir, identity)  # the Upload select's choices: this person's uploads
 
 
 def follow(run_id: str | None) -> None:
@@ -68,7 +69,7 @@ def show_settings():
                    "about 0.98 on the real MNIST test set from the offline sample.")
     copy_slot = st.empty()
     config, errors = settings_form(captions={"source": auto_source_caption, "distribute": texts.distribute_caption},
-                                   withheld=withheld_choices(), offered={"upload": upload_labels(runs_dir, identity)})
+                                   withheld=withheld_choices(), offered={"upload": uploads_offered})
     return config, errors, copy_slot
 
 
@@ -216,8 +217,9 @@ compare_clicked = compare_column.button("Compare engines", icon=":material/compa
                                         help="Train these settings with both engines at once, the article's TF1 "
                                              "Session and today's tf.function, and overlay their curves.")
 if config is not None:
-    summary_column.markdown(f"**{texts.describe_config(config)}** · {DATASET_TITLES[config.dataset]}, "
-                            f"{texts.choice_label('source', config.source)}")
+    data = (texts.plain(uploads_offered.get(config.upload, "an upload that is not yours")) if config.upload
+            else f"{DATASET_TITLES[config.dataset]}, {texts.choice_label('source', config.source)}")
+    summary_column.markdown(f"**{texts.describe_config(config)}** · {data}")
 if clicked or compare_clicked:
     submitted = (submit_run if clicked else submit_engine_comparison)(config, runs_dir)
     if submitted.refusal:

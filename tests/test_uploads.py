@@ -490,3 +490,54 @@ def test_an_upload_on_the_train_page_is_kept_listed_chosen_and_deleted(runs_dir,
     assert stored_files(runs_dir) == []
     assert app.selectbox(key="form_upload").value is None
     assert any("needs upload" in error for error in page_errors(app))  # nothing to train on any more
+
+
+@pytest.fixture
+def served_to_guests(monkeypatch):
+    """`--server.address 0.0.0.0`, opened from another machine: every tab a guest."""
+    import streamlit.runtime.context
+    from streamlit import config as streamlit_config
+
+    class Handshake:
+        headers = [("host", "192.168.1.20:8501"), ("origin", "http://192.168.1.20:8501")]
+        cookies: dict = {}
+        remote_ip = None
+
+    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: Handshake())
+    before = streamlit_config.get_option("server.address")
+    streamlit_config.set_option("server.address", "0.0.0.0")
+    yield
+    streamlit_config.set_option("server.address", before)
+
+
+def test_a_guest_uploads_within_the_total_all_guests_share(runs_dir, monkeypatch, served_to_guests):
+    app = train_page(runs_dir, monkeypatch)
+    assert "kept by all guests together" in " ".join(str(caption.value) for caption in app.caption)
+
+    app.file_uploader(key="upload_file").upload("digits.zip", zip_bytes(idx_members())).run()
+
+    assert not app.exception, app.exception
+    [upload] = list_uploads(runs_dir, OPERATOR)
+    [owner] = upload.owners
+    assert owner.startswith("guest:")
+    assert app.selectbox(key="form_upload").value == upload.digest
+
+
+def test_the_runs_page_says_a_runs_upload_is_gone(tmp_path, runs_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui.texts import UPLOAD_GONE
+
+    upload = add_upload(npz_bytes(tmp_path), "digits.npz", runs_dir, identity=OPERATOR)
+    run = make_run(runs_dir, TrainConfig(source="uploaded", upload=upload.digest, hidden_units=[16], steps=20))
+    delete_upload(runs_dir, upload.digest, identity=OPERATOR)
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "Home.py"), default_timeout=60)
+    app.switch_page("pages/2_Runs.py")
+    app.query_params["run"] = run.run_id
+    app.run()
+
+    assert not app.exception, app.exception
+    assert any(UPLOAD_GONE in str(caption.value) for caption in app.caption)
+    [data] = app.dataframe[0].value["data"].tolist()
+    assert data.endswith("· deleted"), data

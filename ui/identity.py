@@ -28,8 +28,8 @@ GUEST_STATE = "access_guest"  # this browser session's guest identity, in guests
 ACCESS_LINE = "access_line"  # the key of the line's container (browser tests find it by it)
 NOT_SIGNED_IN = ("You are not signed in: you can look at every run. Sign in to train, keep drawings or stop your "
                  "runs.")
-GUEST_LINE = ("You are a guest: you can train within the guest limits and stop the runs this browser tab started; "
-              "nothing can be deleted. For sign-in, the operator configures [auth] (see the README).")
+GUEST_LINE = ("You are a guest: you can train and upload data within the guest limits, and stop the runs this browser "
+              "tab started; runs cannot be deleted. For sign-in, the operator configures [auth] (see the README).")
 # How long an answer of the sign-in provider is believed: a working one for a while, a silent one briefly, so
 # that a provider back up is noticed soon without every rerun of every page waiting on it.
 PROVIDER_OK_SECONDS, PROVIDER_DOWN_SECONDS = 600.0, 30.0

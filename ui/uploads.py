@@ -66,8 +66,8 @@ def upload_box(runs_dir: Path, identity: access.Identity) -> None:
         st.info("Sign in to upload a dataset of your own.")
         return
     max_upload, per_owner = uploads.limits()
-    st.caption(f"An `.npz` in Keras' layout (`x_train`, `y_train`, `x_test`, `y_test`), or a `.zip` or `.tar.gz` of "
-               f"the four IDX files (gzipped or not): 28 × 28 images, labels 0–9. At most {megabytes(max_upload)} a "
+    st.caption(f"An .npz in Keras' layout (x_train, y_train, x_test, y_test), or a .zip or .tar.gz of the four IDX "
+               f"files (gzipped or not): 28 × 28 images, labels 0–9. At most {megabytes(max_upload)} a "
                f"file and {megabytes(per_owner)} of uploads kept"
                + (" by all guests together" if access.is_guest_key(identity.key) else " per person")
                + ". Uploads stay on this server until their owners delete them; runs record which one they used.")
