@@ -10,9 +10,10 @@ from pathlib import Path
 import streamlit as st
 
 from core.data import default_source_is_sample, describe_default_source
-from core.store import best_run, default_runs_dir, list_runs
+from core.store import best_run, default_runs_dir
 from ui import texts
 from ui.identity import access_line
+from ui.run_index import listed_runs
 from ui.widgets import DRAW_PAGE, RUNS_PAGE, TENSORBOARD_PAGE, TRAIN_PAGE, train_first_link
 
 
@@ -27,7 +28,7 @@ def home() -> None:
         "the loss live, compare runs, and draw a digit for it to read."
     )
     runs_dir = default_runs_dir()
-    runs = list_runs(runs_dir)
+    runs = listed_runs(runs_dir)
     left, right = st.columns([3, 2], gap="large")
     with left:
         show_data()

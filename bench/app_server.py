@@ -41,17 +41,20 @@ def _server_log_tail(log_path: Path, characters: int = 3000) -> str:
 
 def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | None = "127.0.0.1",
               visit_host: str = "127.0.0.1", env: dict | None = None,
-              base_url_path: str | None = None) -> tuple[str, subprocess.Popen]:
+              base_url_path: str | None = None, port: int | None = None,
+              arguments: tuple[str, ...] = ()) -> tuple[str, subprocess.Popen]:
     """Start `streamlit run app.py` on a free port with HYBRID_LAB_RUNS=runs_dir; return (url, process).
 
     `address` is what the server listens on ("0.0.0.0": every interface, as when it is shared; None: what
     .streamlit/config.toml says, as `make run` starts it); `visit_host`
     is the loopback address the returned URL uses (127.0.0.2 is another origin than 127.0.0.1, as a remote
     visitor's browser would be); `base_url_path` serves the app under that path prefix (`--server.baseUrlPath`),
-    which the returned URL then ends with. Returns once Streamlit's health endpoint answers. Stop the server with
+    which the returned URL then ends with. `port` is the port to serve on (a free one when None: give one when
+    something must know the address before the app starts, such as a sign-in redirect); `arguments` are more
+    options for `streamlit run` (`--secrets.files PATH`). Returns once Streamlit's health endpoint answers. Stop the server with
     `stop_app(process)`.
     """
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "HYBRID_LAB_RUNS": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -60,6 +63,7 @@ def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | No
         command += ["--server.address", address]
     if base_url_path:
         command += ["--server.baseUrlPath", base_url_path]
+    command += list(arguments)
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_path = Path(log.name)
     log.close()

@@ -1,14 +1,31 @@
 """Whether a process is alive: how the run store tells a running run from one whose trainer died.
 
 A status says "running" with the pid of the process that trains the run; if that process has gone (the
-server was killed, the machine restarted), the run would say "running" forever. Nothing here imports
-TensorFlow.
+server was killed, the machine restarted), the run would say "running" forever. A pid means something only
+on the machine it was read on: a run trained on another machine of a Ray cluster (its status names that host)
+is never judged by this machine's processes; the Ray backend marks the runs of a node that left the cluster
+(core/ray_backend.py). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+
+def this_host() -> str:
+    """This machine's host name, as runs record where they train."""
+    return socket.gethostname()
+
+
+def trainer_gone(pid: int | None, host: str | None) -> bool:
+    """True when the process training a run has surely ended: it was on this machine (or the run does not say
+    where, as folders from before hosts were recorded) and is no longer alive. A pid on another host cannot be
+    judged here, so it is never taken for dead."""
+    if host is not None and host != this_host():
+        return False
+    return not pid_alive(pid)
 
 
 def pid_alive(pid: int | None) -> bool:

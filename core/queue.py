@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from core import queue_files
+from core.processes import this_host
 from core.queue_files import REJECTED_DIR, queue_folder
 from core.records import FailureKind, RunNotFound, RunState
 from core.run_folder import Run
@@ -58,11 +59,12 @@ def position(run_id: str, runs_dir: Path) -> int | None:
     return ids.index(run_id) + 1 if run_id in ids else None
 
 
-def take_next(runs_dir: Path, refuse: Refusal | None = None) -> Run | None:
+def take_next(runs_dir: Path, refuse: Refusal | None = None, node_id: str | None = None) -> Run | None:
     """Take the oldest queued run and mark it running in this process; None when nothing waits.
 
-    The run is this caller's alone: its entry was renamed away, and its status now names this process. A run
-    that `refuse` gives a reason for ends failed with that sentence, and the next one is taken instead.
+    The run is this caller's alone: its entry was renamed away, and its status now names this process, its host
+    and, for a worker on a Ray cluster, its `node_id`. A run that `refuse` gives a reason for ends failed with
+    that sentence, and the next one is taken instead.
     """
     folder = queue_folder(runs_dir)
     for run_id, entry in _entries(runs_dir):
@@ -74,13 +76,14 @@ def take_next(runs_dir: Path, refuse: Refusal | None = None) -> Run | None:
         except OSError as error:  # whatever it is, it cannot be taken: never try it again
             queue_files.reject(runs_dir, entry, f"cannot be taken: {error.strerror or error}")
             continue
-        run = _claim(runs_dir, run_id, entry, taken, refuse)
+        run = _claim(runs_dir, run_id, entry, taken, refuse, node_id)
         if run is not None:
             return run
     return None
 
 
-def _claim(runs_dir: Path, run_id: str, entry: str, taken: str, refuse: Refusal | None) -> Run | None:
+def _claim(runs_dir: Path, run_id: str, entry: str, taken: str, refuse: Refusal | None,
+           node_id: str | None) -> Run | None:
     """Mark the run a taken entry names as running here, if it is waiting for this very entry."""
     run = _waiting_run(runs_dir, run_id, entry, taken)
     if run is None:
@@ -90,7 +93,8 @@ def _claim(runs_dir: Path, run_id: str, entry: str, taken: str, refuse: Refusal 
         if reason:
             run.write_status(RunState.FAILED, reason, queue_entry=None, failure=FailureKind.REFUSED)
             return None
-        run.write_status(RunState.RUNNING, "starting", pid=os.getpid(), queue_entry=None)
+        run.write_status(RunState.RUNNING, "starting", pid=os.getpid(), host=this_host(), node_id=node_id,
+                         queue_entry=None)
         return run
     except OSError:  # the run's folder went away between reading and writing: nothing left to train
         return None

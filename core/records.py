@@ -84,6 +84,7 @@ class FailureKind(StrEnum):
     PROCESS_ENDED = "process-ended"  # interrupted: the process training it ended before it finished
     LEFT_QUEUE = "left-queue"  # interrupted: its queue entry went away before any worker started it
     REFUSED = "refused"  # a worker took it and would not train it: over the limits it was queued under
+    NODE_LOST = "node-lost"  # interrupted: the Ray node its worker ran on left the cluster (core/ray_backend.py)
 
 
 class AdviceKind(StrEnum):
@@ -217,6 +218,11 @@ class Status:
     # The size ceiling (steps x batch x multiply-adds) the run was queued under; None for the operator's own
     # runs. The worker that takes it checks it again (core/service.py: refusal).
     work_limit: float | None = None
+    # Where it trains or trained: the machine's host name, and the Ray node id when a Ray actor trains it
+    # (core/ray_backend.py); None in folders written before runs recorded it, and while queued. The pid above
+    # is judged only on this host (core/store.py: read_run).
+    host: str | None = None
+    node_id: str | None = None
     stop_reason: StopReason | None = None  # why a stopped run stopped
     failure: FailureKind | None = None  # what ended a failed or interrupted run
     advice: Advice | None = None  # what a completed run that learned nothing should change
@@ -252,7 +258,7 @@ class Status:
         _check(file, "work_limit", limit, limit is None or (_is_number(limit) and limit > 0), "a number above 0")
         for name in ("data_source", "queue_entry", "sweep"):
             _check(file, name, values.get(name), values.get(name) is None or isinstance(values.get(name), str), "text")
-        for name in ("owner", "owner_name"):
+        for name in ("owner", "owner_name", "host", "node_id"):
             value = values.get(name)
             _check(file, name, value, value is None or (isinstance(value, str) and value.strip() != ""),
                    "a non-empty text")

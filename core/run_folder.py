@@ -204,6 +204,14 @@ class Run:
         writes (never raises: a page shows nothing rather than failing)."""
         return read_images(self.path / FIRST_LAYER_FILE)
 
+    def first_layer_version(self) -> int | None:
+        """first_layer.npy's mtime in ns (a new one at each evaluation), None while there is none: a page redraws
+        the weights only when it changed."""
+        try:
+            return (self.path / FIRST_LAYER_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+
     def stop_requested(self) -> bool:
         """True once someone asked this run to stop."""
         return (self.path / STOP_FILE).exists()

@@ -20,7 +20,7 @@ from pathlib import Path
 from core import queue_files
 from core.access import OPERATOR, Identity, check_delete
 from core.config import TrainConfig
-from core.processes import pid_alive
+from core.processes import pid_alive, this_host, trainer_gone
 from core.records import CONFIG_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
 from core.run_folder import Run, read_folder
 
@@ -80,6 +80,7 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
             config.save(staging / CONFIG_FILE)
             if state is RunState.RUNNING:
                 status.setdefault("pid", os.getpid())
+                status.setdefault("host", this_host())
             else:  # queued: its file in the queue goes in before the folder shows (core/queue.py)
                 entry = queue_files.entry_name(run_id)
                 status["queue_entry"] = entry
@@ -106,11 +107,17 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, state: RunStat
 def read_run(path: Path) -> Run:
     """Read a run folder (bad content makes it damaged, never an exception), and tell a run whose trainer or
     queue entry went away from one still training or waiting: it reads as interrupted, with the kind."""
-    run = read_folder(path)
+    return judge_liveness(read_folder(path))
+
+
+def judge_liveness(run: Run) -> Run:
+    """A run as read from its folder, with a running one whose trainer died, or a queued one whose queue entry went
+    away, read as interrupted (with the kind); a finished or damaged run is returned as it is."""
     if run.damaged:
         return run
+    path = run.path
     # A run whose training process died (server killed, machine restarted) would say "running" forever.
-    if run.status.state is RunState.RUNNING and not pid_alive(run.status.pid):
+    if run.status.state is RunState.RUNNING and trainer_gone(run.status.pid, run.status.host):
         run.status = replace(run.status, state=RunState.INTERRUPTED, failure=FailureKind.PROCESS_ENDED,
                              message="the process training this run ended before it finished")
     elif run.status.state is RunState.QUEUED and not _still_queued(run.path.parent, run.status.queue_entry):

@@ -197,6 +197,7 @@ def new_sweep_name() -> str:
     return f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def sweep_runs(name: str, runs_dir: Path | None = None) -> list[Run]:
-    """The runs of a sweep, oldest first (the order they were queued)."""
-    return [run for run in reversed(list_runs(runs_dir)) if run.status is not None and run.status.sweep == name]
+def sweep_runs(name: str, runs_dir: Path | None = None, runs: list[Run] | None = None) -> list[Run]:
+    """The runs of a sweep, oldest first (the order they were queued), among `runs` (newest first) if given."""
+    listed = list_runs(runs_dir) if runs is None else runs
+    return [run for run in reversed(listed) if run.status is not None and run.status.sweep == name]

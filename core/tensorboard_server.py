@@ -25,6 +25,7 @@ _REGEX_SPECIALS = set(".^$*+?()[]{}|\\")
 # TensorBoard's index page asks for its Roboto fonts at /font-roboto/..., from the root of the host: outside its
 # mount and outside any path prefix the app is served under (`--server.baseUrlPath`), where nobody serves them.
 # Relative to the page they resolve under the mount, where TensorBoard serves them.
+LOAD_FAST = "auto"  # see tensorboard_wsgi_app
 FONTS_FROM_ROOT, FONTS_FROM_PAGE = b"url(/font-roboto/", b"url(font-roboto/"
 INDEX_PATHS = ("/", "/index.html")
 # TensorBoard answers these with the full path of its logdir, which is the server's business, not a visitor's:
@@ -60,8 +61,12 @@ def tensorboard_wsgi_app(logdir: Path):
             return MOUNT_PATH + "/"
 
     board = program.TensorBoard(server_class=KeepApp)
-    # --load_fast=false keeps everything in this process instead of spawning the optional Rust data server.
-    board.configure(argv=[None, "--logdir", str(logdir), "--load_fast", "false", "--reload_interval", "5"])
+    # --load_fast=auto: TensorBoard's Rust data server (the tensorboard-data-server package) reads the event files
+    # in a process of its own, and TensorBoard asks it over gRPC. In this process instead, TensorBoard's
+    # multiplexer would parse them under the GIL that every page of the app shares: with 600 runs, 30 s of one
+    # core after the first visit, during which every page of the app was slow (issue 17). Where there is no
+    # data server, or it cannot start, TensorBoard falls back to reading them here.
+    board.configure(argv=[None, "--logdir", str(logdir), "--load_fast", LOAD_FAST, "--reload_interval", "5"])
     try:
         board.launch()
     except Exception as error:  # TensorBoard raises several unrelated types for "cannot serve"

@@ -8,15 +8,17 @@ from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
 from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs
-from ui import charts, texts
+from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line
+from ui.run_index import listed_runs
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
 from ui.uploads import upload_box, upload_labels
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
-REFRESH_SECONDS = 0.5
+REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
+PROGRESS_SECONDS = 0.25  # the followed run's progress: its end shows within this
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
 
 st.set_page_config(page_title="Train · Hybrid Lab", layout="wide")
@@ -73,78 +75,57 @@ def show_settings():
 
 def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
     """The followed run: progress and Stop (for its owner and operators) while it trains, its outcome when it is
-    done, and its curves."""
+    done. Its curves are show_live_curves' (a fragment of their own, redrawn less often)."""
     try:
         run = load_run(run_id, runs_dir)
     except RunNotFound:
         st.warning(f"Run {run_id} no longer exists (deleted on the Runs page?).")
         return
-    if live != run.state.active:
-        # It just finished: redraw the whole page (Train button, links) and stop refreshing. Or the other way:
-        # the page's own read, a moment ago, caught the run leaving the queue for a worker and took it for
+    if run.state.active and not live:
+        # The page's own read, a moment ago, caught the run leaving the queue for a worker and took it for
         # finished, so this view would never refresh; the rerun reads it again (issue 17).
         st.rerun()
     st.subheader(f"Run `{run.run_id}`")
     if run.config and not run.damaged:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
     if run.state.active:
-        bar, stop = st.columns([5, 1], vertical_alignment="bottom")
-        if not access.may_stop(identity, run):  # a courtesy: service.stop checks it again
-            st.caption(texts.only_owner_can_stop(run))
-        elif stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
-                         disabled=run.stop_requested(),
-                         help="A queued run leaves the queue; a running one stops after the current chunk of steps "
-                              "and keeps everything it logged."):
-            try:
-                service.stop(run, identity)
-            except access.PermissionRefused as refusal:
-                st.error(texts.plain(f"Cannot stop this run: {refusal}."))
-            run = load_run(run.run_id, runs_dir)
-            if not run.state.active:  # a queued run left the queue at once: show how it ended
-                st.rerun()
-        view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
-        bar.progress(view.fraction, text=view.text)
-    else:
+        show_progress(run, identity)
+    else:  # shown by this fragment as soon as the run ends: no whole-page rerun between the end and its outcome
         outcome_box(run)
         with st.container(horizontal=True, gap="large"):
             run_links(run, runs=True)
-    show_curves(run)
 
 
-def show_curves(run) -> None:
-    """Loss and accuracy per step, read incrementally from the run's metrics.csv."""
-    follower = st.session_state.get("train_metrics")
-    if follower is None or follower[0] != run.run_id:
-        follower = (run.run_id, run.follow_metrics())
-        st.session_state["train_metrics"] = follower
-    metrics, evaluations = follower[1].read(), run.read_evaluations()
-    if not metrics["step"]:
-        if run.state.active:
-            st.caption("The loss curve appears here with the first training steps.")
+def show_progress(run, identity: access.Identity) -> None:
+    """A training or queued run's progress bar, and Stop for who may."""
+    bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+    if not access.may_stop(identity, run):  # a courtesy: service.stop checks it again
+        st.caption(texts.only_owner_can_stop(run))
+    elif stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
+                     disabled=run.stop_requested(),
+                     help="A queued run leaves the queue; a running one stops after the current chunk of steps "
+                          "and keeps everything it logged."):
+        try:
+            service.stop(run, identity)
+        except access.PermissionRefused as refusal:
+            st.error(texts.plain(f"Cannot stop this run: {refusal}."))
+        run = load_run(run.run_id, runs_dir)
+        if not run.state.active:  # a queued run left the queue at once: show how it ended
+            st.rerun()
+    view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
+    bar.progress(view.fraction, text=view.text)
+
+
+def show_live_curves(run_id: str, live: bool) -> None:
+    """The followed run's curves and first-layer weights (ui/live_run.py); once a run that was followed live has
+    ended and its last curves are drawn, one rerun of the whole page stops the refreshing."""
+    try:
+        run = load_run(run_id, runs_dir)
+    except RunNotFound:
         return
-    smoothing, log_scale = smoothing_control("train")
-    loss = charts.Curve(run.run_id, metrics["step"], metrics["loss"])
-    batch = charts.Curve("batch accuracy", metrics["step"], metrics["batch_accuracy"])
-    tested = charts.Curve("test accuracy", evaluations["step"], evaluations["test_accuracy"])
-    loss_column, accuracy_column = st.columns(2)
-    with loss_column:
-        steady_chart(charts.loss_figure([loss], smoothing, keep_zoom=run.run_id, log_scale=log_scale), "train_loss")
-    with accuracy_column:
-        steady_chart(charts.accuracy_figure(batch, tested, smoothing, keep_zoom=run.run_id), "train_accuracy")
-    show_first_layer(run)
-
-
-def show_first_layer(run) -> None:
-    """What the first layer has learned: its weights as one image per unit, refreshed at each evaluation."""
-    images = run.read_first_layer()
-    if images is None:
-        return
-    step = run.read_evaluations()["step"]
-    st.markdown(f"**First-layer weights**{f' at step {step[-1]:,}' if step else ''}: one image per unit, "
-                "red where a pixel pushes the unit up, blue where it pushes it down, on one shared scale.")
-    weights_column, _ = st.columns([3, 2])
-    with weights_column:
-        steady_chart(charts.weights_grid_figure(images), "train_weights")
+    drawn = live_run.show_curves(run)
+    if live and not run.state.active and drawn:
+        st.rerun()
 
 
 def show_engine_comparison(run_ids: list[str], live: bool) -> None:
@@ -179,7 +160,7 @@ def show_engine_comparison(run_ids: list[str], live: bool) -> None:
 
 def show_sweep(name: str, live: bool) -> None:
     """A sweep's runs: how many are done, training and queued; its table; and, once runs end, the chart."""
-    runs = sweeps.sweep_runs(name, runs_dir)
+    runs = sweeps.sweep_runs(name, runs=listed_runs(runs_dir))
     if not runs:
         st.warning("The runs of this sweep no longer exist (deleted on the Runs page?).")
         return
@@ -279,7 +260,7 @@ with copy_slot:
 st.divider()
 swept = st.query_params.get("sweep")
 if swept:
-    sweeping = any(run.state.active for run in sweeps.sweep_runs(swept, runs_dir))
+    sweeping = any(run.state.active for run in sweeps.sweep_runs(swept, runs=listed_runs(runs_dir)))
     st.fragment(run_every=REFRESH_SECONDS if sweeping else None)(show_sweep)(swept, sweeping)
     st.divider()
 compared = [run_id for run_id in st.query_params.get("compare", "").split(",") if run_id]
@@ -288,7 +269,9 @@ if compared:
     st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, comparing)
     st.divider()
 if followed_run is not None:
-    st.fragment(run_every=REFRESH_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
+    st.fragment(run_every=PROGRESS_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
+    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(
+        followed_run.run_id, running)
 elif not compared:
     st.info("No run in this tab yet. The article's settings (784-128-128-10, SGD at learning rate 0.5, batch 50, "
             "1,000 steps) train in a few seconds: press **Train**.")

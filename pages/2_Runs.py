@@ -7,11 +7,12 @@ import streamlit as st
 from core import access, evaluation
 from core.export_script import run_script, script_file_name
 from core.records import RunStoreError
-from core.store import default_runs_dir, delete_run, list_runs
+from core.store import default_runs_dir, delete_run
 from ui import charts, texts
 from ui.clipboard import copy_button
 from ui.identity import access_line
 from ui.links import train_settings_link
+from ui.run_index import listed_runs
 from ui.widgets import outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
@@ -179,7 +180,7 @@ def show_analysis(run) -> None:
 
 # ------------------------------------------------------------------------------------------- the page
 
-runs = list_runs(runs_dir)
+runs = listed_runs(runs_dir)
 if not runs:
     st.info(f"No runs yet{f' in `{runs_dir}`' if identity.is_operator else ''}.")  # the server's path: operators'
     train_first_link()
@@ -201,7 +202,7 @@ if damaged:
 # run), which starts a fresh selection instead of pointing at the wrong rows.
 table = st.dataframe(
     texts.run_rows(runs),
-    column_order=("started", "status", "test_accuracy", "owner", "engine", "devices", "data", "architecture",
+    column_order=("started", "status", "test_accuracy", "owner", "engine", "devices", "node", "data", "architecture",
                   "activation", "optimizer", "learning_rate", "batch_size", "steps", "seconds", "problem", "run"),
     column_config={
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm:ss"),
@@ -213,6 +214,8 @@ table = st.dataframe(
         "devices": st.column_config.TextColumn(
             "Devices",
             help="Where it trained: one device, mirrored over N replicas, or several workers (tf.distribute)"),
+        "node": st.column_config.TextColumn(
+            "Node", help="The machine that trained it: its host name, and its Ray node on a Ray cluster"),
         "data": st.column_config.TextColumn("Dataset and source", width="medium"),
         "architecture": "Architecture",
         "activation": "Activation",

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from core.store import default_runs_dir, list_runs
+from core.store import default_runs_dir
 from core.tensorboard_server import MOUNT_PATH, dashboard_url, tensorboard_command
 from ui.identity import current_identity
+from ui.run_index import listed_runs
 from ui.widgets import train_first_link
 
 EMBED_HEIGHT = 900
@@ -16,7 +17,7 @@ st.markdown("Every run writes TensorBoard event files into its folder: the loss 
             "test loss and accuracy, weight histograms, the training graph and captioned test digits.")
 runs_dir = default_runs_dir()
 
-run_ids = [run.run_id for run in list_runs(runs_dir)]
+run_ids = [run.run_id for run in listed_runs(runs_dir)]
 choice_column, open_column = st.columns([3, 1], vertical_alignment="bottom")
 # Bound to ?run= in the URL, so the Train and Runs pages can link straight to one run.
 choice = choice_column.selectbox("Show", [ALL_RUNS, *run_ids], key="run", bind="query-params",

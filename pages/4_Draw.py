@@ -11,6 +11,7 @@ from core.store import default_runs_dir, load_run
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.identity import access_line
+from ui.run_index import listed_runs
 from ui.submit import submit_run
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
@@ -72,7 +73,7 @@ def offer_training() -> None:
                or training_failure(st.session_state.get("draw_started_run"), default_runs_dir()))
     if failure:
         st.error(failure)
-    running = training_run(default_runs_dir())
+    running = training_run(runs=listed_runs(default_runs_dir()))
     if running is None:
         st.info("There is no trained model to draw with yet. Train the article's 784-128-128-10 network "
                 "(1,000 steps, about 10 seconds), or train your own on the Train page.")
@@ -129,7 +130,7 @@ st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the pag
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")
 
-choice = choose_run(default_runs_dir(), st.query_params.get("run"))
+choice = choose_run(default_runs_dir(), st.query_params.get("run"), runs=listed_runs(default_runs_dir()))
 # The notice keeps its slot even when empty (it goes once the address names a usable run): a canvas
 # that moves down the page is mounted again, blank, while the page still holds the old drawing.
 notice = st.empty()

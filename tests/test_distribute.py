@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench import local_cluster
@@ -529,3 +530,21 @@ def test_the_runs_page_shows_where_each_run_trained(tmp_path, monkeypatch):
     assert table.loc[mirrored.run_id, "devices"] == "mirrored × 2"
     assert table.loc[workers.run_id, "devices"] == "2 workers, 4 replicas"
     assert table.loc[queued.run_id, "devices"] == "mirrored × 3 (planned)"
+
+
+def test_the_runs_page_shows_the_machine_each_run_trained_on_beside_its_devices(tmp_path, monkeypatch):
+    from tests.test_pages import open_page
+
+    here = make_run(tmp_path)  # the command line's run: this host
+    on_ray = make_run(tmp_path, host="lab-gpu-3", node_id="f97196e75e2301117489d6e7f986aa5d1331c21719a8bbfd1002c980")
+    older = make_run(tmp_path)
+    rewrite_json(older.path / "status.json", lambda values: {key: value for key, value in values.items()
+                                                             if key not in ("host", "node_id")})
+
+    app = open_page("pages/2_Runs.py", tmp_path, monkeypatch)
+
+    table = app.dataframe[0].value.set_index("run")
+    assert table.loc[here.run_id, "node"] == socket.gethostname()
+    assert table.loc[on_ray.run_id, "node"] == "lab-gpu-3 · Ray node f97196e7"
+    assert pd.isna(table.loc[older.run_id, "node"])  # a folder from before runs recorded it reads without it
+    assert not app.exception

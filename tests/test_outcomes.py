@@ -123,3 +123,15 @@ def test_an_interrupted_run_says_how_from_its_kind(tmp_path, kind):
 
     assert (result.tone, result.headline) == ("bad", FAILURES[kind])
     assert result.details == "What it logged until then is kept."
+
+
+def test_a_run_whose_ray_node_left_the_cluster_names_the_node_from_its_status(tmp_path):
+    node_id = "f97196e75e2301117489d6e7f986aa5d1331c21719a8bbfd1002c980"
+    run = Run("r", tmp_path, TINY, Status(RunState.INTERRUPTED, MISLEADING, failure=FailureKind.NODE_LOST,
+                                          host="lab-gpu-3", node_id=node_id))
+
+    result = outcome(run)
+
+    assert result.tone == "bad"
+    assert result.headline == ("This run was interrupted: the machine training it, lab-gpu-3 · Ray node f97196e7, "
+                               "left the Ray cluster before it finished.")

@@ -7,6 +7,7 @@ import ast
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -113,10 +114,19 @@ def test_take_next_takes_the_oldest_and_marks_it_running_here(tmp_path):
         reread = load_run(run.run_id, tmp_path)
         assert reread.state is RunState.RUNNING, reread.message  # this process is alive, so it stays running
         assert reread.status.pid == os.getpid()
+        assert (reread.status.host, reread.status.node_id) == (socket.gethostname(), None)  # the local pool's
         assert reread.status.queue_entry is None
     assert queue.take_next(tmp_path) is None
     assert queue.queued_ids(tmp_path) == []
     assert queue_names(tmp_path) == []  # no .taken-… marker is left behind
+
+
+def test_a_worker_on_a_ray_node_records_the_node_with_the_run_it_takes(tmp_path):
+    (run_id,) = queue_runs(tmp_path, 1)
+
+    queue.take_next(tmp_path, node_id="0f" * 28)
+
+    assert load_run(run_id, tmp_path).status.node_id == "0f" * 28
 
 
 def test_a_position_moves_up_as_runs_are_taken(tmp_path):

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -429,6 +430,19 @@ def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
     # ... but a run whose process is alive (this one) is still running.
     run.write_status(RunState.RUNNING, "training", pid=os.getpid())
     assert load_run(run.run_id, tmp_path).state is RunState.RUNNING
+
+
+def test_a_run_records_its_host_and_its_pid_is_judged_only_on_that_host(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    assert load_run(run.run_id, tmp_path).status.host == socket.gethostname()  # the command line's run: here
+    # A run another machine of a Ray cluster trains: its pid means nothing here, so it is not taken for dead.
+    run.write_status(RunState.RUNNING, "training", pid=dead_pid(), host="another-machine", node_id="ab" * 28)
+    elsewhere = load_run(run.run_id, tmp_path)
+    assert elsewhere.state is RunState.RUNNING
+    assert (elsewhere.status.host, elsewhere.status.node_id) == ("another-machine", "ab" * 28)
+    # The same dead pid on this host is a run whose trainer ended.
+    run.write_status(RunState.RUNNING, "training", pid=dead_pid(), host=socket.gethostname())
+    assert load_run(run.run_id, tmp_path).state is RunState.INTERRUPTED
 
 
 def test_a_queued_run_whose_queue_entry_went_away_reads_as_interrupted_having_left_the_queue(tmp_path):

@@ -48,7 +48,7 @@ def probability_figure(probabilities) -> go.Figure:
 
 # ----------------------------------------------------------------------------------------- training curves
 
-MAX_POINTS = 2000  # points per trace sent to the browser; a 200,000-step run is thinned, not truncated
+MAX_POINTS = 1000  # points per trace sent to the browser; a 200,000-step run is thinned, not truncated
 RAW_OPACITY = 0.25  # the unsmoothed curve stays visible behind the smoothed one, as in TensorBoard
 CURVE_HEIGHT = 340
 
@@ -220,7 +220,7 @@ def weights_grid_figure(images: np.ndarray, title: str | None = None) -> go.Figu
                          "(128, 28, 28) from core.insight.first_layer_images")
     total = len(images)
     images = images[:MAX_GRID_UNITS]
-    limit = _colour_limit(images)
+    limit = colour_limit(images)
     scale = max(1, math.ceil(MIN_TILE_PIXELS / max(images.shape[1:])))
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     count, height, width = images.shape
@@ -253,7 +253,7 @@ def weights_grid_figure(images: np.ndarray, title: str | None = None) -> go.Figu
     return figure
 
 
-def _colour_limit(images: np.ndarray) -> float:
+def colour_limit(images: np.ndarray) -> float:
     """The |weight| at which the colour bar ends: a high percentile, or the largest if that is 0; 1 for all-0."""
     magnitudes = np.abs(images[np.isfinite(images)])
     if not magnitudes.size or magnitudes.max() == 0:

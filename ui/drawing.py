@@ -94,9 +94,13 @@ def _why_not_drawable(run: Run) -> str:
     return f"run {run.run_id} has no saved model"
 
 
-def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None) -> RunChoice:
-    """The drawable runs and the one to start with: the requested run if usable, else the best one."""
-    runs = [run for run in list_runs(runs_dir) if is_drawable(run)]
+def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None,
+               runs: list[Run] | None = None) -> RunChoice:
+    """The drawable runs and the one to start with: the requested run if usable, else the best one.
+
+    Pass `runs` when the caller has them listed (ui/run_index.py), so the folders are not read again.
+    """
+    runs = [run for run in (list_runs(runs_dir) if runs is None else runs) if is_drawable(run)]
     best = best_run(dataset=DRAWING_DATASET, runs=runs)
     default_run_id = best.run_id if best else (runs[0].run_id if runs else None)
     if not requested_run_id or any(run.run_id == requested_run_id for run in runs):
@@ -115,9 +119,9 @@ def run_label(run: Run) -> str:
     return f"{run.run_id} · {run.config.describe_layers()} · {accuracy}"
 
 
-def training_run(runs_dir: Path | None = None) -> Run | None:
-    """The newest MNIST run still queued or training, whose model the page can wait for."""
-    for run in list_runs(runs_dir):
+def training_run(runs_dir: Path | None = None, runs: list[Run] | None = None) -> Run | None:
+    """The newest MNIST run still queued or training, whose model the page can wait for (of `runs` if given)."""
+    for run in list_runs(runs_dir) if runs is None else runs:
         if run.state.active and run.config.dataset == DRAWING_DATASET:
             return run
     return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from core.advice import advice_words, is_chance_level
 from core.records import ERROR_FILE, FailureKind, RunState, StopReason
 from core.run_folder import Run
-from ui.texts import format_seconds
+from ui.texts import describe_node, format_seconds
 
 # Why a stopped run stopped, as a page says it.
 STOP_REASONS = {
@@ -32,7 +32,10 @@ FAILURES = {
                                "(was the server restarted?).",
     FailureKind.LEFT_QUEUE: "This run was interrupted: it left the queue before a worker started it.",
     FailureKind.REFUSED: "This run was not trained: when a worker took it, it was over the limits it was queued under.",
+    FailureKind.NODE_LOST: "This run was interrupted: the machine training it left the Ray cluster before it finished.",
 }
+# The same, naming the machine, as its status records it (host name and Ray node).
+NODE_LOST_NAMED = "This run was interrupted: the machine training it, {node}, left the Ray cluster before it finished."
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ def _stopped_outcome(run: Run, timing: str) -> Outcome:
 def _failed_outcome(run: Run) -> Outcome:
     """A failed or interrupted run, worded from the kind of failure its status records."""
     kind = run.status.failure
+    if run.state is RunState.INTERRUPTED and kind is FailureKind.NODE_LOST and describe_node(run.status):
+        return Outcome("bad", NODE_LOST_NAMED.format(node=describe_node(run.status)),
+                       "What it logged until then is kept.")
     if run.state is RunState.INTERRUPTED:
         return Outcome("bad", FAILURES[kind if kind in FAILURES else FailureKind.PROCESS_ENDED],
                        "What it logged until then is kept.")

@@ -19,7 +19,7 @@ from core.access import OPERATOR_KEY, owner_name_of, owner_of
 from core.config import SETTINGS, SETTINGS_BY_NAME, TrainConfig
 from core.data import DATASET_TITLES
 from core.engines.distribute import gpus_present
-from core.records import RunState
+from core.records import RunState, Status
 from core.run_folder import Run
 
 # Plain words in the runs table: they sort, they read aloud, and they need no emoji font.
@@ -157,6 +157,19 @@ def describe_devices(run: Run) -> str | None:
     return "one device" if config.distribute == "none" else "multi-worker"
 
 
+NODE_ID_SHOWN = 8  # hex digits of a Ray node id: enough to tell a cluster's nodes apart, as `ray status` does
+
+
+def describe_node(status: Status | None) -> str | None:
+    """Which machine trains or trained a run: its host name, and the Ray node (the first digits of its id) when
+    a Ray actor trains it; None while queued and for folders from before runs recorded it."""
+    if status is None or status.host is None:
+        return None
+    if status.node_id is None:
+        return status.host
+    return f"{status.host} · Ray node {status.node_id[:NODE_ID_SHOWN]}"
+
+
 def run_row(run: Run) -> dict:
     """One row of the runs table; a damaged run gets a row too, with what is wrong in `problem`."""
     config = run.config if not run.damaged else None
@@ -171,6 +184,7 @@ def run_row(run: Run) -> dict:
         "test_accuracy": run.test_accuracy,
         "engine": config.engine if config else None,
         "devices": describe_devices(run),
+        "node": None if run.damaged else describe_node(status),
         "data": short_data_label(run) if config else "—",
         "architecture": config.describe_layers() if config else None,
         "activation": config.activation if config else None,

@@ -67,25 +67,31 @@ def train_first_link() -> None:
 
 
 def steady_chart(figure, key: str) -> None:
-    """A Plotly chart that can be redrawn twice a second without blinking.
+    """A Plotly chart that can be redrawn twice a second without blinking, and costs little when it did not change.
 
     Streamlit remounts a Plotly chart whenever its figure changes (the element's id hashes the figure), and a
     freshly mounted chart stays empty for a frame or two: redrawn twice a second, a live chart would blink.
-    So two stacked slots take turns. The new figure mounts in one; the other keeps the previous figure, which
-    is unchanged and therefore not remounted, and stays visible until the new one has drawn its traces.
+    So two stacked slots take turns. A new figure mounts in one; the other keeps the previous figure, which
+    is unchanged and therefore not remounted, and stays visible until the new one has drawn its traces. The
+    same figure (the same object) again flips nothing and sends only the front slot: the back one has done its
+    job, and every figure sent is validated and serialised again.
     """
-    turn = st.session_state.get(f"{key}_turn", 0) + 1
+    turn = st.session_state.get(f"{key}_turn", 0)
     previous = st.session_state.get(f"{key}_previous")
+    changed = figure is not previous
+    if changed:
+        turn += 1
     front, back = f"{key}_slot{turn % 2}", f"{key}_slot{(turn + 1) % 2}"
     with st.container(key=f"{key}_stack"):
         for slot in (0, 1):
             with st.container(key=f"{key}_slot{slot}"):
-                shown = figure if slot == turn % 2 else previous
+                shown = figure if slot == turn % 2 else previous if changed else None
                 if shown is not None:
                     st.plotly_chart(shown, key=f"{key}_chart{slot}")
     st.html(STACK_STYLE.replace("STACK", f"st-key-{key}_stack").replace("FRONT", f"st-key-{front}")
             .replace("BACK", f"st-key-{back}"))
-    st.session_state[f"{key}_turn"], st.session_state[f"{key}_previous"] = turn, figure
+    if changed:
+        st.session_state[f"{key}_turn"], st.session_state[f"{key}_previous"] = turn, figure
 
 
 def files_offered_here() -> bool:

@@ -1,0 +1,151 @@
+"""Pieces the browser tests of who may do what share (test_browser_signin, _proxy, _guests): a run that keeps
+training until someone stops it, the Runs table as the browser holds it, and a relay of Streamlit's WebSocket
+that holds back a click of one browser and replays it from another — the crafted request a visitor can make.
+
+A click on a Streamlit button is a message on the page's WebSocket (a BackMsg asking for a rerun, with the
+button's trigger among the widget states and the page's address as its query string). Nothing in it says who
+sent it: the server answers it in the session of the socket it arrives on. So the way to craft a Stop of
+someone else's run is to take their click and send it on one's own socket, which is what `StreamRelay` does.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from core import links
+from core.config import TrainConfig
+from core.records import RunNotFound
+from core.store import load_run
+from tests.browser_support import IDLE
+
+WAIT_MS = 90_000  # a busy 2-core machine: a first page, a sign-in, a worker importing TensorFlow
+# A run that is still training (or waiting for the worker) when the tests stop it: wide layers, many steps,
+# one evaluation at the very end. It takes many minutes, so a test never races its end; the servers of these
+# tests raise the size ceilings so that a guest may start it (LONG_RUN_LIMITS), and every test stops the runs
+# it starts (the server's workers stop theirs when the module's server stops).
+LONG_RUN = TrainConfig(hidden_units=[1024, 1024], steps=200_000, eval_every=200_000, source="offline", xla=False)
+LONG_RUN_LIMITS = {"HYBRID_LAB_MAX_WORK": "1e14", "HYBRID_LAB_GUEST_MAX_WORK": "1e14"}
+STREAM = re.compile(r".*/_stcore/stream(\?.*)?$")
+
+
+def train_page(app_url: str, config: TrainConfig = LONG_RUN) -> str:
+    """The Train page's address with `config` in the form (a settings link)."""
+    return f"{app_url}/Train?{urlencode(links.settings_query(config))}"
+
+
+def press_train(page) -> str:
+    """Press Train on an open Train page; returns the id of the run it queued (the page follows it: ?run=)."""
+    page.locator(IDLE).wait_for()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_url(re.compile(r"[?&]run="))
+    return parse_qs(urlparse(page.url).query)["run"][0]
+
+
+def wait_for_run(run_id: str, runs_dir, done, timeout_s: float = WAIT_MS / 1000):
+    """Wait until `done(run)` holds for the run's folder (None once it is deleted); returns the last look."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            run = load_run(run_id, runs_dir)
+        except RunNotFound:
+            run = None
+        if done(run) or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def keyed_button(page, key: str):
+    """The button of widget key `key` as a person finds it (Streamlit also draws a hidden copy, to measure it)."""
+    return page.locator(f".st-key-{key}").get_by_role("button")
+
+
+def runs_table(page) -> list[dict[str, str]]:
+    """The Runs page's table as the browser holds it: one dict per row, column title -> text.
+
+    The grid draws on a canvas; the accessible copy of what it shows lives inside it, visible columns only.
+    """
+    table = page.get_by_test_id("stDataFrame").locator("table")
+    table.locator("tbody tr td").first.wait_for(state="attached")
+    titles = table.locator("th").all_inner_texts()
+    return [dict(zip(titles, row.locator("td").all_inner_texts())) for row in table.locator("tbody tr").all()]
+
+
+class StreamRelay:
+    """Every Streamlit WebSocket of a browser context, relayed by Playwright between the page and the server.
+
+    While `holding`, what the page sends is kept in `held` instead of reaching the server (a click that never
+    arrives); `send` puts a message on the newest socket towards the server as if its page had sent it; every
+    `script_finished` the server sends is counted, so a test knows its session has run the page again.
+    """
+
+    def __init__(self, context):
+        self.holding = False
+        self.held: list[bytes] = []
+        self.finished = 0
+        self._servers = []
+        context.route_web_socket(STREAM, self._relay)
+
+    def _relay(self, page_side) -> None:
+        server = page_side.connect_to_server()
+        self._servers.append(server)
+        page_side.on_message(lambda message: self.held.append(message) if self.holding else server.send(message))
+        server.on_message(lambda message: self._to_page(page_side, message))
+
+    def _to_page(self, page_side, message) -> None:
+        if isinstance(message, bytes) and script_finished(message):
+            self.finished += 1
+        page_side.send(message)
+
+    def send(self, message: bytes) -> None:
+        """Send a message to the server on the newest socket, as if this context's page had sent it."""
+        self._servers[-1].send(message)
+
+    def held_click(self, key: str) -> bytes | None:
+        """The held message that presses the button with widget key `key`, if one was held."""
+        return next((message for message in self.held if isinstance(message, bytes) and presses(message, key)),
+                    None)
+
+
+def presses(message: bytes, key: str) -> bool:
+    """Whether a message from a page asks for a rerun with the button of widget key `key` pressed."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    back = BackMsg()
+    back.ParseFromString(message)
+    if back.WhichOneof("type") != "rerun_script":
+        return False
+    return any(widget.id.endswith(f"-{key}") and widget.trigger_value
+               for widget in back.rerun_script.widget_states.widgets)
+
+
+def script_finished(message: bytes) -> bool:
+    """Whether a message from the server says a run of the page's script has finished."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    forward = ForwardMsg()
+    forward.ParseFromString(message)
+    return forward.WhichOneof("type") == "script_finished"
+
+
+def replay_click(page, holder: StreamRelay, key: str, replayer: StreamRelay, replayer_page, reruns: int = 3) -> None:
+    """Press the button `key` on `page` with its message held back, then send that message on the replayer's
+    socket, and wait until the replayer's session has run its page `reruns` times since (so the replayed
+    click has been read: the run in progress, then the one that takes the click, then one more)."""
+    holder.holding = True
+    try:
+        keyed_button(page, key).click()
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while holder.held_click(key) is None and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+    finally:
+        holder.holding = False
+    click = holder.held_click(key)
+    assert click is not None, f"no click of {key!r} was sent"
+    before = replayer.finished
+    replayer.send(click)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while replayer.finished < before + reruns and time.monotonic() < deadline:
+        replayer_page.wait_for_timeout(100)
+    assert replayer.finished >= before + reruns, "the replayer's page did not run again after the replayed click"

@@ -1,0 +1,91 @@
+"""Tests for ui.live_run: the Train page's view of a run redraws only what changed (the curves when there are new
+rows, the weights picture when there is a new evaluation), with at most charts.MAX_POINTS points a trace."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.records import RunState
+from ui import charts
+from ui.live_run import BLANK_LEVEL, COLOUR_LEVELS, PALETTE, weights_picture
+from tests.factories import make_run
+
+
+def view_script(run_path: str) -> None:
+    """A page that shows one run's live view, and what the view kept."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from core.run_folder import read_folder
+    from ui import live_run
+
+    live_run.show_curves(read_folder(Path(run_path)))
+    view = st.session_state[live_run.STATE_KEY]
+    st.session_state["seen"] = (view.figure_builds, view.weights_version, view.weights)
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    run = make_run(tmp_path, state=RunState.COMPLETED)
+    run.append_metrics([(step, 1.0 / step, 0.5) for step in range(1, 5001)])
+    run.append_evaluation(5000, 0.3, 0.9)
+    run.write_first_layer(np.linspace(-1, 1, 16 * 28 * 28, dtype=np.float32).reshape(16, 28, 28))
+    return run
+
+
+def open_view(run) -> AppTest:
+    app = AppTest.from_function(view_script, args=(str(run.path),), default_timeout=60)
+    return app.run()
+
+
+def test_a_redraw_with_nothing_new_builds_no_figure_and_no_picture(finished_run):
+    app = open_view(finished_run)
+    builds, version, picture = app.session_state["seen"]
+    assert builds == 1 and version is not None and picture
+    assert len(app.get("image")) == 1  # the weights, one picture
+    app.run()
+    assert app.session_state["seen"] == (1, version, picture)
+    assert len(app.get("image")) == 1 and len(app.get("plotly_chart")) == 2  # shown again, each chart once
+
+
+def test_a_new_evaluation_makes_a_new_picture_and_new_rows_new_curves(finished_run):
+    app = open_view(finished_run)
+    _, version, picture = app.session_state["seen"]
+    finished_run.append_metrics([(5001, 0.1, 0.9)])
+    finished_run.write_first_layer(np.ones((16, 28, 28), np.float32))
+    app.run()
+    builds, new_version, new_picture = app.session_state["seen"]
+    assert builds == 2 and new_version != version and new_picture != picture
+
+
+def test_curves_of_5000_steps_send_at_most_1000_points_a_trace(finished_run):
+    app = open_view(finished_run)
+    figure = app.session_state["train_live_view"].figures[0]
+    assert max(len(trace.x) for trace in figure.data) <= charts.MAX_POINTS + 1 <= 1001
+
+
+def test_the_weights_picture_puts_each_unit_in_a_framed_tile_on_one_scale_centred_on_zero():
+    units = np.zeros((3, 5, 5), np.float32)
+    units[0], units[1] = 2.0, -2.0  # unit 2 stays 0: white
+    picture, limit = weights_picture(units)
+    assert limit == 2.0
+    levels = np.asarray(Image.open(io.BytesIO(picture)))
+    scale = charts.MIN_TILE_PIXELS // 5  # 5x5 kernels drawn 20x20
+    side = 5 * scale
+    assert levels.shape == (2 * (side + 1) + 1, 2 * (side + 1) + 1)  # 2x2 grid, 1-px frames
+    assert levels[1, 1] == COLOUR_LEVELS - 1 and levels[1, side + 2] == 0  # red end, blue end
+    assert levels[side + 2, 1] == BLANK_LEVEL  # unit 2's tile: weight 0
+    assert levels[0, 0] == COLOUR_LEVELS and levels[side + 2, side + 2] == BLANK_LEVEL  # a frame; no fourth tile
+    red, blue = PALETTE[COLOUR_LEVELS - 1], PALETTE[0]
+    assert red[0] > red[2] and blue[2] > blue[0]
+
+
+def test_the_weights_picture_refuses_what_is_not_units_of_images():
+    with pytest.raises(ValueError, match="expected \\(units, height, width\\)"):
+        weights_picture(np.zeros((784, 128)))
