@@ -556,3 +556,13 @@ def test_a_link_carries_an_upload_by_its_digest_and_names_a_bad_one():
     [withheld] = [param for param in links.read_link(query, withheld={"source": ("uploaded",)}).unused
                   if param.setting == "source"]
     assert withheld.why is links.Unused.NOT_OFFERED  # a reader of a sign-in server is offered no uploads
+
+
+def test_a_bad_upload_limit_is_one_sentence_on_the_page_not_a_crash(runs_dir, monkeypatch):
+    monkeypatch.setenv("HYBRID_LAB_MAX_UPLOAD", "a lot")
+
+    app = train_page(runs_dir, monkeypatch)
+
+    assert not app.exception, app.exception
+    assert any("HYBRID_LAB_MAX_UPLOAD" in error for error in page_errors(app))
+    assert not app.file_uploader
