@@ -566,3 +566,17 @@ def test_a_bad_upload_limit_is_one_sentence_on_the_page_not_a_crash(runs_dir, mo
     assert not app.exception, app.exception
     assert any("HYBRID_LAB_MAX_UPLOAD" in error for error in page_errors(app))
     assert not app.file_uploader
+
+
+def test_kept_drawings_downloaded_as_mnist_npz_upload_again_as_a_dataset(runs_dir):
+    from core import collection
+
+    rng = np.random.default_rng(3)
+    for label in [0] * 5 + [5] * 5:  # five of a digit: one of them held out
+        collection.keep_drawing(runs_dir, rng.random((28, 28), dtype=np.float32), label, identity=ALICE)
+    frozen = collection.freeze(runs_dir, identity=ALICE)
+
+    upload = add_upload(collection.keras_npz(frozen), "my-drawings.npz", runs_dir, identity=ALICE)
+
+    assert (upload.train + upload.test, upload.classes) == (10, (0, 5))
+    assert upload.test == len(frozen.test_labels) > 0  # the held-out drawings are the test split
