@@ -181,10 +181,10 @@ def _check_total(runs_dir: Path, identity: Identity, name: str, size: int, per_o
     kept = sum(upload.size for upload in _all_uploads(runs_dir)
                if any(key == identity.key or (guest and is_guest_key(key)) for key in upload.owners))
     if kept + size > per_owner:
-        raise DatasetError(f"{name} ({megabytes(size)} stored) would take the uploads kept by "
-                           f"{'guests' if guest else 'you'} to {megabytes(kept + size)}, past the "
-                           f"{megabytes(per_owner)} {'guests together' if guest else 'one person'} may keep (HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload "
-                           "first")
+        who, whose = ("guests", "guests together") if guest else ("you", "one person")
+        raise DatasetError(f"{name} ({megabytes(size)} stored) would take the uploads kept by {who} to "
+                           f"{megabytes(kept + size)}, past the {megabytes(per_owner)} {whose} may keep "
+                           "(HYBRID_LAB_UPLOADS_PER_OWNER); delete an upload first")
 
 
 def _write_record(folder: Path, digest: str, canonical: dict, size: int, existing: Upload | None,
