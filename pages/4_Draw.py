@@ -12,6 +12,7 @@ from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.identity import access_line
 from ui.submit import submit_run
+from ui.teaching import fine_tuned_figures, keep_controls, selected_next, teach_section
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
     DrawingModel,
@@ -129,6 +130,10 @@ st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the pag
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")
 
+fine_tuned = selected_next()  # a fine-tuning run that just ended: the picker selects it
+if fine_tuned:
+    st.query_params["run"] = fine_tuned
+    st.session_state.pop("draw_run", None)
 choice = choose_run(default_runs_dir(), st.query_params.get("run"))
 # The notice keeps its slot even when empty (it goes once the address names a usable run): a canvas
 # that moves down the page is mounted again, blank, while the page still holds the old drawing.
@@ -145,6 +150,7 @@ run_id = st.selectbox("Model", run_ids, index=run_ids.index(choice.default_run_i
                       format_func=lambda run_id: run_label(runs_by_id[run_id]), key="draw_run")
 st.query_params["run"] = run_id  # the address names the run shown, for reloads and shared links
 run = runs_by_id[run_id]
+fine_tuned_figures(run)
 
 # A fixed-width column keeps the canvas square; the results take the rest, or go below it (ui.drawing's
 # CANVAS_LABEL_STYLE: in a narrow row, the line above the canvas then says the prediction).
@@ -178,9 +184,13 @@ with result_column:
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
         prediction = show_prediction(model, canvas.image_data)
+        if prediction is not None:
+            keep_controls(prediction, default_runs_dir(), st.session_state.get("draw_canvas_generation", 0),
+                          on_kept=clear_canvas)
 with above_canvas:
     # The canvas's own toolbar (undo, redo, reset) appears on hover over this short line.
     st.html(canvas_label_html(prediction))
 # Under the canvas and the prediction, with the page's full width; the prediction is already shown.
 if prediction is not None:
     show_explanation(model, prediction)
+teach_section(default_runs_dir(), run)
