@@ -12,7 +12,7 @@ from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.identity import access_line
 from ui.submit import submit_run
-from ui.teaching import fine_tuned_figures, keep_controls, selected_next, teach_section
+from ui.teaching import keep_controls, selected_next, teach_section
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
     DrawingModel,
@@ -150,7 +150,6 @@ run_id = st.selectbox("Model", run_ids, index=run_ids.index(choice.default_run_i
                       format_func=lambda run_id: run_label(runs_by_id[run_id]), key="draw_run")
 st.query_params["run"] = run_id  # the address names the run shown, for reloads and shared links
 run = runs_by_id[run_id]
-fine_tuned_figures(run)
 
 # A fixed-width column keeps the canvas square; the results take the rest, or go below it (ui.drawing's
 # CANVAS_LABEL_STYLE: in a narrow row, the line above the canvas then says the prediction).

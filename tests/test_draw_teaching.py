@@ -87,5 +87,6 @@ def test_a_fine_tuned_run_shows_both_accuracies_before_and_after(runs_dir, loopb
     metrics = {metric.label: (metric.value, metric.proto.delta) for metric in page.metric}
     assert metrics["Original test set"] == ("90.0%", "-0.5 points")
     assert metrics["Your held-out drawings"] == ("100%", "+80.0 points")
-    assert any(f"Fine-tuned from run {source.run_id}" in caption.value and "every 5th drawing" in caption.value
-               for caption in page.caption)
+    captions = [caption.value for caption in page.caption]
+    assert any(f"fine-tuned from run {source.run_id} on your drawings" in caption for caption in captions)
+    assert any("every 5th drawing you kept (the 5th, 10th …) is held out" in caption for caption in captions)

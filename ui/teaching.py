@@ -12,10 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 from core import queue
-from core.collection import HOLD_OUT_EVERY, HOLD_OUT_WORDS, delete_drawing, gather, keep_drawing, keras_npz, \
-    list_drawings
+from core.collection import HOLD_OUT_EVERY, HOLD_OUT_WORDS, delete_drawing, freeze, gather, keep_drawing, \
+    keras_npz, list_drawings
 from core.fine_tune import FINE_TUNE_SHARE, FINE_TUNE_STEPS, LEARNING_RATE_FACTOR, fine_tune_config
-from core.collection import freeze
 from core.records import RunState
 from core.run_folder import Run
 from core.store import load_run
@@ -77,24 +76,34 @@ def show_message() -> None:
         (st.error if kind == "error" else st.success)(sentence)
 
 
-def gallery(runs_dir: Path) -> int:
-    """The kept drawings, a row per digit, each with its delete button; held-out ones say so. Returns how many."""
+# The held-out drawings get an orange frame (the page's accent), the delete buttons stay small; keys are the
+# containers' (st.container(key=...) gives them the class st-key-<key>).
+GALLERY_STYLE = """<style>
+[class*="st-key-draw_held_"] img { outline: 3px solid #ff7f0e; outline-offset: 1px; }
+[class*="st-key-draw_delete_"] button { min-height: 1.6rem; padding: 0 0.3rem; }
+</style>"""
+
+
+def gallery(runs_dir: Path) -> None:
+    """The kept drawings, a row per digit, each with its delete button; held-out ones framed."""
     drawings = list_drawings(runs_dir, identity=current_identity())
     if not drawings:
         st.caption("No drawings kept yet: draw a digit, pick what it is under the prediction and press Keep.")
-        return 0
+        return
+    st.html(GALLERY_STYLE)
     for digit in sorted({drawing.label for drawing in drawings}):
         mine = [drawing for drawing in drawings if drawing.label == digit]
         with st.container(horizontal=True, gap="small", key=f"draw_gallery_{digit}"):
-            st.markdown(f"**{digit}** · {len(mine)}", width=56)
+            st.markdown(f"**{digit}**", width=20)
             for position, drawing in enumerate(mine, start=1):
-                with st.container(width=64, gap=None, horizontal_alignment="center"):
-                    held_out = position % HOLD_OUT_EVERY == 0
-                    st.image(enlarge(drawing.image, GALLERY_SCALE), caption="held out" if held_out else None)
+                held_out = position % HOLD_OUT_EVERY == 0
+                kind = "held" if held_out else "kept"
+                with st.container(width=60, gap=None, horizontal_alignment="center",
+                                  key=f"draw_{kind}_{drawing.drawing_id}"):
+                    st.image(enlarge(drawing.image, GALLERY_SCALE))
                     st.button("", icon=":material/close:", key=f"draw_delete_{drawing.drawing_id}",
-                              help="Delete this drawing", on_click=_delete, args=(runs_dir, drawing.drawing_id),
-                              type="tertiary")
-    return len(drawings)
+                              help="Delete this drawing" + (" (held out)" if held_out else ""), on_click=_delete,
+                              args=(runs_dir, drawing.drawing_id), type="tertiary")
 
 
 def _fine_tune(runs_dir: Path, source: Run) -> None:
@@ -111,25 +120,29 @@ def _fine_tune(runs_dir: Path, source: Run) -> None:
 
 
 def teach_section(runs_dir: Path, source: Run) -> None:
-    """Below the drawing: the gallery, Download my drawings, and Fine-tune on my drawings with its progress."""
+    """Below the drawing: the chosen run's figures if it is fine-tuned, Fine-tune on my drawings with its progress,
+    Download my drawings, and the gallery."""
     st.subheader("Teach it your handwriting", anchor=False)
+    fine_tuned_figures(source)
     if not current_identity().may_act:
         st.caption("Sign in to keep drawings: on this server every drawing belongs to whoever kept it.")
         return
     show_message()
-    kept = gallery(runs_dir)
-    st.caption(f"Fine-tuning starts from the model chosen above ({source.run_id}): {FINE_TUNE_STEPS} steps at "
-               f"{LEARNING_RATE_FACTOR:g} × its learning rate, {FINE_TUNE_SHARE:.0%} of every batch from your drawings "
-               f"(shifted and rotated), the rest from its training data. How they are measured: {HOLD_OUT_WORDS}.")
-    tuning = st.session_state.get(TUNING_KEY)
+    kept = list_drawings(runs_dir, identity=current_identity())
+    st.caption(f"Keep drawings of the digits it misreads, as you write them, then fine-tune: {FINE_TUNE_STEPS} "
+               f"steps from the model chosen above at {LEARNING_RATE_FACTOR:g} × its learning rate, "
+               f"{FINE_TUNE_SHARE:.0%} of every batch from your drawings (shifted and rotated), the rest from its "
+               f"training data. Held out: {HOLD_OUT_WORDS} (framed in orange).")
     with st.container(horizontal=True, gap="small"):
-        st.button("Fine-tune on my drawings", type="primary", icon=":material/school:", disabled=kept == 0,
+        st.button("Fine-tune on my drawings", type="primary", icon=":material/school:", disabled=not kept,
                   on_click=_fine_tune, args=(runs_dir, source), key="draw_fine_tune")
         st.download_button("Download my drawings (.npz)", data=lambda: keras_npz(gather(
             runs_dir, identity=current_identity())), file_name="my-drawings.npz", mime="application/octet-stream",
-            icon=":material/download:", on_click="ignore", disabled=kept == 0, key="draw_download")
+            icon=":material/download:", on_click="ignore", disabled=not kept, key="draw_download")
+    tuning = st.session_state.get(TUNING_KEY)
     if tuning:
         follow_fine_tuning(runs_dir, tuning)
+    gallery(runs_dir)
 
 
 def follow_fine_tuning(runs_dir: Path, run_id: str) -> None:
@@ -166,8 +179,8 @@ def fine_tuned_figures(run: Run) -> None:
                   delta=_points(summary.collection_accuracy, summary.initial_collection_accuracy),
                   help=f"{summary.collection_held_out} drawings it never trained on, before fine-tuning "
                        f"{summary.initial_collection_accuracy:.0%}.")
-    st.caption(f"Fine-tuned from run {run.config.init_from} on your drawings (snapshot {run.config.collection}). "
-               f"Held out: {summary.collection_held_out} — {HOLD_OUT_WORDS}.")
+    st.caption(f"The model chosen above was fine-tuned from run {run.config.init_from} on your drawings "
+               f"(snapshot {run.config.collection}), {summary.collection_held_out} of them held out.")
 
 
 def _points(after: float | None, before: float | None) -> str | None:
