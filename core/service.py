@@ -25,9 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import queue, sweeps, uploads
+from core import fine_tune, queue, sweeps, uploads
 from core.access import Identity, PermissionRefused, check_files, check_stop, check_train, is_guest_key, owner_of
+from core.collection import CollectionError
 from core.config import ENGINES, TrainConfig
+from core.fine_tune import FineTuneError
 from core.data import check_data_path
 from core.network import multiply_adds
 from core.records import RunState, StopReason
@@ -286,7 +288,8 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, identity: Ident
     for config, label in zip(configs, labels or [None] * len(configs)):
         try:
             _check_run(config, identity, runs_dir)
-        except (SubmissionRefused, PermissionRefused) as refusal:
+            fine_tune.check(config, runs_dir, identity)
+        except (SubmissionRefused, PermissionRefused, FineTuneError, CollectionError) as refusal:
             if not label:
                 raise
             raise type(refusal)(f"{label}: {refusal}") from None
