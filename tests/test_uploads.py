@@ -541,3 +541,28 @@ def test_the_runs_page_says_a_runs_upload_is_gone(tmp_path, runs_dir, monkeypatc
     assert any(UPLOAD_GONE in str(caption.value) for caption in app.caption)
     [data] = app.dataframe[0].value["data"].tolist()
     assert data.endswith("· deleted"), data
+
+
+def test_a_link_carries_an_upload_by_its_digest_and_names_a_bad_one():
+    from core import links
+
+    digest = "0123456789abcdef" * 4
+    query = links.settings_query(TrainConfig(source="uploaded", upload=digest))
+
+    assert query == {"source": "uploaded", "upload": digest}
+    assert links.read_link(query).values["upload"] == digest
+    [unused] = links.read_link({"source": "uploaded", "upload": "../../etc/passwd"}).unused
+    assert unused.why is links.Unused.BAD_VALUE and "SHA-256" in unused.detail
+    [withheld] = [param for param in links.read_link(query, withheld={"source": ("uploaded",)}).unused
+                  if param.setting == "source"]
+    assert withheld.why is links.Unused.NOT_OFFERED  # a reader of a sign-in server is offered no uploads
+
+
+def test_a_bad_upload_limit_is_one_sentence_on_the_page_not_a_crash(runs_dir, monkeypatch):
+    monkeypatch.setenv("HYBRID_LAB_MAX_UPLOAD", "a lot")
+
+    app = train_page(runs_dir, monkeypatch)
+
+    assert not app.exception, app.exception
+    assert any("HYBRID_LAB_MAX_UPLOAD" in error for error in page_errors(app))
+    assert not app.file_uploader

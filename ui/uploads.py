@@ -65,9 +65,13 @@ def upload_box(runs_dir: Path, identity: access.Identity) -> None:
     if not access.may_train(identity):
         st.info("Sign in to upload a dataset of your own.")
         return
-    max_upload, per_owner = uploads.limits()
+    try:
+        max_upload, per_owner = uploads.limits()
+    except ValueError as error:  # HYBRID_LAB_MAX_UPLOAD or HYBRID_LAB_UPLOADS_PER_OWNER set to something else
+        st.error(texts.plain(f"Uploads are off until this is fixed: {error}."))
+        return
     st.caption(f"An .npz in Keras' layout (x_train, y_train, x_test, y_test), or a .zip or .tar.gz of the four IDX "
-               f"files (gzipped or not): 28 × 28 images, labels 0–9. At most {megabytes(max_upload)} a "
+               f"files (gzipped or not): 28 × 28 images, labels 0 to 9. At most {megabytes(max_upload)} a "
                f"file and {megabytes(per_owner)} of uploads kept"
                + (" by all guests together" if access.is_guest_key(identity.key) else " per person")
                + ". Uploads stay on this server until their owners delete them; runs record which one they used.")
