@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` and `make test`. Both create .venv on first use.
+# The two commands of the README: `make run` and `make test`. Both create .venv on first use; only `make test`
+# installs Ray (requirements-ray.txt).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,10 +19,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
+# Ray is optional (the ray backend of the training service); the tests use it, the default app does not.
+$(VENV)/.installed-ray: requirements-ray.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -r requirements-ray.txt
+	touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/streamlit run app.py
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.installed-ray
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev

@@ -208,6 +208,18 @@ SETTINGS: tuple[Setting, ...] = (
             f"{MAX_CPU_REPLICAS}). They share the same cores, so this shows the strategy at work rather than "
             "speeding it up.", "number", low=1, high=MAX_CPU_REPLICAS, step=1,
             only_with=("distribute", ("mirrored",))),
+    Setting("init_from", str, None, "Start from run",
+            "A run id: start from that run's trained weights instead of fresh ones (fine-tuning). The layers must "
+            "be that run's (architecture, hidden layers, activation); the optimizer starts afresh.", "text",
+            nullable=True),
+    Setting("collection", str, None, "Your drawings",
+            "A snapshot of the drawings you kept on the Draw page, by its content hash (Fine-tune on my drawings "
+            "sets it): every fifth drawing of each digit is held out and measured, the others are mixed into every "
+            "batch.", "text", nullable=True),
+    Setting("collection_share", float, 0.25, "Share of your drawings",
+            "With your drawings: the share of every batch drawn from them (the rest from the training data), "
+            "shifted and rotated like the rest of the batch when augment is on.", "slider",
+            low=0.05, high=0.9, step=0.05),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -278,6 +290,9 @@ class TrainConfig:
     xla: bool | None = None
     distribute: str = "none"
     cpu_replicas: int = 2
+    init_from: str | None = None
+    collection: str | None = None
+    collection_share: float = 0.25
 
     def __post_init__(self) -> None:
         for setting in self.SETTINGS:

@@ -188,6 +188,10 @@ def _outcome(run) -> str:
 
 def _caveat(config) -> str | None:
     """What may keep the script's losses from matching the run's to the last digit."""
+    if config.init_from or config.collection:
+        return (f"The run was fine-tuned: it started from the weights of run {config.init_from or '(none)'}"
+                f"{' and mixed kept drawings into its batches' if config.collection else ''}; this script has "
+                "neither, so it trains the same settings from fresh weights on the data alone.")
     if config.engine == "function" and config.distribute != "none":
         where = (f"mirrored over {config.cpu_replicas} replicas" if config.distribute == "mirrored"
                  else "on several workers")

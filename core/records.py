@@ -289,6 +289,12 @@ class Summary:
     distribute: str = "none"
     replicas: int = 1
     workers: int = 1
+    # A fine-tuning run (core/fine_tune.py) is measured before its first step too; with kept drawings, also on
+    # their held-out part (how many: collection_held_out). None for other runs and older summaries.
+    initial_test_accuracy: float | None = None
+    collection_accuracy: float | None = None
+    initial_collection_accuracy: float | None = None
+    collection_held_out: int | None = None
 
     def to_json(self) -> dict:
         """The dict written to summary.json."""
@@ -331,4 +337,10 @@ class Summary:
         _check(file, "distribute", distribute, distribute in DISTRIBUTES, "one of " + ", ".join(DISTRIBUTES))
         for name in ("replicas", "workers"):
             _check(file, name, values.get(name, 1), _is_count(values.get(name, 1), least=1), "a whole number, 1 or more")
+        for name in ("initial_test_accuracy", "collection_accuracy", "initial_collection_accuracy"):
+            value = values.get(name)
+            _check(file, name, value, value is None or (_is_number(value) and 0 <= value <= 1), "a number from 0 to 1")
+        held_out = values.get("collection_held_out")
+        _check(file, "collection_held_out", held_out, held_out is None or _is_count(held_out, least=1),
+               "a whole number, 1 or more")
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})

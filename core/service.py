@@ -3,9 +3,10 @@ trains them, so that pressing Train does not pay for importing TensorFlow, loadi
 
 A worker (`python -m core.worker --serve RUNS_DIR`) imports TensorFlow once, loads the data once, keeps the
 traced and compiled step functions of each network shape it has trained (core/engines/function.py), and
-runs at a lower CPU priority than the server so pages stay quick while it trains. The pool size and the
-limits on what one identity may ask for (smaller ones for guests) are service settings, read from the
-environment (SERVICE_SETTINGS). Who asks is an Identity (core/access.py): submit and stop check it. A worker
+runs at a lower CPU priority than the server so pages stay quick while it trains. Where the workers run (the
+backend: processes on this machine, core/pool.py, or actors on a Ray cluster, core/ray_backend.py), the pool
+size and the limits on what one identity may ask for (smaller ones for guests) are service settings, read from
+the environment (core/service_settings.py). Who asks is an Identity (core/access.py): submit and stop check it. A worker
 checks a run's size ceiling again when it takes it (`refusal`), and leaves after a run that takes it past its
 memory budget; the pool then starts a fresh one.
 
@@ -16,100 +17,28 @@ queued in the runs directory and start when the app serves again.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from core import queue, sweeps, uploads
+from core import fine_tune, queue, sweeps, uploads
 from core.access import Identity, PermissionRefused, check_files, check_stop, check_train, is_guest_key, owner_of
+from core.collection import CollectionError
 from core.config import ENGINES, TrainConfig
+from core.fine_tune import FineTuneError
 from core.data import check_data_path
 from core.network import multiply_adds
+from core.pool import WORKERS_DIR, PoolKeeper, WorkerPool  # noqa: F401 (WORKERS_DIR: where the pool logs)
 from core.records import RunState, StopReason
 from core.run_folder import Run
+from core.service_settings import SERVICE_SETTINGS, ServiceSetting, service_setting, setting_default  # noqa: F401
 from core.store import create_run, default_runs_dir, list_runs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKERS_DIR = ".workers"  # the pool's logs, beside the queue in the runs directory
-MONITOR_SECONDS = 1.0  # how often the pool looks for workers that died, to start new ones
 
 
 class SubmissionRefused(ValueError):
     """The service will not queue this run (over a limit, a run it cannot train, files it reads for nobody); the
     message says why."""
-
-
-@dataclass(frozen=True)
-class ServiceSetting:
-    """One setting of the service, read from an environment variable."""
-
-    name: str
-    variable: str
-    kind: type
-    default: object
-    help: str
-
-
-SERVICE_SETTINGS = (
-    ServiceSetting("workers", "HYBRID_LAB_WORKERS", int, max(1, (os.cpu_count() or 2) - 1),
-                   "worker processes that train at once (default: one core fewer than the machine has)"),
-    ServiceSetting("queue_limit", "HYBRID_LAB_QUEUE_LIMIT", int, 8,
-                   "runs one person (the operator, or one signed-in user) may have waiting or training at once"),
-    ServiceSetting("max_work", "HYBRID_LAB_MAX_WORK", float, 2e12,
-                   "largest run a person may start, in steps x batch size x multiply-adds per image (the article's "
-                   "run: 5.9e9)"),
-    ServiceSetting("guest_queue_limit", "HYBRID_LAB_GUEST_QUEUE_LIMIT", int, 2,
-                   "runs one guest (one browser tab of a server without sign-in) may have waiting or training"),
-    ServiceSetting("guest_max_work", "HYBRID_LAB_GUEST_MAX_WORK", float, 6e11,
-                   "largest run a guest may start, in the units of HYBRID_LAB_MAX_WORK"),
-    ServiceSetting("guests_total", "HYBRID_LAB_GUESTS_TOTAL", int, 6,
-                   "runs all guests together may have waiting or training (a guest can open many tabs)"),
-    ServiceSetting("files", "HYBRID_LAB_FILES", str, "auto",
-                   "who may train on files of the server: auto (operators only), on (everyone who may train), "
-                   "off (nobody)"),
-    ServiceSetting("max_upload", "HYBRID_LAB_MAX_UPLOAD", float, 100.0,
-                   "the largest dataset file one may upload, in MB; an archive may unpack to at most 4 times that"),
-    ServiceSetting("uploads_per_owner", "HYBRID_LAB_UPLOADS_PER_OWNER", float, 300.0,
-                   "MB of stored uploads one person may keep (all guests together count as one person)"),
-    # Like Celery's worker_max_memory_per_child: TensorFlow keeps some memory for good for every network shape
-    # it compiles (about 14 MB each here, bench/worker_memory.py), so a worker that has served many shapes
-    # makes way for a fresh one. A warm worker takes about 920 MB; 2,048 MB is room for some 80 new shapes.
-    ServiceSetting("worker_memory", "HYBRID_LAB_WORKER_MEMORY", int, 2048,
-                   "resident memory in MB past which a worker, once its run has finished, exits and the pool "
-                   "starts a fresh one (a warm worker takes about 920 MB)"),
-)
-
-
-def _setting(name: str) -> ServiceSetting:
-    return next(s for s in SERVICE_SETTINGS if s.name == name)
-
-
-def setting_default(name: str):
-    """A service setting's default, whatever the environment says."""
-    return _setting(name).default
-
-
-def service_setting(name: str):
-    """A service setting's value: its environment variable if set (and valid), else its default."""
-    setting = _setting(name)
-    text = os.environ.get(setting.variable)
-    if text is None or text.strip() == "":
-        return setting.default
-    try:
-        value = setting.kind(text)
-    except ValueError:
-        raise ValueError(f"{setting.variable} must be a {setting.kind.__name__} ({setting.help}); got {text!r}") \
-            from None
-    if setting.kind in (int, float) and value <= 0:
-        raise ValueError(f"{setting.variable} must be above 0 ({setting.help}); got {text!r}")
-    if name == "files" and value not in ("on", "off", "auto"):
-        raise ValueError(f"{setting.variable} must be on, off or auto ({setting.help}); got {text!r}")
-    return value
 
 
 def files_offered(identity: Identity) -> bool:
@@ -136,105 +65,26 @@ def work_of(config: TrainConfig) -> float:
     return float(config.steps) * config.batch_size * multiply_adds(config)
 
 
-# ------------------------------------------------------------------------------------------- the pool
-
-
-class WorkerPool:
-    """Warm worker processes for one runs directory, started on demand and restarted when one dies."""
-
-    def __init__(self, runs_dir: Path, size: int):
-        self.runs_dir, self.size = Path(runs_dir).resolve(), size
-        self.workers: list[subprocess.Popen | None] = [None] * size  # one slot per worker, each with its own log
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
-
-    def start(self) -> None:
-        """Start the workers (a no-op for those already running) and the thread that keeps them alive."""
-        with self.lock:
-            self._fill()
-            if not self.monitor.is_alive() and not self.stopped.is_set():
-                self.monitor.start()
-
-    def _fill(self) -> None:
-        """Start a worker in every empty slot (caller holds the lock); never after stop()."""
-        if self.stopped.is_set():
-            return
-        logs = self.runs_dir / WORKERS_DIR
-        logs.mkdir(parents=True, exist_ok=True)
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        for slot, worker in enumerate(self.workers):
-            if worker is not None and worker.poll() is None:
-                continue
-            with open(logs / f"worker-{slot + 1}.log", "ab") as log:
-                self.workers[slot] = subprocess.Popen(
-                    [sys.executable, "-m", "core.worker", "--serve", str(self.runs_dir), "--parent", str(os.getpid())],
-                    cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-    def _watch(self) -> None:
-        while not self.stopped.wait(MONITOR_SECONDS):
-            with self.lock:
-                self._fill()  # a worker that died (its run reads "interrupted") is replaced
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask every worker to stop (its run is kept as stopped) and wait for them to exit."""
-        self.stopped.set()
-        with self.lock:
-            live = [worker for worker in self.workers if worker is not None]
-            for worker in live:
-                if worker.poll() is None:
-                    worker.terminate()
-            for worker in live:
-                try:
-                    worker.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
-            self.workers = [None] * self.size
-
-    @property
-    def pids(self) -> list[int]:
-        """The process ids of the live workers."""
-        return [worker.pid for worker in self.workers if worker is not None and worker.poll() is None]
-
-
-class PoolKeeper:
-    """The worker pools of one process, one per runs directory, each started once and stopped together."""
-
-    def __init__(self):
-        self.pools: dict[Path, WorkerPool] = {}
-        self.lock = threading.Lock()
-
-    def ensure(self, runs_dir: Path) -> WorkerPool:
-        """The pool for the runs directory, started if it is not yet."""
-        runs_dir = Path(runs_dir).resolve()
-        with self.lock:
-            pool = self.pools.get(runs_dir)
-            if pool is None or pool.stopped.is_set():
-                service_setting("worker_memory")  # a bad budget is refused before any worker starts
-                pool = self.pools[runs_dir] = WorkerPool(runs_dir, service_setting("workers"))
-        pool.start()
-        return pool
-
-    def stop(self, runs_dir: Path | None = None) -> None:
-        """Stop the pool of one runs directory, or every pool."""
-        with self.lock:
-            chosen = list(self.pools) if runs_dir is None else [Path(runs_dir).resolve()]
-            pools = [self.pools.pop(key) for key in chosen if key in self.pools]
-        for pool in pools:
-            pool.stop()
-
-
 # A page's script has no handle on the server's objects, so the pools of this process are kept here: the
 # server owns their lifetime (app.py's lifespan: `serving`), and `submit` makes sure one serves the runs
 # directory it queued into (a page served without app.py, a test). Nothing else reaches for them.
 POOLS = PoolKeeper()
 
 
-def ensure_pool(runs_dir: Path | None = None) -> WorkerPool:
-    """This process's worker pool for the runs directory, started if it is not yet."""
-    return POOLS.ensure(Path(runs_dir or default_runs_dir()))
+def ensure_pool(runs_dir: Path | None = None):
+    """This process's worker pool for the runs directory, started if it is not yet: local worker processes, or
+    Ray actors with HYBRID_LAB_BACKEND=ray."""
+    return POOLS.ensure(Path(runs_dir or default_runs_dir()), _new_pool)
+
+
+def _new_pool(runs_dir: Path):
+    """A pool of the configured backend; Ray is imported only here, and only for the ray backend."""
+    _check_service_settings()  # a bad one is refused before any worker starts
+    if service_setting("backend") == "ray":
+        from core import ray_backend
+
+        return ray_backend.RayPool(runs_dir, service_setting("ray_address"))
+    return WorkerPool(runs_dir, service_setting("workers"))
 
 
 @contextmanager
@@ -280,18 +130,24 @@ def check_submission(configs: list[TrainConfig], runs_dir: Path, identity: Ident
     for them together. `labels` names each run in a refusal ("the run with distribute multi-worker"), for a
     sweep.
     """
-    service_setting("workers")  # a bad pool size or memory budget is refused before anything is queued
-    service_setting("worker_memory")
+    _check_service_settings()  # a bad backend, pool size or memory budget is refused before anything is queued
     check_train(identity)
     for config, label in zip(configs, labels or [None] * len(configs)):
         try:
             _check_run(config, identity, runs_dir)
-        except (SubmissionRefused, PermissionRefused) as refusal:
+            fine_tune.check(config, runs_dir, identity)
+        except (SubmissionRefused, PermissionRefused, FineTuneError, CollectionError) as refusal:
             if not label:
                 raise
             raise type(refusal)(f"{label}: {refusal}") from None
     if limits:
         _check_limits(configs, runs_dir, identity)
+
+
+def _check_service_settings() -> None:
+    """ValueError naming the first bad setting of the pool: its backend, the Ray address, size, memory budget."""
+    for name in ("backend", "ray_address", "workers", "worker_memory"):
+        service_setting(name)
 
 
 def _check_run(config: TrainConfig, identity: Identity, runs_dir: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from core import insight, tensorboard_summaries
+from core import fine_tune, insight, tensorboard_summaries
 from core.advice import chance_level_advice, chance_level_warning, diverged_message
 from core.config import TrainConfig
 from core.data import Dataset, load_dataset
@@ -174,15 +174,21 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     run.write_status(RunState.RUNNING, "loading data")
     dataset = dataset or load_dataset(config.dataset, config.source, config.data_path, config.upload,
                                       run.path.parent)
+    # A fine-tuning run's data has the owner's drawings mixed in, and it starts from another run's weights.
+    tuning = fine_tune.prepare(config, run, dataset)
+    dataset = tuning.dataset
     run.write_status(RunState.RUNNING, "building the graph", data_source=dataset.description)
-    engine = _make_engine(config, dataset, run.path, networks)
+    engine = _make_engine(config, dataset, run.path, fine_tune.engine_cache(config, networks))
+    if tuning.initial_weights is not None:
+        engine.load_weights(tuning.initial_weights)
+    measured = tuning.measure_start(engine, evaluate)  # before/after figures, for fine-tuning runs only
     # The run's settings for TensorBoard's HParams dashboard, first, so the run is listed while it trains.
     engine.write_summaries(0, tensorboard_summaries.hparams_summaries(config, run.run_id))
     # TensorBoard's evaluation summaries (histograms, the captioned digits) are built and written on a
     # thread of their own while training goes on: they cost about as much as the steps between them.
     summary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"summaries-{run.run_id}")
     pending = []
-    schedule = BatchSchedule(len(dataset.y_train), config.batch_size, config.seed)
+    schedule = tuning.schedule(config)
     started = time.monotonic()
     step, last_loss, outcome = 0, float("nan"), RunState.COMPLETED
     first_loss = highest_loss = None  # how far the loss moved, for advice if the run learns nothing
@@ -231,6 +237,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
                                                              pending, draw=True)
             # Every engine's weights go into the same Keras 3 model: one contract for model.keras.
             build_export_model(config, engine.weights()).save(run.model_path)
+            measured.update(tuning.measure_end(engine))
     finally:
         summary_writer.shutdown(wait=True)
         engine.close()
@@ -242,7 +249,7 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         test_accuracy=test_accuracy, test_loss=test_loss, steps=step, seconds=round(seconds, 3),
         steps_per_second=round(step / seconds, 1) if seconds > 0 else None,
         data_source=dataset.description, source=dataset.source, data_sizes=dataset.sizes(), engine=config.engine,
-        distribute=placement.distribute, replicas=placement.replicas, workers=placement.workers,
+        distribute=placement.distribute, replicas=placement.replicas, workers=placement.workers, **measured,
     ))
     if outcome is RunState.COMPLETED:
         losses = (first_loss, highest_loss, last_loss)

@@ -35,6 +35,7 @@ from core.datafiles import IDX_FILES, DatasetError, read_npz
 from core.records import timestamp
 from core.run_files import read_json, replace_atomically, write_json_atomic
 from core.upload_files import megabytes, read_upload
+from core.service_settings import service_setting
 
 UPLOADS_FOLDER = Path(".data") / "uploads"
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -90,8 +91,6 @@ def uploads_folder(runs_dir: Path) -> Path:
 
 def limits() -> tuple[int, int]:
     """The upload limit and the per-owner total, in bytes, from the service settings."""
-    from core.service import service_setting  # the service imports this module to check runs on uploads
-
     return int(service_setting("max_upload") * 1e6), int(service_setting("uploads_per_owner") * 1e6)
 
 

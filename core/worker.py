@@ -117,34 +117,33 @@ def _warm_export(networks) -> None:
 
 def serve(runs_dir: Path, parent: int) -> int:
     """Train queued runs until told to stop, `parent` (the server's pid) has gone or the memory budget is
-    passed; returns the exit code.
+    passed; returns the exit code."""
+    stop = StopSignal()
+    stop.watch(parent)
+    serve_queue(runs_dir, stop)
+    return 0
+
+
+def serve_queue(runs_dir: Path, stop: StopSignal, node_id: str | None = None,
+                ready: threading.Event | None = None) -> bool:
+    """Get ready (then set `ready`), then train queued runs until `stop` is set (False) or a run has left this
+    worker above its memory budget (True: the caller makes way for a fresh worker). Runs this worker takes
+    record `node_id`, the Ray node it runs on (core/ray_backend.py: the same loop in a Ray actor).
 
     A run queued while the worker starts trains as soon as TensorFlow is imported and the data loaded: the rest
     of warming up (tracing, the model export, XLA) is done in pieces while no run waits, and a run never waits
     for more than the piece under way.
     """
-    stop = StopSignal()
-    stop.watch(parent)
     os.nice(NICENESS)
     budget = memory_budget()
-    from core.config import MAX_CPU_REPLICAS
-    from core.engines import distribute
-    from core.engines.function import NetworkCache
-
-    # Before TensorFlow starts: the CPU split that mirrored runs use (single-device runs take the first device).
-    distribute.split_cpu(MAX_CPU_REPLICAS)
-    # This worker's compiled networks. Compiling is paid once per shape here, so XLA pays off from the second
-    # run of a shape on (XLA always, min_steps 0), compiled while the worker is idle.
-    networks = NetworkCache(xla_min_steps=0, compile_later=True)
     started = time.monotonic()
-    try:
-        get_ready(networks)
-    except Exception:  # the run that needs the data will say what is wrong with it
-        traceback.print_exc()
+    networks = _prepare()
     print(f"worker {os.getpid()}: ready after {time.monotonic() - started:.1f} s", flush=True)
+    if ready is not None:
+        ready.set()
     watch, ignored, exported, warm = queue.QueueWatch(runs_dir), set(), [], False
     while not stop.event.is_set():
-        run = next_run(runs_dir, watch, ignored)
+        run = next_run(runs_dir, watch, ignored, node_id)
         if run is None:
             warm = _idle(networks, exported, warm, started)
             if warm:
@@ -157,8 +156,26 @@ def serve(runs_dir: Path, parent: int) -> int:
         if memory > budget and not stop.event.is_set():
             print(f"worker {os.getpid()}: above its memory budget (HYBRID_LAB_WORKER_MEMORY): exiting so that a "
                   "fresh worker takes over", flush=True)
-            return 0
-    return 0
+            return True
+    return False
+
+
+def _prepare():
+    """Split the CPU, import TensorFlow and load the default data; returns this worker's network cache."""
+    from core.config import MAX_CPU_REPLICAS
+    from core.engines import distribute
+    from core.engines.function import NetworkCache
+
+    # Before TensorFlow starts: the CPU split that mirrored runs use (single-device runs take the first device).
+    distribute.split_cpu(MAX_CPU_REPLICAS)
+    # This worker's compiled networks. Compiling is paid once per shape here, so XLA pays off from the second
+    # run of a shape on (XLA always, min_steps 0), compiled while the worker is idle.
+    networks = NetworkCache(xla_min_steps=0, compile_later=True)
+    try:
+        get_ready(networks)
+    except Exception:  # the run that needs the data will say what is wrong with it
+        traceback.print_exc()
+    return networks
 
 
 def _idle(networks, exported: list, warm: bool, started: float) -> bool:
@@ -174,7 +191,7 @@ def _idle(networks, exported: list, warm: bool, started: float) -> bool:
     return True
 
 
-def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str]) -> Run | None:
+def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str], node_id: str | None = None) -> Run | None:
     """The next queued run to train, if the queue folder changed since the last look; what in it is not a
     queue entry is moved aside first (`ignored`: names that could not be, kept by this worker)."""
     if not watch.changed():
@@ -184,7 +201,7 @@ def next_run(runs_dir: Path, watch: queue.QueueWatch, ignored: set[str]) -> Run 
         what = "name that is not a queue entry" if moved == 1 else "names that are not queue entries"
         print(f"worker {os.getpid()}: moved {moved:,} {what} to {queue_files.rejected_folder(runs_dir)} "
               f"(see {queue_files.REJECTED_LOG} there)", flush=True)
-    return queue.take_next(runs_dir, refuse=service.refusal)
+    return queue.take_next(runs_dir, refuse=service.refusal, node_id=node_id)
 
 
 def train_one(run: Run, networks, stop: StopSignal) -> None:

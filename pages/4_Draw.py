@@ -13,6 +13,7 @@ from ui import texts
 from ui.identity import access_line
 from ui.run_index import listed_runs
 from ui.submit import submit_run
+from ui.teaching import keep_controls, selected_next, teach_section
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
     DrawingModel,
@@ -130,6 +131,10 @@ st.html(CANVAS_LABEL_STYLE)  # style only: Streamlit gives it no room on the pag
 st.write("Draw a digit in the black square: the model classifies it after every stroke, "
          "from the same 28 × 28 image it was trained on.")
 
+fine_tuned = selected_next()  # a fine-tuning run that just ended: the picker selects it
+if fine_tuned:
+    st.query_params["run"] = fine_tuned
+    st.session_state.pop("draw_run", None)
 choice = choose_run(default_runs_dir(), st.query_params.get("run"), runs=listed_runs(default_runs_dir()))
 # The notice keeps its slot even when empty (it goes once the address names a usable run): a canvas
 # that moves down the page is mounted again, blank, while the page still holds the old drawing.
@@ -179,9 +184,13 @@ with result_column:
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
         prediction = show_prediction(model, canvas.image_data)
+        if prediction is not None:
+            keep_controls(prediction, default_runs_dir(), st.session_state.get("draw_canvas_generation", 0),
+                          on_kept=clear_canvas)
 with above_canvas:
     # The canvas's own toolbar (undo, redo, reset) appears on hover over this short line.
     st.html(canvas_label_html(prediction))
 # Under the canvas and the prediction, with the page's full width; the prediction is already shown.
 if prediction is not None:
     show_explanation(model, prediction)
+teach_section(default_runs_dir(), run)

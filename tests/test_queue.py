@@ -753,9 +753,12 @@ def test_a_bad_service_setting_names_its_variable(monkeypatch, variable, name, t
     assert repr(text) in str(error.value)
 
 
-@pytest.mark.parametrize("variable", ["HYBRID_LAB_WORKERS", "HYBRID_LAB_WORKER_MEMORY"])
-def test_a_bad_pool_setting_starts_no_pool_and_queues_nothing(tmp_path, monkeypatch, variable):
-    monkeypatch.setenv(variable, "0")
+@pytest.mark.parametrize("variable, value", [
+    ("HYBRID_LAB_WORKERS", "0"), ("HYBRID_LAB_WORKER_MEMORY", "0"), ("HYBRID_LAB_BACKEND", "kubernetes"),
+    # The app joins a cluster and never starts one (local) nor goes through Ray's client server (ray://).
+    ("HYBRID_LAB_RAY_ADDRESS", "local"), ("HYBRID_LAB_RAY_ADDRESS", "ray://head:10001")])
+def test_a_bad_pool_setting_starts_no_pool_and_queues_nothing(tmp_path, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)  # with the local backend: its address is checked whatever the backend
 
     with pytest.raises(ValueError, match=variable):
         service.ensure_pool(tmp_path)

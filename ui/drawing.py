@@ -116,7 +116,8 @@ def choose_run(runs_dir: Path | None = None, requested_run_id: str | None = None
 def run_label(run: Run) -> str:
     """How a run reads in the select box: its id, layer sizes and test accuracy."""
     accuracy = f"{run.test_accuracy:.1%} test accuracy" if run.test_accuracy is not None else "not evaluated"
-    return f"{run.run_id} · {run.config.describe_layers()} · {accuracy}"
+    tuned = " · fine-tuned on your drawings" if run.config.collection else ""
+    return f"{run.run_id} · {run.config.describe_layers()} · {accuracy}{tuned}"
 
 
 def training_run(runs_dir: Path | None = None, runs: list[Run] | None = None) -> Run | None:

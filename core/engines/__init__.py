@@ -48,6 +48,9 @@ class Engine(Protocol):
     def weights(self) -> list[np.ndarray]:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
 
+    def load_weights(self, weights: list[np.ndarray]) -> None:
+        """Set every layer's kernel and bias (core.network's order): a fine-tuning run starts from another's."""
+
     def stop_together(self, stop: bool) -> bool:
         """Whether the run stops now, given whether this process wants to (all workers of a run agree)."""
 

@@ -377,6 +377,12 @@ class FunctionEngine:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
         return [w for layer in self.network.weighted for w in layer.get_weights()]
 
+    def load_weights(self, weights: list[np.ndarray]) -> None:
+        """Start from these weights (another run's, in core.network's order) instead of the initial ones."""
+        for layer, kernel, bias in zip(self.network.weighted, weights[0::2], weights[1::2]):
+            layer.kernel.assign(kernel)
+            layer.bias.assign(bias)
+
     def stop_together(self, stop: bool) -> bool:
         """Whether the run stops now: `stop` on one process; on a multi-worker run, True on every worker as soon
         as one of them wants to stop, so that none is left waiting for the others' next step."""

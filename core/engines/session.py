@@ -144,6 +144,10 @@ class SessionEngine:
         """Kernel and bias of every layer with weights (Dense, Conv2D), in core.network's order."""
         return self.sess.run(self.variables)
 
+    def load_weights(self, weights: list[np.ndarray]) -> None:
+        """Start from these weights (another run's, in core.network's order) instead of the initial ones."""
+        self._load_weights(weights)
+
     def stop_together(self, stop: bool) -> bool:
         """One Session on one device: nobody else to agree with."""
         return stop
