@@ -186,7 +186,10 @@ class RayPool:
         self.stopped.set()
         with self.lock:
             if ray.is_initialized() and self.actors:
-                live = [actor for actor, answer in zip(self.actors, _probe(self.actors)) if answer]
+                # A live actor answers at once (its runs train on a thread of their own); one restarting or waiting
+                # for a node with room does not, and is only killed.
+                probes = _each_answer([actor.where.remote() for actor in self.actors], ANSWER_SECONDS)
+                live = [actor for actor, answer in zip(self.actors, probes) if answer is not None]
                 _answers([actor.finish.remote(timeout) for actor in live], timeout)
                 for actor in self.actors:
                     ray.kill(actor, no_restart=True)
@@ -196,16 +199,20 @@ class RayPool:
 
 
 def _answers(references: list, timeout: float) -> list:
-    """The results of the calls that returned within `timeout` seconds."""
+    """The results of the calls that returned within `timeout` seconds, in order; an actor that is restarting,
+    gone or waiting for a node gives none."""
+    return [answer for answer in _each_answer(references, timeout) if answer is not None]
+
+
+def _each_answer(references: list, timeout: float) -> list:
+    """Each call's result, or None when it did not return within `timeout` seconds or its actor could not answer."""
     if not references:
         return []
     done, _ = ray.wait(references, num_returns=len(references), timeout=timeout)
-    return [ray.get(reference) for reference in done]
-
-
-def _probe(actors: list) -> list[bool]:
-    """For each actor, whether it answers now (ANSWER_SECONDS): a live one does at once, since its runs train
-    on a thread of their own."""
-    references = [actor.where.remote() for actor in actors]
-    done, _ = ray.wait(references, num_returns=len(references), timeout=ANSWER_SECONDS)
-    return [reference in done for reference in references]
+    answers = []
+    for reference in references:
+        try:
+            answers.append(ray.get(reference) if reference in done else None)
+        except ray.exceptions.RayError:
+            answers.append(None)
+    return answers
