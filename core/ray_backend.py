@@ -90,11 +90,14 @@ def connect(address: str) -> bool:
     return True
 
 
-def actor_environment() -> dict[str, str]:
-    """What every actor's process gets in its environment: the repository on its Python path (the same path on
-    every node) and the service's settings as the app has them."""
+def actor_environment(gpu: bool) -> dict[str, str]:
+    """What an actor's process gets in its environment: the repository on its Python path (the same path on
+    every node) and the service's settings as the app has them. An actor without a GPU of its own sees none
+    (Ray sets CUDA_VISIBLE_DEVICES only for actors that ask for GPUs), so it never takes a GPU another's trains on."""
     variables = {name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)}
     variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    if not gpu:
+        variables["CUDA_VISIBLE_DEVICES"] = ""
     return variables
 
 
@@ -149,7 +152,7 @@ class RayPool:
             with_gpu = len(self.actors) < gpus
             self.actors.append(RayWorker.options(
                 num_cpus=1, num_gpus=1 if with_gpu else 0, scheduling_strategy="SPREAD",
-                runtime_env={"env_vars": actor_environment()}).remote(str(runs_dir)))
+                runtime_env={"env_vars": actor_environment(with_gpu)}).remote(str(runs_dir)))
 
     def _watch(self) -> None:
         while not self.stopped.wait(MONITOR_SECONDS):
