@@ -90,11 +90,14 @@ def connect(address: str) -> bool:
     return True
 
 
-def actor_environment() -> dict[str, str]:
-    """What every actor's process gets in its environment: the repository on its Python path (the same path on
-    every node) and the service's settings as the app has them."""
+def actor_environment(gpu: bool) -> dict[str, str]:
+    """What an actor's process gets in its environment: the repository on its Python path (the same path on
+    every node) and the service's settings as the app has them. An actor without a GPU of its own sees none
+    (Ray sets CUDA_VISIBLE_DEVICES only for actors that ask for GPUs), so it never takes a GPU another's trains on."""
     variables = {name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)}
     variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    if not gpu:
+        variables["CUDA_VISIBLE_DEVICES"] = ""
     return variables
 
 
@@ -149,7 +152,7 @@ class RayPool:
             with_gpu = len(self.actors) < gpus
             self.actors.append(RayWorker.options(
                 num_cpus=1, num_gpus=1 if with_gpu else 0, scheduling_strategy="SPREAD",
-                runtime_env={"env_vars": actor_environment()}).remote(str(runs_dir)))
+                runtime_env={"env_vars": actor_environment(with_gpu)}).remote(str(runs_dir)))
 
     def _watch(self) -> None:
         while not self.stopped.wait(MONITOR_SECONDS):
@@ -186,7 +189,10 @@ class RayPool:
         self.stopped.set()
         with self.lock:
             if ray.is_initialized() and self.actors:
-                live = [actor for actor, answer in zip(self.actors, _probe(self.actors)) if answer]
+                # A live actor answers at once (its runs train on a thread of their own); one restarting or waiting
+                # for a node with room does not, and is only killed.
+                probes = _each_answer([actor.where.remote() for actor in self.actors], ANSWER_SECONDS)
+                live = [actor for actor, answer in zip(self.actors, probes) if answer is not None]
                 _answers([actor.finish.remote(timeout) for actor in live], timeout)
                 for actor in self.actors:
                     ray.kill(actor, no_restart=True)
@@ -196,16 +202,20 @@ class RayPool:
 
 
 def _answers(references: list, timeout: float) -> list:
-    """The results of the calls that returned within `timeout` seconds."""
+    """The results of the calls that returned within `timeout` seconds, in order; an actor that is restarting,
+    gone or waiting for a node gives none."""
+    return [answer for answer in _each_answer(references, timeout) if answer is not None]
+
+
+def _each_answer(references: list, timeout: float) -> list:
+    """Each call's result, or None when it did not return within `timeout` seconds or its actor could not answer."""
     if not references:
         return []
     done, _ = ray.wait(references, num_returns=len(references), timeout=timeout)
-    return [ray.get(reference) for reference in done]
-
-
-def _probe(actors: list) -> list[bool]:
-    """For each actor, whether it answers now (ANSWER_SECONDS): a live one does at once, since its runs train
-    on a thread of their own."""
-    references = [actor.where.remote() for actor in actors]
-    done, _ = ray.wait(references, num_returns=len(references), timeout=ANSWER_SECONDS)
-    return [reference in done for reference in references]
+    answers = []
+    for reference in references:
+        try:
+            answers.append(ray.get(reference) if reference in done else None)
+        except ray.exceptions.RayError:
+            answers.append(None)
+    return answers
