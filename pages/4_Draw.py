@@ -133,8 +133,8 @@ st.write("Draw a digit in the black square: the model classifies it after every 
 
 fine_tuned = selected_next()  # a fine-tuning run that just ended: the picker selects it
 if fine_tuned:
-    st.query_params["run"] = fine_tuned
-    st.session_state.pop("draw_run", None)
+    # Through the widget's state, which the browser is told to show: a changed index alone would not move it.
+    st.query_params["run"] = st.session_state["draw_run"] = fine_tuned
 choice = choose_run(default_runs_dir(), st.query_params.get("run"), runs=listed_runs(default_runs_dir()))
 # The notice keeps its slot even when empty (it goes once the address names a usable run): a canvas
 # that moves down the page is mounted again, blank, while the page still holds the old drawing.

@@ -57,7 +57,7 @@ def keep_controls(prediction: Prediction, runs_dir: Path, generation: int, on_ke
     label_key = f"draw_keep_label_{generation}_{prediction.predicted}"
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key="draw_keep"):
         st.segmented_control("Keep this drawing as a …", list(range(10)), default=prediction.predicted,
-                             key=label_key, required=True)
+                             key=label_key, required=True, wrap=True)  # two rows on a phone, not a scroll
         st.button("Keep", icon=":material/bookmark_add:", on_click=_keep,
                   args=(runs_dir, prediction.digit, label_key, on_kept), key="draw_keep_button")
 
