@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -61,6 +62,12 @@ BROWSER_KINDS = {
 
 
 # ------------------------------------------------------------------------------------------- the server
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc: what py-spy cannot always sample."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def library_of(frame: str) -> str:
@@ -199,12 +206,14 @@ def profiled_press(page, browser, server_pid: int, watcher: RunWatcher, py_spy: 
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spy_started = time.time()
         time.sleep(1.0)
+    cpu_at_click = cpu_seconds(server_pid)
     clicked = time.time()
     page.get_by_role("button", name="Train", exact=True).click()
     run_id = watcher.wait_for_new_run(clicked, timeout=60)
     while watcher.seen(run_id, "completed") is None:
         time.sleep(0.002)
     completed = watcher.seen(run_id, "completed")
+    cpu_at_completed = cpu_seconds(server_pid)
     if not from_click:
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spy_started = time.time()
@@ -213,6 +222,7 @@ def profiled_press(page, browser, server_pid: int, watcher: RunWatcher, py_spy: 
     received.clear()
     handle = page.wait_for_function(ANSWERED_JS, arg=[run_id, old_id], polling=10, timeout=180_000)
     on_screen = handle.json_value()["at"]
+    cpu_at_screen = cpu_seconds(server_pid)
     frames = [(when, size) for when, size in received if when <= on_screen]
     chrome = browser.stop_tracing()
     spy.send_signal(signal.SIGINT)
@@ -220,7 +230,8 @@ def profiled_press(page, browser, server_pid: int, watcher: RunWatcher, py_spy: 
     return {"run": run_id, "click": clicked, "completed": completed, "on_screen": on_screen,
             "spy_from": spy_started, "trace_from": traced, "server": server_summary(read_py_spy(raw), rate),
             "browser": browser_summary(chrome),
-            "received": (len(frames), sum(size for _, size in frames) / 1e6)}
+            "received": (len(frames), sum(size for _, size in frames) / 1e6),
+            "server_cpu": (cpu_at_completed - cpu_at_click, cpu_at_screen - cpu_at_completed)}
 
 
 def print_press(press: dict, runs: list[dict]) -> None:
@@ -228,6 +239,10 @@ def print_press(press: dict, runs: list[dict]) -> None:
     server, browser = press["server"], press["browser"]
     print(f"\n### {press['run']}: completed on disk → accuracy on screen {window:.2f} s "
           f"(click → completed {press['completed'] - press['click']:.2f} s)")
+    training_cpu, page_cpu = press["server_cpu"]
+    print(f"app server CPU (/proc): {training_cpu:.2f} s from the click to completed on disk "
+          f"({training_cpu / max(press['completed'] - press['click'], 1e-9):.0%} of a core), {page_cpu:.2f} s from "
+          "completed to on screen")
     print(f"py-spy from {press['spy_from'] - press['completed']:+.2f} s, Chrome tracing from "
           f"+{press['trace_from'] - press['completed']:.2f} s; WebSocket frames received: {press['received'][0]}, "
           f"{press['received'][1]:.1f} MB")
