@@ -15,7 +15,8 @@ It prints, per press and summed: the window, the server's busy time by thread an
 deepest frame's library, and the page functions it was inside), the browser's main-thread busy time by kind
 (scripting, rendering, painting, garbage collection) and by script, and what crossed the WebSocket. The
 profilers start a little after "completed" is seen (the coverage column says how much of the window each
-saw). Run: `python bench/press_profile.py --py-spy /path/to/py-spy [--presses 3]`.
+saw); with --from-click, py-spy is attached before the click instead, so the server's time covers the page while
+the run trains as well. Run: `python bench/press_profile.py --py-spy /path/to/py-spy [--presses 3] [--from-click]`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -62,6 +64,12 @@ BROWSER_KINDS = {
 # ------------------------------------------------------------------------------------------- the server
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc: what py-spy cannot always sample."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def library_of(frame: str) -> str:
     """Which library a py-spy frame "function (path:line)" belongs to."""
     path = frame.rsplit("(", 1)[-1]
@@ -79,6 +87,8 @@ def library_of(frame: str) -> str:
 def read_py_spy(raw: Path) -> list[tuple[str, list[str], int]]:
     """(thread, frames root first, samples) from py-spy's raw format with --threads."""
     stacks = []
+    if not raw.exists():  # py-spy was stopped before it took its first sample (a loaded machine, a short window)
+        return stacks
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -187,24 +197,32 @@ def script_runs(trace: Path, start: float, end: float) -> list[dict]:
 
 
 def profiled_press(page, browser, server_pid: int, watcher: RunWatcher, py_spy: str, rate: float,
-                   scratch: Path, index: int, received: list) -> dict:
+                   scratch: Path, index: int, received: list, from_click: bool = False) -> dict:
     old_id = followed_id(page)
+    raw = scratch / f"press-{index}.txt"
+    command = [py_spy, "record", "--pid", str(server_pid), "--rate", str(rate), "--format", "raw", "--threads",
+               "--nonblocking", "--full-filenames", "-o", str(raw)]
+    if from_click:  # the server's time while the run trains too; py-spy is attached before the click
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy_started = time.time()
+        time.sleep(1.0)
+    cpu_at_click = cpu_seconds(server_pid)
     clicked = time.time()
     page.get_by_role("button", name="Train", exact=True).click()
     run_id = watcher.wait_for_new_run(clicked, timeout=60)
     while watcher.seen(run_id, "completed") is None:
         time.sleep(0.002)
     completed = watcher.seen(run_id, "completed")
-    raw = scratch / f"press-{index}.txt"
-    spy = subprocess.Popen([py_spy, "record", "--pid", str(server_pid), "--rate", str(rate), "--format", "raw",
-                            "--threads", "--nonblocking", "--full-filenames", "-o", str(raw)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    spy_started = time.time()
+    cpu_at_completed = cpu_seconds(server_pid)
+    if not from_click:
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy_started = time.time()
     browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
     traced = time.time()
     received.clear()
     handle = page.wait_for_function(ANSWERED_JS, arg=[run_id, old_id], polling=10, timeout=180_000)
     on_screen = handle.json_value()["at"]
+    cpu_at_screen = cpu_seconds(server_pid)
     frames = [(when, size) for when, size in received if when <= on_screen]
     chrome = browser.stop_tracing()
     spy.send_signal(signal.SIGINT)
@@ -212,7 +230,8 @@ def profiled_press(page, browser, server_pid: int, watcher: RunWatcher, py_spy: 
     return {"run": run_id, "click": clicked, "completed": completed, "on_screen": on_screen,
             "spy_from": spy_started, "trace_from": traced, "server": server_summary(read_py_spy(raw), rate),
             "browser": browser_summary(chrome),
-            "received": (len(frames), sum(size for _, size in frames) / 1e6)}
+            "received": (len(frames), sum(size for _, size in frames) / 1e6),
+            "server_cpu": (cpu_at_completed - cpu_at_click, cpu_at_screen - cpu_at_completed)}
 
 
 def print_press(press: dict, runs: list[dict]) -> None:
@@ -220,7 +239,11 @@ def print_press(press: dict, runs: list[dict]) -> None:
     server, browser = press["server"], press["browser"]
     print(f"\n### {press['run']}: completed on disk → accuracy on screen {window:.2f} s "
           f"(click → completed {press['completed'] - press['click']:.2f} s)")
-    print(f"py-spy from +{press['spy_from'] - press['completed']:.2f} s, Chrome tracing from "
+    training_cpu, page_cpu = press["server_cpu"]
+    print(f"app server CPU (/proc): {training_cpu:.2f} s from the click to completed on disk "
+          f"({training_cpu / max(press['completed'] - press['click'], 1e-9):.0%} of a core), {page_cpu:.2f} s from "
+          "completed to on screen")
+    print(f"py-spy from {press['spy_from'] - press['completed']:+.2f} s, Chrome tracing from "
           f"+{press['trace_from'] - press['completed']:.2f} s; WebSocket frames received: {press['received'][0]}, "
           f"{press['received'][1]:.1f} MB")
     print("\nserver script runs in the window (+s from completed, kind, MB of large messages): "
@@ -242,6 +265,8 @@ def main() -> None:
     parser.add_argument("--py-spy", required=True, help="a py-spy binary (pip download py-spy; unzip the wheel)")
     parser.add_argument("--presses", type=int, default=3)
     parser.add_argument("--rate", type=float, default=250, help="py-spy samples per second")
+    parser.add_argument("--from-click", action="store_true",
+                        help="sample the server from the click (the page while the run trains), not from completed")
     args = parser.parse_args()
     presses = []
     with tempfile.TemporaryDirectory(prefix="press-profile-") as scratch, sync_playwright() as playwright:
@@ -262,7 +287,7 @@ def main() -> None:
             page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=120_000)
             for index in range(args.presses + 1):  # the first press warms the page up: not reported
                 press = profiled_press(page, browser, process.pid, watcher, args.py_spy, args.rate, scratch,
-                                       index, received)
+                                       index, received, args.from_click)
                 press["runs"] = script_runs(trace, press["completed"], press["on_screen"])
                 if index:
                     presses.append(press)

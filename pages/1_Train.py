@@ -92,6 +92,7 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
         show_progress(run, identity)
     else:  # shown by this fragment as soon as the run ends: no whole-page rerun between the end and its outcome
         outcome_box(run)
+        live_run.outcome_shown(run.run_id)
         with st.container(horizontal=True, gap="large"):
             run_links(run, runs=True)
 

@@ -11,7 +11,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.records import RunState
-from ui import charts
+from ui import charts, live_run
 from ui.live_run import BLANK_LEVEL, COLOUR_LEVELS, PALETTE, weights_picture
 from tests.factories import make_run
 
@@ -25,7 +25,10 @@ def view_script(run_path: str) -> None:
     from core.run_folder import read_folder
     from ui import live_run
 
-    live_run.show_curves(read_folder(Path(run_path)))
+    run = read_folder(Path(run_path))
+    if st.session_state.get("outcome sent"):
+        live_run.outcome_shown(run.run_id)
+    live_run.show_curves(run)
     view = st.session_state[live_run.STATE_KEY]
     st.session_state["seen"] = (view.figure_builds, view.weights_version, view.weights)
 
@@ -54,14 +57,19 @@ def test_a_redraw_with_nothing_new_builds_no_figure_and_no_picture(finished_run)
     assert len(app.get("image")) == 1 and len(app.get("plotly_chart")) == 2  # shown again, each chart once
 
 
-def test_a_new_evaluation_makes_a_new_picture_and_new_rows_new_curves(finished_run):
+def test_a_new_evaluation_makes_a_new_picture_and_new_rows_new_curves_once_the_outcome_is_sent(
+        finished_run, monkeypatch):
+    monkeypatch.setattr(live_run, "OUTCOME_FIRST_SECONDS", 0.0)
     app = open_view(finished_run)
     _, version, picture = app.session_state["seen"]
     finished_run.append_metrics([(5001, 0.1, 0.9)])
     finished_run.write_first_layer(np.ones((16, 28, 28), np.float32))
     app.run()
     builds, new_version, new_picture = app.session_state["seen"]
-    assert builds == 2 and new_version != version and new_picture != picture
+    assert builds == 1 and new_version != version and new_picture != picture  # the curves wait for the outcome
+    app.session_state["outcome sent"] = True
+    app.run()
+    assert app.session_state["seen"][0] == 2
 
 
 def test_curves_of_5000_steps_send_at_most_1000_points_a_trace(finished_run):

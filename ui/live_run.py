@@ -8,6 +8,7 @@ speed (issue 17). Here each redraw does only what changed:
 - the rows of metrics.csv and evaluations.csv are read incrementally (CsvFollower), never the whole file again;
 - the curves are rebuilt at most once a second (CURVES_EVERY_SECONDS), and only when there are new rows, with at
   most charts.MAX_POINTS points per trace; between rebuilds the same figures are shown again;
+- when the run ends, its outcome goes first and its last curves follow (OUTCOME_FIRST_SECONDS);
 - the weights are one PNG picture, made once per evaluation (first_layer.npy's mtime says when there is a new
   one) and then sent again as the same file, which the browser does not reload.
 """
@@ -32,6 +33,10 @@ from ui.widgets import smoothing_control, steady_chart
 
 CURVES_EVERY_SECONDS = 1.0  # at most this often are the curves rebuilt while a run trains
 STATE_KEY = "train_live_view"
+OUTCOME_KEY = "train_outcome_shown"  # (run id, when its outcome was sent)
+# After a run ends, its last curves are drawn this long after its outcome was sent, not at the same moment: the
+# browser draws the outcome (a line of text) before it starts on two Plotly charts.
+OUTCOME_FIRST_SECONDS = 0.5
 TILE_GAP = 1  # px of frame colour between two units' tiles
 FRAME_COLOUR = (90, 90, 90)  # as charts.FRAME: dark enough to frame a tile whose weights are all near 0
 COLOUR_LEVELS = 255  # levels of the diverging map; the palette's last entry is the frame colour
@@ -63,6 +68,17 @@ def live_view(run: Run) -> LiveView:
     return view
 
 
+def outcome_shown(run_id: str) -> None:
+    """Say that the page has just sent how `run_id` ended (the progress fragment, or the whole page)."""
+    st.session_state[OUTCOME_KEY] = (run_id, time.monotonic())
+
+
+def outcome_on_screen(run_id: str) -> bool:
+    """True once the outcome of `run_id` was sent OUTCOME_FIRST_SECONDS ago or more."""
+    shown = st.session_state.get(OUTCOME_KEY)
+    return shown is not None and shown[0] == run_id and time.monotonic() - shown[1] >= OUTCOME_FIRST_SECONDS
+
+
 def show_curves(run: Run) -> bool:
     """Loss and accuracy per step, and the first layer's weights, redrawn only where they changed; True when
     nothing changed since the last call (a finished run's last curves are then on screen)."""
@@ -75,6 +91,8 @@ def show_curves(run: Run) -> bool:
     smoothing, log_scale = smoothing_control("train")
     key = (len(metrics["step"]), len(evaluations["step"]), smoothing, log_scale)
     due = time.monotonic() - view.curves_at >= CURVES_EVERY_SECONDS or not run.state.active
+    if view.figures and not run.state.active and not outcome_on_screen(run.run_id):
+        due = False  # the last curves wait until the outcome is on screen: a browser busy drawing them would not be
     asked = view.curves_key is not None and key[2:] != view.curves_key[2:]  # smoothing or scale: redraw now
     unchanged = key == view.curves_key
     if not unchanged and (due or asked):
