@@ -10,17 +10,22 @@ someone else's run is to take their click and send it on one's own socket, which
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from core import links
 from core.config import TrainConfig
 from core.records import RunNotFound
 from core.store import load_run
-from tests.browser_support import IDLE
+from tests.browser_support import IDLE, SIDEBAR, open_options
 
-WAIT_MS = 90_000  # a busy 2-core machine: a first page, a sign-in, a worker importing TensorFlow
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WAIT_MS = 180_000  # a busy 2-core machine (load average 15 seen): a first page, a sign-in, TensorFlow importing
 # A run that is still training (or waiting for the worker) when the tests stop it: wide layers, many steps,
 # one evaluation at the very end. It takes many minutes, so a test never races its end; the servers of these
 # tests raise the size ceilings so that a guest may start it (LONG_RUN_LIMITS), and every test stops the runs
@@ -28,6 +33,32 @@ WAIT_MS = 90_000  # a busy 2-core machine: a first page, a sign-in, a worker imp
 LONG_RUN = TrainConfig(hidden_units=[1024, 1024], steps=200_000, eval_every=200_000, source="offline", xla=False)
 LONG_RUN_LIMITS = {"HYBRID_LAB_MAX_WORK": "1e14", "HYBRID_LAB_GUEST_MAX_WORK": "1e14"}
 STREAM = re.compile(r".*/_stcore/stream(\?.*)?$")
+
+
+def cli_run(runs_dir) -> str:
+    """Train a tiny run with the command line (`python -m core.cli`), as the operator does; returns its id."""
+    command = [sys.executable, "-m", "core.cli", "--hidden-units", "16", "--steps", "35", "--eval-every", "10",
+               "--source", "offline", "--runs-dir", str(runs_dir), "--json"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "completed", result
+    return result["run_id"]
+
+
+def folder_snapshot(path) -> dict[str, tuple[int, int]]:
+    """Every file under a run folder: its size and modification time, to tell that nothing touched it."""
+    return {str(file.relative_to(path)): (file.stat().st_size, file.stat().st_mtime_ns)
+            for file in sorted(path.rglob("*")) if file.is_file()}
+
+
+def offered_sources(page) -> list[str]:
+    """The choices the Train page's Source select offers (the list is opened, read and closed)."""
+    combobox = open_options(page, "Source", within=SIDEBAR)
+    listbox = page.locator('[role="listbox"][aria-label="Source"]')
+    listbox.get_by_role("option").first.wait_for()
+    offered = listbox.get_by_role("option").all_inner_texts()
+    combobox.press("Escape")
+    return [text.strip() for text in offered]
 
 
 def train_page(app_url: str, config: TrainConfig = LONG_RUN) -> str:
@@ -59,6 +90,14 @@ def wait_for_run(run_id: str, runs_dir, done, timeout_s: float = WAIT_MS / 1000)
 def keyed_button(page, key: str):
     """The button of widget key `key` as a person finds it (Streamlit also draws a hidden copy, to measure it)."""
     return page.locator(f".st-key-{key}").get_by_role("button")
+
+
+def run_actions_drawn(page, run_id: str) -> None:
+    """Wait until the Runs page has drawn a run's downloads, links and Delete (for who may): what follows them is
+    there (the run on its test set, or why it has none). Its script may still be busy with the test set."""
+    page.get_by_role("heading", name=f"Run {run_id}").wait_for()
+    after = page.get_by_role("heading", name="On its test set").or_(page.get_by_text("This run saved no model"))
+    after.first.wait_for()
 
 
 def runs_table(page) -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ from core.access import OPERATORS_ENV
 from core.records import RunState
 from core.store import load_run
 from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, StreamRelay, keyed_button, press_train, replay_click,
-                                  runs_table, train_page, wait_for_run)
+                                  run_actions_drawn, runs_table, train_page, wait_for_run)
 from tests.browser_support import IDLE, free_port, running_app
 from ui.identity import NOT_SIGNED_IN
 
@@ -103,7 +103,7 @@ def test_bob_sees_alices_run_under_her_name_with_no_stop_and_no_delete(alice, bo
     alice_page, _, run_id = alice
     bob_page, _ = bob
     open_page(bob_page, f"{app_url}/Runs?run={run_id}")
-    expect(bob_page.get_by_role("heading", name=f"Run {run_id}")).to_be_visible(timeout=WAIT_MS)
+    run_actions_drawn(bob_page, run_id)
 
     (row,) = runs_table(bob_page)
     assert row["Owner"] == "Alice Liddell" and row["Status"] in ("queued", "running"), row
