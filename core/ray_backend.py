@@ -33,8 +33,8 @@ from core.records import FailureKind, RunState, StopReason
 from core.store import list_runs
 
 MONITOR_SECONDS = 1.0  # how often the pool looks for nodes that left, and for CPUs that joined
-STOP_SECONDS = 30.0
-ANSWER_SECONDS = 5.0  # how long a live actor may take to answer a call that does no work  # how long stop() waits for the actors to stop their runs after the current chunk
+STOP_SECONDS = 30.0  # how long stop() waits for the actors to stop their runs after the current chunk
+ANSWER_SECONDS = 5.0  # how long a live actor may take to answer a call that does no work
 SETTINGS_PREFIX = "HYBRID_LAB_"  # the service's settings, passed to every actor with the repository's path
 
 
@@ -93,7 +93,8 @@ def connect(address: str) -> bool:
 def actor_environment(gpu: bool) -> dict[str, str]:
     """What an actor's process gets in its environment: the repository on its Python path (the same path on
     every node) and the service's settings as the app has them. An actor without a GPU of its own sees none
-    (Ray sets CUDA_VISIBLE_DEVICES only for actors that ask for GPUs), so it never takes a GPU another's trains on."""
+    (Ray sets CUDA_VISIBLE_DEVICES only for actors that ask for GPUs), so it never takes memory on the GPU that
+    another actor trains on."""
     variables = {name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)}
     variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     if not gpu:
