@@ -100,6 +100,9 @@ def test_a_run_on_kept_drawings_mixes_them_in_and_reports_both_accuracies(tmp_pa
     assert 0 <= summary.collection_accuracy <= 1 and 0 <= summary.initial_collection_accuracy <= 1
     assert summary.initial_test_accuracy == pytest.approx(source.test_accuracy)
     assert "fine-tuned" in run_script(tuned)
+    # Fine-tuning the fine-tuned run again starts from its weights, at its (already reduced) learning rate.
+    again = fine_tune.fine_tune_config(tuned, frozen.snapshot_id)
+    assert (again.init_from, again.learning_rate) == (tuned.run_id, config.learning_rate)
 
 
 def read(model, items) -> np.ndarray:
