@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from core import sweeps
+from core import fine_tune, sweeps
 from core.access import OPERATOR
 from core.engines import distribute
 from core.config import PRESETS, Setting, TrainConfig, config_from_preset
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         axes = [sweeps.parse_flag(text) for text in args.sweep or []]
         configs = sweeps.grid(config, axes) if axes else [config]
+        for each in configs:  # the run to start from and the drawings, as the service checks them
+            fine_tune.check(each, runs_dir, OPERATOR)
     except ValueError as error:
         parser.error(str(error))
     try:

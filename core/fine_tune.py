@@ -80,12 +80,14 @@ def check(config: TrainConfig, runs_dir: Path, identity: Identity) -> None:
 
 def fine_tune_config(source: Run, snapshot_id: str | None) -> TrainConfig:
     """The Draw page's fine-tuning run: the source run's settings, from its weights, on its data mixed with the
-    snapshot, augmented, for FINE_TUNE_STEPS at a fifth of its learning rate, on one device."""
+    snapshot, augmented, for FINE_TUNE_STEPS at a fifth of its learning rate (a fine-tuned run's own rate: that
+    is already the fifth), on one device."""
     config = source.config
+    rate = config.learning_rate if config.init_from \
+        else max(1e-5, round(config.learning_rate * LEARNING_RATE_FACTOR, 10))
     return config.replace(init_from=source.run_id, collection=snapshot_id, collection_share=FINE_TUNE_SHARE,
                           augment=True, xla=None, distribute="none", steps=FINE_TUNE_STEPS,
-                          eval_every=FINE_TUNE_EVAL_EVERY,
-                          learning_rate=max(1e-5, round(config.learning_rate * LEARNING_RATE_FACTOR, 10)))
+                          eval_every=FINE_TUNE_EVAL_EVERY, learning_rate=rate)
 
 
 class MixedBatchSchedule:

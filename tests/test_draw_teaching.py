@@ -15,6 +15,7 @@ from core.store import RUNS_DIR_ENV, load_run
 from core.training import train
 from tests.factories import TINY, finished_summary, make_run
 from tests.handwriting import drawings, render
+from tests.test_access_pages import DRAW, auth_section, page as access_page, provider  # noqa: F401 (a fixture)
 from tests.test_draw_page import canvas_value, draw_page, loopback_visitor  # noqa: F401 (a fixture)
 
 KEEP_LABEL = "Keep this drawing as a …"
@@ -90,3 +91,16 @@ def test_a_fine_tuned_run_shows_both_accuracies_before_and_after(runs_dir, loopb
     captions = [caption.value for caption in page.caption]
     assert any(f"fine-tuned from run {source.run_id} on your drawings" in caption for caption in captions)
     assert any("every 5th drawing you kept (the 5th, 10th …) is held out" in caption for caption in captions)
+
+
+def test_before_signing_in_a_visitor_is_offered_no_keeping(runs_dir, provider):  # noqa: F811
+    app = access_page(DRAW, auth=auth_section(provider))
+    (_, strokes), = drawings([0], 1, seed=5)
+    app.session_state["draw_canvas_0"] = canvas_value(render(strokes))
+    app.run()
+
+    assert not app.exception
+    assert any(h.value.startswith("Prediction:") for h in app.header)
+    assert not [widget for widget in app.get("button_group") if widget.label == KEEP_LABEL]
+    assert "draw_fine_tune" not in [button.key for button in app.button]
+    assert any("Sign in to keep your drawings" in caption.value for caption in app.caption)

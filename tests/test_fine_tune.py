@@ -25,6 +25,7 @@ from core.store import load_run
 from core.training import train
 from tests.factories import TINY
 from tests.handwriting import drawings, render
+from tests.test_cli import run_cli
 
 
 def keep_some(runs_dir, identity=OPERATOR, per_digit=5, digits=(0, 1)):
@@ -72,6 +73,12 @@ def test_a_run_whose_layers_differ_from_the_run_it_starts_from_is_refused_in_a_s
     assert failed.state == "failed" and "same layers" in failed.message
     with pytest.raises(FineTuneError, match="there is no run 'nothing-here'"):
         service.check_submission([TINY.replace(init_from="nothing-here")], tmp_path, OPERATOR, limits=False)
+    # The command line refuses it before any run folder exists: one line, exit code 2.
+    before = sorted(path.name for path in tmp_path.iterdir())
+    refused = run_cli("--runs-dir", str(tmp_path), "--source", "offline", "--hidden-units", "32",
+                      "--init-from", source.run_id)
+    assert refused.returncode == 2 and "same layers" in refused.stderr.splitlines()[-1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
 
 
 def test_a_run_trains_only_on_a_snapshot_of_who_asks(tmp_path):
@@ -100,6 +107,9 @@ def test_a_run_on_kept_drawings_mixes_them_in_and_reports_both_accuracies(tmp_pa
     assert 0 <= summary.collection_accuracy <= 1 and 0 <= summary.initial_collection_accuracy <= 1
     assert summary.initial_test_accuracy == pytest.approx(source.test_accuracy)
     assert "fine-tuned" in run_script(tuned)
+    # Fine-tuning the fine-tuned run again starts from its weights, at its (already reduced) learning rate.
+    again = fine_tune.fine_tune_config(tuned, frozen.snapshot_id)
+    assert (again.init_from, again.learning_rate) == (tuned.run_id, config.learning_rate)
 
 
 def read(model, items) -> np.ndarray:
