@@ -117,16 +117,18 @@ def show_progress(run, identity: access.Identity) -> None:
     bar.progress(view.fraction, text=view.text)
 
 
-def show_live_curves(run_id: str, live: bool) -> None:
-    """The followed run's curves and first-layer weights (ui/live_run.py); once a run that was followed live has
-    ended and its last curves are drawn, one rerun of the whole page stops the refreshing."""
+def show_live_curves(run_id: str) -> None:
+    """The followed run's curves and first-layer weights (ui/live_run.py), in a fragment of their own.
+
+    When a run followed live ends, nothing reruns the whole page: the progress fragment shows the outcome and this
+    one the last curves, and both go on refreshing, cheaply, until the next rerun of the page. A whole-page rerun
+    asked for here could coincide with the next press of Train.
+    """
     try:
         run = load_run(run_id, runs_dir)
     except RunNotFound:
         return
-    drawn = live_run.show_curves(run)
-    if live and not run.state.active and drawn:
-        st.rerun()
+    live_run.show_curves(run)
 
 
 def show_engine_comparison(run_ids: list[str], live: bool) -> None:
@@ -271,8 +273,7 @@ if compared:
     st.divider()
 if followed_run is not None:
     st.fragment(run_every=PROGRESS_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
-    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(
-        followed_run.run_id, running)
+    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(followed_run.run_id)
 elif not compared:
     st.info("No run in this tab yet. The article's settings (784-128-128-10, SGD at learning rate 0.5, batch 50, "
             "1,000 steps) train in a few seconds: press **Train**.")

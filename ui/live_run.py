@@ -79,23 +79,21 @@ def outcome_on_screen(run_id: str) -> bool:
     return shown is not None and shown[0] == run_id and time.monotonic() - shown[1] >= OUTCOME_FIRST_SECONDS
 
 
-def show_curves(run: Run) -> bool:
-    """Loss and accuracy per step, and the first layer's weights, redrawn only where they changed; True when
-    nothing changed since the last call (a finished run's last curves are then on screen)."""
+def show_curves(run: Run) -> None:
+    """Loss and accuracy per step, and the first layer's weights, redrawn only where they changed."""
     view = live_view(run)
     metrics, evaluations = view.metrics.read(), view.evaluations.read()
     if not metrics["step"]:
         if run.state.active:
             st.caption("The loss curve appears here with the first training steps.")
-        return True
+        return
     smoothing, log_scale = smoothing_control("train")
     key = (len(metrics["step"]), len(evaluations["step"]), smoothing, log_scale)
     due = time.monotonic() - view.curves_at >= CURVES_EVERY_SECONDS or not run.state.active
     if view.figures and not run.state.active and not outcome_on_screen(run.run_id):
         due = False  # the last curves wait until the outcome is on screen: a browser busy drawing them would not be
     asked = view.curves_key is not None and key[2:] != view.curves_key[2:]  # smoothing or scale: redraw now
-    unchanged = key == view.curves_key
-    if not unchanged and (due or asked):
+    if key != view.curves_key and (due or asked):
         loss = charts.Curve(run.run_id, metrics["step"], metrics["loss"])
         batch = charts.Curve("batch accuracy", metrics["step"], metrics["batch_accuracy"])
         tested = charts.Curve("test accuracy", evaluations["step"], evaluations["test_accuracy"])
@@ -108,20 +106,18 @@ def show_curves(run: Run) -> bool:
         steady_chart(view.figures[0], "train_loss")
     with accuracy_column:
         steady_chart(view.figures[1], "train_accuracy")
-    return show_first_layer(run, view, evaluations["step"]) and unchanged
+    show_first_layer(run, view, evaluations["step"])
 
 
-def show_first_layer(run: Run, view: LiveView, evaluation_steps: list) -> bool:
-    """What the first layer has learned: one picture of its weights, made again only after an evaluation; True
-    when the picture did not change."""
+def show_first_layer(run: Run, view: LiveView, evaluation_steps: list) -> None:
+    """What the first layer has learned: one picture of its weights, made again only after an evaluation."""
     version = run.first_layer_version()
     if version is None:
-        return True
-    unchanged = version == view.weights_version
-    if not unchanged:
+        return
+    if version != view.weights_version:
         images = run.read_first_layer()
         if images is None:
-            return True
+            return
         view.weights, limit = weights_picture(images)
         view.weights_version = version
         view.weights_caption = (f"one tile per unit (0, 1, 2, … along the rows), red where a pixel pushes the unit "
@@ -131,7 +127,6 @@ def show_first_layer(run: Run, view: LiveView, evaluation_steps: list) -> bool:
     step = f" at step {evaluation_steps[-1]:,}" if evaluation_steps else ""
     st.markdown(f"**First-layer weights**{step}: {view.weights_caption}.")
     st.image(view.weights, output_format="PNG")
-    return unchanged
 
 
 # ------------------------------------------------------------------------------------------- the picture
