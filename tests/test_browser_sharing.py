@@ -97,7 +97,8 @@ def test_a_visitor_is_not_offered_the_servers_files(browser, shared_url):
     open_options(page, "Source", within=SIDEBAR)
     offered = [option.inner_text().strip() for option in page.get_by_role("option").all()]
 
-    assert offered == ["auto (full if available)", "keras (full download)", "offline sample"]
+    # A visitor may upload data of their own, but is never offered the server's files ("path").
+    assert offered == ["auto (full if available)", "keras (full download)", "offline sample", "uploaded (your own data)"]
     assert sidebar.get_by_label("Data path").count() == 0
     page.close()
 
