@@ -50,7 +50,7 @@ class RayWorker:
     def __init__(self, runs_dir: str):
         from core.worker import StopSignal
 
-        self.signal, self.ready = StopSignal(), threading.Event()
+        self.signal, self.ready, self.warm = StopSignal(), threading.Event(), threading.Event()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.thread = threading.Thread(target=self._serve, args=(Path(runs_dir),), name="serve-queue", daemon=True)
         self.thread.start()
@@ -58,16 +58,17 @@ class RayWorker:
     def _serve(self, runs_dir: Path) -> None:
         from core.worker import serve_queue
 
-        if serve_queue(runs_dir, self.signal, node_id=self.node_id, ready=self.ready):
+        if serve_queue(runs_dir, self.signal, node_id=self.node_id, ready=self.ready, warm=self.warm):
             os._exit(1)  # over its memory budget: Ray restarts this actor as a fresh process
 
     def where(self) -> tuple[str, str, int]:
         """(node id, host name, pid) of this actor."""
         return self.node_id, this_host(), os.getpid()
 
-    def wait_ready(self, timeout: float) -> bool:
-        """True once TensorFlow is imported and the data loaded (within `timeout` seconds)."""
-        return self.ready.wait(timeout)
+    def wait_ready(self, timeout: float, warm: bool = False) -> bool:
+        """True once TensorFlow is imported and the data loaded (within `timeout` seconds); with `warm`, once
+        nothing is left to warm up either (the article's network traced, exported and compiled)."""
+        return (self.warm if warm else self.ready).wait(timeout)
 
     def finish(self, timeout: float) -> None:
         """Stop the run under way after its current chunk (kept as stopped: the app server stopped) and return
@@ -180,9 +181,11 @@ class RayPool:
         waiting for a node with room, does not)."""
         return _answers([actor.where.remote() for actor in self.actors], timeout)
 
-    def wait_ready(self, timeout: float) -> int:
-        """Wait until every actor is ready to train (or `timeout` seconds); returns how many are."""
-        return sum(_answers([actor.wait_ready.remote(timeout) for actor in self.actors], timeout + ANSWER_SECONDS))
+    def wait_ready(self, timeout: float, warm: bool = False) -> int:
+        """Wait until every actor is ready to train, or with `warm` warmed up (or `timeout` seconds); returns how
+        many are."""
+        return sum(_answers([actor.wait_ready.remote(timeout, warm) for actor in self.actors],
+                            timeout + ANSWER_SECONDS))
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Ask every live actor to stop its run (kept as stopped), then end them all; leave the cluster if this

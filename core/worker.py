@@ -1,4 +1,5 @@
-"""A warm worker of the training service: `python -m core.worker --serve RUNS_DIR` (core/service.py starts them).
+"""A warm worker of the training service: `python -m core.worker --serve RUNS_DIR` (core/pool.py starts them), or
+the same loop (`serve_queue`) on a thread of a Ray actor (core/ray_backend.py).
 
 It lowers its CPU priority, imports TensorFlow, decides once what data source "auto" means, compiles the
 article's network, and then trains queued runs one after another, keeping the network shapes it has
@@ -125,10 +126,11 @@ def serve(runs_dir: Path, parent: int) -> int:
 
 
 def serve_queue(runs_dir: Path, stop: StopSignal, node_id: str | None = None,
-                ready: threading.Event | None = None) -> bool:
+                ready: threading.Event | None = None, warm: threading.Event | None = None) -> bool:
     """Get ready (then set `ready`), then train queued runs until `stop` is set (False) or a run has left this
-    worker above its memory budget (True: the caller makes way for a fresh worker). Runs this worker takes
-    record `node_id`, the Ray node it runs on (core/ray_backend.py: the same loop in a Ray actor).
+    worker above its memory budget (True: the caller makes way for a fresh worker); `warm` is set once nothing
+    is left to warm up. Runs this worker takes record `node_id`, the Ray node it runs on (core/ray_backend.py:
+    the same loop in a Ray actor).
 
     A run queued while the worker starts trains as soon as TensorFlow is imported and the data loaded: the rest
     of warming up (tracing, the model export, XLA) is done in pieces while no run waits, and a run never waits
@@ -141,12 +143,14 @@ def serve_queue(runs_dir: Path, stop: StopSignal, node_id: str | None = None,
     print(f"worker {os.getpid()}: ready after {time.monotonic() - started:.1f} s", flush=True)
     if ready is not None:
         ready.set()
-    watch, ignored, exported, warm = queue.QueueWatch(runs_dir), set(), [], False
+    watch, ignored, exported, warmed = queue.QueueWatch(runs_dir), set(), [], False
     while not stop.event.is_set():
         run = next_run(runs_dir, watch, ignored, node_id)
         if run is None:
-            warm = _idle(networks, exported, warm, started)
-            if warm:
+            warmed = _idle(networks, exported, warmed, started)
+            if warmed:
+                if warm is not None:
+                    warm.set()
                 stop.event.wait(POLL_SECONDS)
             continue
         train_one(run, networks, stop)

@@ -22,7 +22,7 @@ import pytest
 from core import queue, service
 from core.access import OPERATOR
 from core.config import TrainConfig
-from core.records import FailureKind, RunState
+from core.records import FailureKind, RunState, StopReason
 from core.store import load_run
 from tests.factories import wait_until_finished
 from ui.outcomes import outcome
@@ -81,8 +81,10 @@ def node_ids(cluster) -> set[str]:
 
 
 def start_ray_pool(runs_dir: Path, actors: int):
+    """The service's Ray pool, once every actor is warm: an actor still compiling would leave the quick runs to
+    the others."""
     pool = service.ensure_pool(runs_dir)
-    assert pool.wait_ready(READY_SECONDS) == actors, f"actors where: {pool.where()}"
+    assert pool.wait_ready(READY_SECONDS, warm=True) == actors, f"actors where: {pool.where()}"
     return pool
 
 
@@ -150,6 +152,14 @@ def test_a_node_that_leaves_interrupts_its_run_naming_it_and_the_queue_goes_on(r
     assert victim.run_id not in queue.queued_ids(runs_dir)
     assert load_run(victim.run_id, runs_dir).state is RunState.INTERRUPTED
     assert all(trained_once(run) for run in [interrupted, *others])
+    # Stop works on a run whatever node trains it: the STOP file in its folder, on the storage every node shares.
+    stopped_id = service.submit(LONG, runs_dir, identity=OPERATOR, limits=False).run_id
+    training = wait_for(lambda: (lambda run: run if run.state is RunState.RUNNING and run.status.step > 0 else None)(
+        load_run(stopped_id, runs_dir)), "the run to stop, training")
+    service.stop(training, OPERATOR)
+    stopped = wait_until_finished(stopped_id, runs_dir, timeout=600)
+    assert stopped.state is RunState.STOPPED and stopped.status.stop_reason is StopReason.ASKED, stopped.message
+    assert stopped.status.node_id in node_ids(ray_service) and stopped.step < LONG.steps
 
 
 def wait_for(condition, what: str, timeout: float = 600.0):
