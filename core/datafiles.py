@@ -66,16 +66,20 @@ def _read_up_to(handle, count: int) -> bytes:
     return b"".join(parts)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzipped or not): images as uint8 (N, 28, 28), labels as uint8 (N,)."""
-    path = Path(path)
+def _read_file(path: Path, read_stream, expected: str):
+    """Read a regular file with a stream reader (which checks what it reads); an OSError is one sentence."""
     check_path_kind(path, folder_allowed=False)
     try:
-        with open(path, "rb") as raw:
-            return read_idx_stream(raw, str(path))
+        with open(path, "rb") as handle:
+            return read_stream(handle, str(path))
     except OSError as error:
-        raise DatasetError(f"{path}: the file cannot be read ({type(error).__name__}: {error}); expected an IDX "
-                           "file, gzipped or not") from None
+        raise DatasetError(f"{path}: the file cannot be read ({type(error).__name__}: {error}); {expected}") \
+            from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (gzipped or not): images as uint8 (N, 28, 28), labels as uint8 (N,)."""
+    return _read_file(Path(path), read_idx_stream, "expected an IDX file, gzipped or not")
 
 
 def read_idx_stream(raw, origin: str, max_bytes: int | None = None) -> np.ndarray:
@@ -154,13 +158,7 @@ def _npy_header(archive: zipfile.ZipFile, member: str, path) -> tuple[tuple, np.
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Read a Keras-layout mnist.npz (x_train, y_train, x_test, y_test), checking each member before loading it."""
-    path = Path(path)
-    check_path_kind(path, folder_allowed=False)
-    try:
-        with open(path, "rb") as handle:
-            return read_npz_stream(handle, str(path))
-    except OSError as error:
-        raise DatasetError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from None
+    return _read_file(Path(path), read_npz_stream, "expected a readable .npz archive")
 
 
 def read_npz_stream(handle, origin: str) -> dict[str, np.ndarray]:

@@ -23,12 +23,10 @@ from streamlit.testing.v1 import AppTest
 from core.records import EVALUATIONS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE, RunState
 from core.store import RUNS_DIR_ENV, list_runs
 from core.training import train
+from tests.apptest_support import open_app as open_page
 from tests.factories import TINY, rewrite_json
 from ui.texts import runs_signature
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-HOME = str(REPO_ROOT / "Home.py")
-TIMEOUT = 60  # seconds for one script run: the first one to load a model imports TensorFlow
 DAMAGED_LABEL = "damaged (unreadable)"
 LONG_ID = "x" * 300
 
@@ -105,16 +103,6 @@ def damaged(request, good, monkeypatch):
     monkeypatch.setenv(RUNS_DIR_ENV, str(good.runs_dir))
     yield SimpleNamespace(run_id=folder.name, reason=reason)
     shutil.rmtree(folder)
-
-
-def open_page(page: str, **query) -> AppTest:
-    """Run the app (Home.py) on `page` with these query parameters; the runs directory comes from the env."""
-    app = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    if page != "Home.py":
-        app.switch_page(page)
-    for name, value in query.items():
-        app.query_params[name] = value
-    return app.run()
 
 
 def everything_on(app: AppTest) -> str:

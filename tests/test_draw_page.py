@@ -19,7 +19,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import streamlit.runtime.context
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
@@ -72,16 +71,6 @@ def runs_dir(tiny_runs_dir, monkeypatch):
     monkeypatch.setenv(RUNS_DIR_ENV, str(tiny_runs_dir))
     return tiny_runs_dir
 
-
-@pytest.fixture
-def loopback_visitor(monkeypatch):
-    """The visitor at this machine, as a real server sees them: a request with no sign of a proxy.
-
-    Under AppTest the client context is a MagicMock (AppTest mocks the runtime and cannot seed headers); with
-    no client context, st.context.headers is empty, as for a browser at the machine that sends none of the
-    forwarding headers (ui/identity.py reads them).
-    """
-    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
 
 
 def only_run_id(runs_dir) -> str:

@@ -16,7 +16,7 @@ from core.training import train
 from tests.factories import TINY, finished_summary, make_run
 from tests.handwriting import drawings, render
 from tests.test_access_pages import DRAW, auth_section, page as access_page, provider  # noqa: F401 (a fixture)
-from tests.test_draw_page import canvas_value, draw_page, loopback_visitor  # noqa: F401 (a fixture)
+from tests.test_draw_page import canvas_value, draw_page
 
 KEEP_LABEL = "Keep this drawing as a …"
 
@@ -42,7 +42,7 @@ def keep_control(page):
     return control
 
 
-def test_a_drawing_is_kept_as_the_digit_picked_and_shows_in_the_gallery(runs_dir, loopback_visitor):  # noqa: F811
+def test_a_drawing_is_kept_as_the_digit_picked_and_shows_in_the_gallery(runs_dir, loopback_visitor):
     page = page_with_a_zero()
     assert not page.exception
     predicted = int(next(h.value for h in page.header if h.value.startswith("Prediction:")).split()[-1])
@@ -61,7 +61,7 @@ def test_a_drawing_is_kept_as_the_digit_picked_and_shows_in_the_gallery(runs_dir
     assert collection.list_drawings(runs_dir, identity=OPERATOR) == []
 
 
-def test_fine_tuning_with_too_few_drawings_is_refused_in_a_sentence(runs_dir, loopback_visitor):  # noqa: F811
+def test_fine_tuning_with_too_few_drawings_is_refused_in_a_sentence(runs_dir, loopback_visitor):
     for digit, strokes in drawings([3], 2, seed=1):
         from core.digits import preprocess_drawing
         collection.keep_drawing(runs_dir, preprocess_drawing(render(strokes)), digit, identity=OPERATOR)
@@ -75,7 +75,7 @@ def test_fine_tuning_with_too_few_drawings_is_refused_in_a_sentence(runs_dir, lo
         "be held out to measure it; you have 2 (2 of 3); keep some more."]
 
 
-def test_a_fine_tuned_run_shows_both_accuracies_before_and_after(runs_dir, loopback_visitor):  # noqa: F811
+def test_a_fine_tuned_run_shows_both_accuracies_before_and_after(runs_dir, loopback_visitor):
     source = load_run(next(p.name for p in runs_dir.iterdir() if not p.name.startswith(".")), runs_dir)
     tuned = make_run(runs_dir, TINY.replace(init_from=source.run_id, collection="0123456789abcdef0123"),
                      test_accuracy=0.9, model=True)

@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import streamlit.runtime.context
 from streamlit.testing.v1 import AppTest
 
 import core.service
@@ -32,14 +31,14 @@ from core.run_files import CsvFollower
 from core.run_folder import Run
 from core.store import create_run, list_runs, load_run
 from core.training import train
-from tests.factories import DIVERGING, TINY, finished_summary, make_run, wait_until_finished
+from tests.apptest_support import open_app
+from tests.factories import DIVERGING, TINY, make_run, wait_until_finished
 from ui import texts as page_texts
 from ui.form import config_from_form, form_values, stops_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOME = str(REPO_ROOT / "Home.py")
 PAGES = ["Home.py", "pages/1_Train.py", "pages/2_Runs.py", "pages/3_TensorBoard.py", "pages/4_Draw.py"]
-TIMEOUT = 60  # seconds for one script run: the first one to load a model also imports TensorFlow
 WARM_UP = 240  # seconds for a first run on a fresh pool: the worker imports TensorFlow and compiles first
 
 
@@ -82,16 +81,6 @@ def service_runs(tmp_path_factory):
         service.stop_pools()
 
 
-@pytest.fixture
-def loopback_visitor(monkeypatch):
-    """The visitor at this machine, as a real server sees them: a request with no sign of a proxy.
-
-    Under AppTest the client context is a MagicMock (AppTest mocks the runtime and cannot seed headers); with
-    no client context, st.context.headers is empty, as for a browser at the machine that sends none of the
-    forwarding headers (ui/identity.py reads them).
-    """
-    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
-
 
 @pytest.fixture
 def no_workers(monkeypatch):
@@ -102,12 +91,7 @@ def no_workers(monkeypatch):
 def open_page(page: str, runs_dir: Path, monkeypatch, **query) -> AppTest:
     """Run the app on `page` with runs in `runs_dir` and these query parameters."""
     monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
-    app = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    if page != "Home.py":
-        app.switch_page(page)
-    for name, value in query.items():
-        app.query_params[name] = value
-    return app.run()
+    return open_app(page, **query)
 
 
 def texts(app: AppTest) -> str:
