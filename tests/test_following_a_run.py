@@ -27,7 +27,8 @@ from core import queue
 from core.records import RunState, Status
 from core.store import create_run, load_run
 from tests.factories import TINY
-from tests.test_pages import HOME, TIMEOUT, fill_tiny_form, texts, train_button
+from tests.apptest_support import HOME, TIMEOUT
+from tests.test_pages import fill_tiny_form, texts, train_button
 
 
 @pytest.fixture

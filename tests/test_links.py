@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import links, sweeps
-from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
+from core.config import TrainConfig, config_from_preset
 from core.links import Unused
 from tests.factories import TINY, make_run
 from ui.form import config_from_form
