@@ -14,8 +14,8 @@ import pytest
 from core.access import OPERATORS_ENV
 from core.records import RunState
 from core.store import load_run
-from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, StreamRelay, keyed_button, press_train, replay_click,
-                                  run_actions_drawn, runs_table, train_page, wait_for_run)
+from tests.browser_access import (LONG_RUN_LIMITS, STOP_WAIT_S, WAIT_MS, StreamRelay, keyed_button, press_train,
+                                  replay_click, run_actions_drawn, runs_table, train_page, wait_for_run)
 from tests.browser_support import IDLE, free_port, running_app
 from ui.identity import NOT_SIGNED_IN
 
@@ -134,7 +134,7 @@ def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url,
     alice_page, _, run_id = alice
     open_page(alice_page, f"{app_url}/Train?run={run_id}")
     keyed_button(alice_page, STOP).click()
-    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED)
+    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED, timeout_s=STOP_WAIT_S)
     assert run.state is RunState.STOPPED, run.state
 
     context, carol, _ = signed_in(browser, app_url, "carol")
