@@ -51,8 +51,8 @@ def start_app(runs_dir, timeout: float = SERVER_START_SECONDS, address: str | No
     visitor's browser would be); `base_url_path` serves the app under that path prefix (`--server.baseUrlPath`),
     which the returned URL then ends with. `port` is the port to serve on (a free one when None: give one when
     something must know the address before the app starts, such as a sign-in redirect); `arguments` are more
-    options for `streamlit run` (`--secrets.files PATH`). Returns once Streamlit's health endpoint answers. Stop the server with
-    `stop_app(process)`.
+    options for `streamlit run` (`--secrets.files PATH`). Returns once Streamlit's health endpoint answers.
+    Stop the server with `stop_app(process)`.
     """
     port = port or free_port()
     env = {**os.environ, "HYBRID_LAB_RUNS": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

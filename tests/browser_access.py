@@ -32,6 +32,9 @@ WAIT_MS = 180_000  # a busy 2-core machine (load average 15 seen): a first page,
 # it starts (the server's workers stop theirs when the module's server stops).
 LONG_RUN = TrainConfig(hidden_units=[1024, 1024], steps=200_000, eval_every=200_000, source="offline", xla=False)
 LONG_RUN_LIMITS = {"HYBRID_LAB_MAX_WORK": "1e14", "HYBRID_LAB_GUEST_MAX_WORK": "1e14"}
+# A worker trains at a lower CPU priority (core/service.py), so on a crowded machine a run asked to stop may take
+# minutes to reach the end of its chunk and write its model: a test that needs it ended waits this long.
+STOP_WAIT_S = 900
 STREAM = re.compile(r".*/_stcore/stream(\?.*)?$")
 
 
@@ -98,6 +101,12 @@ def run_actions_drawn(page, run_id: str) -> None:
     page.get_by_role("heading", name=f"Run {run_id}").wait_for()
     after = page.get_by_role("heading", name="On its test set").or_(page.get_by_text("This run saved no model"))
     after.first.wait_for()
+
+
+def stop_accepted(run) -> bool:
+    """Whether a Stop was taken: a queued run left the queue at once, a running one was asked to stop (it does after
+    its current chunk of steps)."""
+    return run.stop_requested() or run.state.finished
 
 
 def runs_table(page) -> list[dict[str, str]]:

@@ -17,8 +17,8 @@ import pytest
 from core.records import RunState
 from core.store import load_run
 from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, StreamRelay, cli_run, folder_snapshot, keyed_button,
-                                  press_train, replay_click, run_actions_drawn, runs_table, train_page,
-                                  wait_for_run)
+                                  press_train, replay_click, run_actions_drawn, runs_table, stop_accepted,
+                                  train_page, wait_for_run)
 from tests.browser_support import IDLE, SIDEBAR, running_app
 from ui.identity import GUEST_LINE
 
@@ -130,10 +130,11 @@ def test_no_guest_deletes_a_run_not_even_its_own_nor_the_command_lines(first, se
 def test_a_guest_stops_its_own_run_and_the_command_lines_run_is_untouched(first, runs_dir, command_line_run):
     page, _, run_id = first
     go_to(page, "Train")  # the tab follows its run
+    expect(keyed_button(page, STOP)).to_be_enabled(timeout=WAIT_MS)
     keyed_button(page, STOP).click()
 
-    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED)
-    assert run.state is RunState.STOPPED, run.state
+    run = wait_for_run(run_id, runs_dir, stop_accepted)
+    assert stop_accepted(run), run.state
     cli_id, before = command_line_run
     cli = load_run(cli_id, runs_dir)
     assert cli.state is RunState.COMPLETED and folder_snapshot(cli.path) == before

@@ -17,10 +17,9 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-from core.records import RunState
 from core.store import list_runs
 from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, cli_run, keyed_button, offered_sources, press_train,
-                                  train_page, wait_for_run)
+                                  stop_accepted, train_page, wait_for_run)
 from tests.browser_support import IDLE, SIDEBAR, running_app
 from tests.reverse_proxy import ReverseProxy
 from ui.identity import GUEST_LINE
@@ -126,8 +125,8 @@ def test_two_browsers_through_the_proxy_have_a_queue_limit_each(new_page, proxie
     assert set(owners) == {first_run, second_run} and len(set(owners.values())) == 2, owners
     for page, run_id in ((second, second_run), (first, first_run)):  # each guest stops its own run
         keyed_button(page, "train_stop").click()
-        run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED)
-        assert run.state is RunState.STOPPED, run.state
+        run = wait_for_run(run_id, runs_dir, stop_accepted)
+        assert stop_accepted(run), run.state
 
 
 def test_the_tensorboard_page_works_through_the_proxy(new_page, proxied, runs_dir, command_line_run):

@@ -14,8 +14,8 @@ import pytest
 from core.access import OPERATORS_ENV
 from core.records import RunState
 from core.store import load_run
-from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, StreamRelay, keyed_button, press_train, replay_click,
-                                  run_actions_drawn, runs_table, train_page, wait_for_run)
+from tests.browser_access import (LONG_RUN_LIMITS, STOP_WAIT_S, WAIT_MS, StreamRelay, keyed_button, press_train,
+                                  replay_click, run_actions_drawn, runs_table, train_page, wait_for_run)
 from tests.browser_support import IDLE, free_port, running_app
 from ui.identity import NOT_SIGNED_IN
 
@@ -134,7 +134,7 @@ def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url,
     alice_page, _, run_id = alice
     open_page(alice_page, f"{app_url}/Train?run={run_id}")
     keyed_button(alice_page, STOP).click()
-    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED)
+    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED, timeout_s=STOP_WAIT_S)
     assert run.state is RunState.STOPPED, run.state
 
     context, carol, _ = signed_in(browser, app_url, "carol")
@@ -144,11 +144,11 @@ def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url,
     carol.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
 
     assert wait_for_run(run_id, runs_dir, lambda run: run is None) is None
-    expect(carol.get_by_text("No runs yet")).to_be_visible(timeout=WAIT_MS)
+    expect(carol.get_by_text(f"No runs yet in {runs_dir}")).to_be_visible(timeout=WAIT_MS)  # an operator's
     context.close()
 
 
-def test_signing_out_returns_to_the_not_signed_in_view(alice, app_url):
+def test_signing_out_returns_to_the_not_signed_in_view(alice, app_url, runs_dir):
     alice_page, _, _ = alice
     open_page(alice_page, f"{app_url}/Train")
     alice_page.get_by_role("button", name="Sign out").click()
@@ -158,3 +158,6 @@ def test_signing_out_returns_to_the_not_signed_in_view(alice, app_url):
     expect(alice_page.get_by_text(NOT_SIGNED_IN)).to_be_visible(timeout=WAIT_MS)
     expect(alice_page.get_by_role("button", name="Sign in")).to_be_visible(timeout=WAIT_MS)
     assert alice_page.get_by_text("Signed in as").count() == 0
+    open_page(alice_page, f"{app_url}/Runs")
+    expect(alice_page.get_by_text(NOT_SIGNED_IN)).to_be_visible(timeout=WAIT_MS)
+    assert str(runs_dir) not in alice_page.content()  # where the server keeps its runs is the operators' business
