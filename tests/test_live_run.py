@@ -28,7 +28,7 @@ def view_script(run_path: str) -> None:
     run = read_folder(Path(run_path))
     if st.session_state.get("outcome sent"):
         live_run.outcome_shown(run.run_id)
-    live_run.show_curves(run)
+    live_run.show_curves(run, live=True)
     view = st.session_state[live_run.STATE_KEY]
     st.session_state["seen"] = (view.figure_builds, view.weights_version, view.weights)
 
