@@ -11,8 +11,8 @@ from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line
-from ui.run_index import listed_runs
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
+from ui.run_index import listed_runs
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
