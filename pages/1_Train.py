@@ -11,14 +11,14 @@ from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line
-from ui.run_index import listed_runs
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
+from ui.run_index import listed_runs
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
 from ui.uploads import upload_box, upload_labels
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
 REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
-PROGRESS_SECONDS = 0.25  # the followed run's progress: its end shows within this
+PROGRESS_SECONDS = 0.5  # the followed run's progress: its end is seen within this
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
 
 st.set_page_config(page_title="Train · Hybrid Lab", layout="wide")
@@ -90,11 +90,15 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
     if run.state.active:
         show_progress(run, identity)
-    else:  # shown by this fragment as soon as the run ends: no whole-page rerun between the end and its outcome
+    else:
         outcome_box(run)
         live_run.outcome_shown(run.run_id)
         with st.container(horizontal=True, gap="large"):
             run_links(run, runs=True)
+        if live:
+            # The outcome is on its way to the browser; one rerun of the whole page then draws the last curves and
+            # stops the refreshing. A page whose fragments kept refreshing lost the next press of Train (issue 17).
+            st.rerun()
 
 
 def show_progress(run, identity: access.Identity) -> None:
@@ -117,18 +121,13 @@ def show_progress(run, identity: access.Identity) -> None:
     bar.progress(view.fraction, text=view.text)
 
 
-def show_live_curves(run_id: str) -> None:
-    """The followed run's curves and first-layer weights (ui/live_run.py), in a fragment of their own.
-
-    When a run followed live ends, nothing reruns the whole page: the progress fragment shows the outcome and this
-    one the last curves, and both go on refreshing, cheaply, until the next rerun of the page. A whole-page rerun
-    asked for here could coincide with the next press of Train.
-    """
+def show_live_curves(run_id: str, live: bool) -> None:
+    """The followed run's curves and first-layer weights (ui/live_run.py), in a fragment of their own."""
     try:
         run = load_run(run_id, runs_dir)
     except RunNotFound:
         return
-    live_run.show_curves(run)
+    live_run.show_curves(run, live)
 
 
 def show_engine_comparison(run_ids: list[str], live: bool) -> None:
@@ -273,7 +272,8 @@ if compared:
     st.divider()
 if followed_run is not None:
     st.fragment(run_every=PROGRESS_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
-    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(followed_run.run_id)
+    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(
+        followed_run.run_id, running)
 elif not compared:
     st.info("No run in this tab yet. The article's settings (784-128-128-10, SGD at learning rate 0.5, batch 50, "
             "1,000 steps) train in a few seconds: press **Train**.")

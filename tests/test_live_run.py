@@ -7,13 +7,18 @@ import io
 
 import numpy as np
 import pytest
+import streamlit.runtime.context
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+import core.service
 
 from core.records import RunState
 from ui import charts, live_run
 from ui.live_run import BLANK_LEVEL, COLOUR_LEVELS, PALETTE, weights_picture
 from tests.factories import make_run
+from tests.test_following_a_run import auto_reruns  # noqa: F401 (a fixture)
+from tests.test_pages import HOME, TIMEOUT
 
 
 def view_script(run_path: str) -> None:
@@ -28,7 +33,7 @@ def view_script(run_path: str) -> None:
     run = read_folder(Path(run_path))
     if st.session_state.get("outcome sent"):
         live_run.outcome_shown(run.run_id)
-    live_run.show_curves(run)
+    live_run.show_curves(run, live=True)
     view = st.session_state[live_run.STATE_KEY]
     st.session_state["seen"] = (view.figure_builds, view.weights_version, view.weights)
 
@@ -97,3 +102,32 @@ def test_the_weights_picture_puts_each_unit_in_a_framed_tile_on_one_scale_centre
 def test_the_weights_picture_refuses_what_is_not_units_of_images():
     with pytest.raises(ValueError, match="expected \\(units, height, width\\)"):
         weights_picture(np.zeros((784, 128)))
+
+
+def open_train_page(runs_dir, run_id: str, monkeypatch) -> AppTest:
+    """The Train page following `run_id`, as a loopback visitor opens it."""
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)
+    monkeypatch.setattr(core.service, "ensure_pool", lambda runs_dir=None: None)
+    app = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    app.switch_page("pages/1_Train.py")
+    app.query_params["run"] = run_id
+    return app.run()
+
+
+def test_the_train_page_on_a_finished_run_shows_its_outcome_and_refreshes_nothing(tmp_path, monkeypatch,
+                                                                                 auto_reruns):
+    # Fragments that kept refreshing after a run ended lost the next press of Train (issue 17): none here.
+    run = make_run(tmp_path, test_accuracy=0.9123)
+    run.append_metrics([(step, 1.0 / step, 0.5) for step in range(1, 36)])
+    app = open_train_page(tmp_path, run.run_id, monkeypatch)
+    assert "Test accuracy: 0.9123" in [element.value for element in app.success]
+    assert len(app.get("plotly_chart")) == 2 and auto_reruns == []
+
+
+def test_the_train_page_on_a_training_run_refreshes_its_progress_and_its_curves(tmp_path, monkeypatch, auto_reruns):
+    run = make_run(tmp_path, state=RunState.RUNNING)  # trained by this process, which is alive
+    run.append_metrics([(step, 1.0 / step, 0.5) for step in range(1, 11)])
+    app = open_train_page(tmp_path, run.run_id, monkeypatch)
+    assert len(app.get("plotly_chart")) == 2
+    assert len(set(auto_reruns)) == 2  # the progress and the curves, each a fragment on its own timer

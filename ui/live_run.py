@@ -8,7 +8,8 @@ speed (issue 17). Here each redraw does only what changed:
 - the rows of metrics.csv and evaluations.csv are read incrementally (CsvFollower), never the whole file again;
 - the curves are rebuilt at most once a second (CURVES_EVERY_SECONDS), and only when there are new rows, with at
   most charts.MAX_POINTS points per trace; between rebuilds the same figures are shown again;
-- when the run ends, its outcome goes first and its last curves follow (OUTCOME_FIRST_SECONDS);
+- when the run ends, its outcome goes first: a refresh of the curves in between keeps the figures it has, and
+  the page's rerun that follows the outcome draws the last ones;
 - the weights are one PNG picture, made once per evaluation (first_layer.npy's mtime says when there is a new
   one) and then sent again as the same file, which the browser does not reload.
 """
@@ -79,8 +80,9 @@ def outcome_on_screen(run_id: str) -> bool:
     return shown is not None and shown[0] == run_id and time.monotonic() - shown[1] >= OUTCOME_FIRST_SECONDS
 
 
-def show_curves(run: Run) -> None:
-    """Loss and accuracy per step, and the first layer's weights, redrawn only where they changed."""
+def show_curves(run: Run, live: bool = False) -> None:
+    """Loss and accuracy per step, and the first layer's weights, redrawn only where they changed; `live` while a
+    fragment refreshes them as the run trains."""
     view = live_view(run)
     metrics, evaluations = view.metrics.read(), view.evaluations.read()
     if not metrics["step"]:
@@ -90,7 +92,7 @@ def show_curves(run: Run) -> None:
     smoothing, log_scale = smoothing_control("train")
     key = (len(metrics["step"]), len(evaluations["step"]), smoothing, log_scale)
     due = time.monotonic() - view.curves_at >= CURVES_EVERY_SECONDS or not run.state.active
-    if view.figures and not run.state.active and not outcome_on_screen(run.run_id):
+    if live and view.figures and not run.state.active and not outcome_on_screen(run.run_id):
         due = False  # the last curves wait until the outcome is on screen: a browser busy drawing them would not be
     asked = view.curves_key is not None and key[2:] != view.curves_key[2:]  # smoothing or scale: redraw now
     if key != view.curves_key and (due or asked):
