@@ -45,8 +45,8 @@ TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline"
 REPO = str(Path(__file__).resolve().parents[1])
 # The page's own functions whose inclusive share of the server's time is reported.
 PAGE_FUNCTIONS = ("show_run", "show_progress", "show_live_curves", "show_curves", "show_first_layer", "steady_chart",
-                  "weights_grid_figure", "weights_picture", "loss_figure", "accuracy_figure", "load_run", "list_runs",
-                  "plotly_chart", "settings_form")
+                  "weights_picture", "loss_figure", "accuracy_figure", "load_run", "list_runs", "plotly_chart",
+                  "settings_form")
 BROWSER_KINDS = {
     "scripting": {"FunctionCall", "EvaluateScript", "TimerFire", "EventDispatch", "v8.compile", "v8.run",
                   "FireAnimationFrame", "RunMicrotasks", "v8.callFunction", "V8.Execute", "ParseHTML",

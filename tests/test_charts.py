@@ -173,113 +173,12 @@ def test_per_class_figure_marks_the_weakest_class_and_labels_percentages():
     assert list(bars.text) == ["99.0%", "80.0%", "—"]
 
 
-# --- inside the network: first-layer weights and saliency ------------------------------------------
-
-
-def tile(figure, unit: int, shape=(28, 28)) -> tuple[np.ndarray, np.ndarray]:
-    """The z values and unit numbers of one unit's tile in a weights grid, tiles being `shape` cells."""
-    (heatmap,) = figure.data
-    columns = np.asarray(heatmap.z).shape[1] // shape[1]
-    top, left = (unit // columns) * shape[0], (unit % columns) * shape[1]
-    window = (slice(top, top + shape[0]), slice(left, left + shape[1]))
-    return np.asarray(heatmap.z)[window], np.asarray(heatmap.customdata)[window]
-
-
-def frame_lines(figure) -> tuple[set, set]:
-    """The x positions of the vertical frame lines and the y positions of the horizontal ones."""
-    lines = [shape for shape in figure.layout.shapes if shape.type == "line"]
-    return ({line.x0 for line in lines if line.x0 == line.x1}, {line.y0 for line in lines if line.y0 == line.y1})
+# --- inside the network: the weights grid's shape (its picture: test_weights_picture.py), saliency ----
 
 
 @pytest.mark.parametrize(("units", "rows", "columns"), [(16, 4, 4), (32, 6, 6), (64, 8, 8), (128, 11, 12)])
 def test_grid_shape_is_near_square_with_no_empty_row(units, rows, columns):
     assert charts.grid_shape(units) == (rows, columns)
-
-
-def test_weights_grid_puts_each_unit_in_its_own_framed_tile():
-    images = np.random.default_rng(0).normal(0.0, 0.1, size=(128, 28, 28)).astype(np.float32)
-
-    figure = charts.weights_grid_figure(images, title="First layer")
-
-    (heatmap,) = figure.data  # one trace, whatever the number of units
-    z = np.asarray(heatmap.z)
-    assert z.shape == (11 * 28, 12 * 28)  # 11 rows and 12 columns of 28 x 28 tiles
-    for unit in (0, 11, 12, 127):
-        values, numbers = tile(figure, unit)
-        np.testing.assert_array_equal(values, images[unit])
-        assert (numbers == unit).all()
-    assert np.isnan(z[-28:, 8 * 28:]).all()  # the last row holds 128 - 120 = 8 tiles; the rest is empty
-    assert heatmap.hoverongaps is False and "unit %{customdata}" in heatmap.hovertemplate
-    # A line along every tile edge (cell edges are at -0.5, 27.5, ...), none across the empty end.
-    vertical, horizontal = frame_lines(figure)
-    assert vertical == {28 * column - 0.5 for column in range(13)}
-    assert horizontal == {28 * row - 0.5 for row in range(12)}
-    bottom = [shape for shape in figure.layout.shapes if shape.y0 == shape.y1 == 11 * 28 - 0.5]
-    assert [line.x1 for line in bottom] == [8 * 28 - 0.5]
-    assert figure.layout.title.text == "First layer"
-
-
-def test_weights_grid_has_one_colour_scale_centred_on_zero_for_every_tile():
-    images = np.random.default_rng(2).normal(0.0, 0.1, size=(16, 28, 28)).astype(np.float32)
-    images[3, 5, 5] = -5.0  # one extreme weight
-
-    figure = charts.weights_grid_figure(images)
-
-    (heatmap,) = figure.data
-    scale = figure.layout.coloraxis
-    assert heatmap.coloraxis == "coloraxis"  # the one shared scale, and so the one colour bar
-    assert scale.cmin == -scale.cmax  # centred on 0
-    # It ends at the 99.5th percentile of |weight|: the outlier takes the end colour, not the whole scale.
-    assert scale.cmax == pytest.approx(np.percentile(np.abs(images), 99.5))
-    assert 0.2 < scale.cmax < 0.4
-    colours = [colour for _, colour in scale.colorscale]
-    assert colours[0] != colours[-1]  # diverging: two ends in different colours
-    assert figure.layout.xaxis.visible is False and figure.layout.yaxis.visible is False
-    assert figure.layout.yaxis.scaleanchor == "x"  # square pixels
-    low, high = figure.layout.yaxis.range
-    assert low > high  # row 0 at the top, so the digits' strokes are not upside down
-
-
-@pytest.mark.parametrize(("nonzero", "limit"), [(0.0, 1.0), (0.3, 0.3)])
-def test_weights_grid_colour_range_for_all_zero_and_almost_all_zero_weights(nonzero, limit):
-    images = np.zeros((16, 28, 28), np.float32)
-    images[4, 10, 10] = -nonzero  # one weight: the 99.5th percentile of |weight| is 0, so the scale takes it
-
-    figure = charts.weights_grid_figure(images)
-
-    assert (figure.layout.coloraxis.cmin, figure.layout.coloraxis.cmax) == pytest.approx((-limit, limit))
-
-
-def test_weights_grid_draws_a_cnns_small_kernels_large_enough_to_frame():
-    kernels = np.random.default_rng(1).normal(size=(32, 5, 5)).astype(np.float32)
-
-    figure = charts.weights_grid_figure(kernels)
-
-    assert np.asarray(figure.data[0].z).shape == (6 * 20, 6 * 20)  # 6 x 6 tiles, each 5 x 5 kernel drawn 4x
-    values, numbers = tile(figure, 31, shape=(20, 20))
-    np.testing.assert_array_equal(values, kernels[31].repeat(4, axis=0).repeat(4, axis=1))
-    assert (numbers == 31).all()
-
-
-def test_weights_grid_of_a_very_wide_layer_shows_the_first_units_and_says_so():
-    images = np.ones((1024, 28, 28), dtype=np.float32)
-
-    figure = charts.weights_grid_figure(images, title="First layer")
-
-    assert np.asarray(figure.data[0].customdata).max() == charts.MAX_GRID_UNITS - 1
-    assert figure.layout.title.text == "First layer<br><sup>The first 256 of 1,024 units</sup>"
-
-
-def test_weights_grid_is_taller_for_a_tall_grid_and_fits_a_half_width_column():
-    square = charts.weights_grid_figure(np.zeros((64, 28, 28), np.float32))
-    strip = charts.weights_grid_figure(np.zeros((2, 28, 28), np.float32))
-
-    assert 400 <= square.layout.height <= 640 and strip.layout.height < square.layout.height
-
-
-def test_weights_grid_rejects_what_is_not_a_stack_of_images():
-    with pytest.raises(ValueError, match=r"expected \(units, height, width\)"):
-        charts.weights_grid_figure(np.zeros((784, 128)))
 
 
 def test_saliency_figure_shows_the_saliency_with_the_digits_outline_over_it():

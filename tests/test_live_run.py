@@ -3,22 +3,18 @@ rows, the weights picture when there is a new evaluation), with at most charts.M
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import streamlit.runtime.context
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.service
 
 from core.records import RunState
 from ui import charts, live_run
-from ui.live_run import BLANK_LEVEL, COLOUR_LEVELS, PALETTE, weights_picture
 from tests.factories import make_run
 from tests.test_following_a_run import auto_reruns  # noqa: F401 (a fixture)
-from tests.test_pages import HOME, TIMEOUT
+from tests.apptest_support import HOME, TIMEOUT
 
 
 def view_script(run_path: str) -> None:
@@ -81,27 +77,6 @@ def test_curves_of_5000_steps_send_at_most_1000_points_a_trace(finished_run):
     app = open_view(finished_run)
     figure = app.session_state["train_live_view"].figures[0]
     assert max(len(trace.x) for trace in figure.data) <= charts.MAX_POINTS + 1 <= 1001
-
-
-def test_the_weights_picture_puts_each_unit_in_a_framed_tile_on_one_scale_centred_on_zero():
-    units = np.zeros((3, 5, 5), np.float32)
-    units[0], units[1] = 2.0, -2.0  # unit 2 stays 0: white
-    picture, limit = weights_picture(units)
-    assert limit == 2.0
-    levels = np.asarray(Image.open(io.BytesIO(picture)))
-    scale = charts.MIN_TILE_PIXELS // 5  # 5x5 kernels drawn 20x20
-    side = 5 * scale
-    assert levels.shape == (2 * (side + 1) + 1, 2 * (side + 1) + 1)  # 2x2 grid, 1-px frames
-    assert levels[1, 1] == COLOUR_LEVELS - 1 and levels[1, side + 2] == 0  # red end, blue end
-    assert levels[side + 2, 1] == BLANK_LEVEL  # unit 2's tile: weight 0
-    assert levels[0, 0] == COLOUR_LEVELS and levels[side + 2, side + 2] == BLANK_LEVEL  # a frame; no fourth tile
-    red, blue = PALETTE[COLOUR_LEVELS - 1], PALETTE[0]
-    assert red[0] > red[2] and blue[2] > blue[0]
-
-
-def test_the_weights_picture_refuses_what_is_not_units_of_images():
-    with pytest.raises(ValueError, match="expected \\(units, height, width\\)"):
-        weights_picture(np.zeros((784, 128)))
 
 
 def open_train_page(runs_dir, run_id: str, monkeypatch) -> AppTest:

@@ -187,13 +187,7 @@ def per_class_figure(accuracies, class_names: list[str]) -> go.Figure:
 
 # Diverging, centred on 0: negative weights blue, positive red, zero near-white (ColorBrewer's RdBu, reversed).
 DIVERGING = plotly.colors.diverging.RdBu_r
-# Tiles are framed by lines drawn over the heatmap's tile edges rather than by blank pixels between them:
-# a 1-pixel gap in a 28-pixel tile scaled to a 30-pixel cell is drawn 1 or 2 screen pixels wide, unevenly.
-FRAME = dict(color="#5a5a5a", width=1)  # dark enough to frame a tile whose weights are all near 0 (near-white)
-GRID_WIDTH = 430  # px the grid is drawn for: a half-width column at 1280 px
-GRID_TOP_MARGIN = 56  # px above the grid: the title on the left, the colour bar on the right
-NOTE_HEIGHT = 18  # px more above it for a line that says which units are shown
-MAX_GRID_UNITS = 256  # more tiles than this are too small to read at that width (and slow to send)
+MAX_GRID_UNITS = 256  # more tiles than this are too small to read in a half-width column (and slow to send)
 MIN_TILE_PIXELS = 20  # a CNN's 5x5 kernel is drawn as 20x20, so its frame stays thin beside it
 # The colour scale ends at this percentile of |weight|: a few extreme weights would otherwise wash every tile
 # out to near-white (in a trained 784-128-128-10 the largest |weight| is twice the 99.5th percentile).
@@ -206,89 +200,13 @@ def grid_shape(count: int) -> tuple[int, int]:
     return max(1, math.ceil(count / columns)), columns
 
 
-def weights_grid_figure(images: np.ndarray, title: str | None = None) -> go.Figure:
-    """One tile per unit: its (h, w) weights on a diverging colour scale centred on 0, the same for all tiles.
-
-    The tiles are parts of a single heatmap, framed by lines, not one trace per unit: the page stays quick
-    with hundreds of units, and the grid needs one pair of axes and one colour bar. Hovering a pixel names
-    its unit (0-based, as the Draw page's top units are). Weights beyond the colour bar's ends (the largest
-    0.5 %) take its end colours.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3 or 0 in images.shape:
-        raise ValueError(f"got images of shape {images.shape}; expected (units, height, width), e.g. "
-                         "(128, 28, 28) from core.insight.first_layer_images")
-    total = len(images)
-    images = images[:MAX_GRID_UNITS]
-    limit = colour_limit(images)
-    scale = max(1, math.ceil(MIN_TILE_PIXELS / max(images.shape[1:])))
-    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    count, height, width = images.shape
-    rows, columns = grid_shape(count)
-    mosaic = np.full((rows * height, columns * width), np.nan, dtype=np.float32)  # NaN: an empty tile
-    units = np.full(mosaic.shape, -1, dtype=np.int16)
-    for unit, image in enumerate(images):
-        top, left = (unit // columns) * height, (unit % columns) * width
-        mosaic[top:top + height, left:left + width] = image
-        units[top:top + height, left:left + width] = unit
-    figure = go.Figure(go.Heatmap(
-        z=mosaic, customdata=units, coloraxis="coloraxis", hoverongaps=False,
-        hovertemplate="unit %{customdata}<br>weight %{z:.3f}<extra></extra>"))
-    figure.update_layout(
-        # The colour bar lies above the grid, on the title's line, so that the grid can take the column's width.
-        coloraxis=dict(colorscale=DIVERGING, cmin=-limit, cmax=limit,  # centred on 0
-                       colorbar=dict(title=dict(text="weight", side="right"), orientation="h", thickness=10,
-                                     len=0.5, x=1, xanchor="right", y=1, yanchor="bottom", ypad=8,
-                                     tickformat=".2f", nticks=5)),
-        shapes=_tile_frames(rows, columns, count, height, width), plot_bgcolor="rgba(0,0,0,0)",
-        height=_grid_height(mosaic.shape) + (NOTE_HEIGHT if total > count else 0),
-        margin=dict(l=0, r=0, t=GRID_TOP_MARGIN + (NOTE_HEIGHT if total > count else 0), b=0),
-        title=dict(text=_grid_title(title, count, total), font=dict(size=14), x=0, xanchor="left", y=1,
-                   yref="paper", yanchor="bottom", pad=dict(b=16)))
-    # Square pixels, row 0 at the top (as images are drawn), and no axes: positions in the mosaic mean nothing.
-    figure.update_xaxes(visible=False, constrain="domain", constraintoward="left",
-                        range=[-0.5, mosaic.shape[1] - 0.5])
-    figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, constrain="domain", constraintoward="top",
-                        range=[mosaic.shape[0] - 0.5, -0.5])
-    return figure
-
-
 def colour_limit(images: np.ndarray) -> float:
-    """The |weight| at which the colour bar ends: a high percentile, or the largest if that is 0; 1 for all-0."""
+    """The |weight| at which the colour scale ends: a high percentile, or the largest if that is 0; 1 for all-0."""
     magnitudes = np.abs(images[np.isfinite(images)])
     if not magnitudes.size or magnitudes.max() == 0:
         return 1.0
     limit = float(np.percentile(magnitudes, SCALE_PERCENTILE))
     return limit if limit > 0 else float(magnitudes.max())
-
-
-def _tile_frames(rows: int, columns: int, count: int, height: int, width: int) -> list[dict]:
-    """A line along every tile edge, as long as the tiles on either side of it (a last row may be short)."""
-    def tiles_in_row(row: int) -> int:
-        return 0 if not 0 <= row < rows else columns if row < rows - 1 else count - (rows - 1) * columns
-
-    def line(x0, y0, x1, y1) -> dict:  # in heatmap cells, whose edges are at -0.5, 0.5, ...
-        return dict(type="line", x0=x0 - 0.5, y0=y0 - 0.5, x1=x1 - 0.5, y1=y1 - 0.5, line=FRAME, layer="above")
-
-    last_row = tiles_in_row(rows - 1)
-    lines = [line(0, row * height, max(tiles_in_row(row - 1), tiles_in_row(row)) * width, row * height)
-             for row in range(rows + 1)]
-    lines += [line(column * width, 0, column * width, (rows if column <= last_row else rows - 1) * height)
-              for column in range(columns + 1)]
-    return lines
-
-
-def _grid_height(shape: tuple[int, int]) -> int:
-    """A height that fits the grid's aspect at GRID_WIDTH, between a short strip and a tall column."""
-    return int(np.clip(GRID_WIDTH * shape[0] / shape[1], 120, 640)) + GRID_TOP_MARGIN
-
-
-def _grid_title(title: str | None, shown: int, total: int) -> str:
-    """The caller's title, and below it, when not every unit fits, which ones are shown."""
-    if shown == total:
-        return title or ""
-    note = f"the first {shown:,} of {total:,} units"
-    return f"{title}<br><sup>{note.capitalize()}</sup>" if title else note.capitalize()
 
 
 # Black at 0, then red, orange and yellow for the strongest pixels (like matplotlib's "hot").

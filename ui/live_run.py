@@ -39,7 +39,7 @@ OUTCOME_KEY = "train_outcome_shown"  # (run id, when its outcome was sent)
 # browser draws the outcome (a line of text) before it starts on two Plotly charts.
 OUTCOME_FIRST_SECONDS = 0.5
 TILE_GAP = 1  # px of frame colour between two units' tiles
-FRAME_COLOUR = (90, 90, 90)  # as charts.FRAME: dark enough to frame a tile whose weights are all near 0
+FRAME_COLOUR = (90, 90, 90)  # dark enough to frame a tile whose weights are all near 0
 COLOUR_LEVELS = 255  # levels of the diverging map; the palette's last entry is the frame colour
 BLANK_LEVEL = (COLOUR_LEVELS - 1) // 2  # weight 0, white: where a last row has no tile
 
