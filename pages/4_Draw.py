@@ -88,9 +88,8 @@ def offer_training() -> None:
         follow_training(running.run_id)
 
 
-def show_prediction(model: DrawingModel, image) -> Prediction | None:
+def show_prediction(prediction: Prediction | None) -> None:
     """The predicted digit, its confidence, the image the model saw and all ten probabilities."""
-    prediction = classify_drawing(model, image)
     if prediction is None:
         st.info("Draw a digit on the canvas to see what the model thinks it is.")
         return None
@@ -102,7 +101,6 @@ def show_prediction(model: DrawingModel, image) -> Prediction | None:
     with preview_column:
         st.image(preview_image(prediction.digit), caption="What the model saw (28 × 28)")
     st.plotly_chart(probability_figure(prediction.probabilities))
-    return prediction
 
 
 def show_explanation(model: DrawingModel, prediction: Prediction) -> None:
@@ -175,7 +173,7 @@ with canvas_column:
     st.slider("Pen width (px)", 6, 40, DEFAULT_STROKE_WIDTH, key="draw_stroke_width")
     st.button("Clear", icon=":material/delete:", on_click=clear_canvas)
 
-prediction = None
+model, prediction = None, None
 with result_column:
     try:
         with st.spinner("Loading the model…"):
@@ -183,13 +181,17 @@ with result_column:
     except (OSError, ValueError) as error:  # ModelError: a file that is not a model of ours
         st.error(f"Could not load the model of run {run.run_id}: {error}. Pick another run above.")
     else:
-        prediction = show_prediction(model, canvas.image_data)
-        if prediction is not None:
-            keep_controls(prediction, default_runs_dir(), st.session_state.get("draw_canvas_generation", 0),
-                          on_kept=clear_canvas)
+        prediction = classify_drawing(model, canvas.image_data)
 with above_canvas:
-    # The canvas's own toolbar (undo, redo, reset) appears on hover over this short line.
+    # Sent before the results: on a phone this line is the prediction in sight, and it must not wait for the
+    # chart and the Keep controls under the canvas. The canvas's toolbar (undo, redo, reset) shows on hover here.
     st.html(canvas_label_html(prediction))
+with result_column:
+    if model is not None:
+        show_prediction(prediction)
+    if prediction is not None:
+        keep_controls(prediction, default_runs_dir(), st.session_state.get("draw_canvas_generation", 0),
+                      on_kept=clear_canvas)
 # Under the canvas and the prediction, with the page's full width; the prediction is already shown.
 if prediction is not None:
     show_explanation(model, prediction)
