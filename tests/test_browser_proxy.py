@@ -27,7 +27,8 @@ from ui.identity import GUEST_LINE
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-GUEST_SOURCES = ["auto (full if available)", "keras (full download)", "offline sample"]
+# A guest may train on data of its own (an upload), never on files of the server ("my own files").
+GUEST_SOURCES = ["auto (full if available)", "keras (full download)", "offline sample", "uploaded (your own data)"]
 SERVER_FILES = "my own files"
 NOTICE = '[data-testid="stAlertContentWarning"]'
 LIMIT_ENV = {**LONG_RUN_LIMITS, "HYBRID_LAB_GUEST_QUEUE_LIMIT": "1", "HYBRID_LAB_WORKERS": "1"}
@@ -86,7 +87,7 @@ def test_through_the_proxy_a_visitor_is_a_guest_offered_none_of_the_servers_file
     assert offered_sources(page) == GUEST_SOURCES
 
     at_the_machine = new_page(app_url + "/Train")  # the same server, opened at 127.0.0.1 itself
-    assert offered_sources(at_the_machine) == GUEST_SOURCES + [SERVER_FILES]
+    assert offered_sources(at_the_machine) == GUEST_SOURCES[:3] + [SERVER_FILES] + GUEST_SOURCES[3:]
     assert at_the_machine.get_by_text(GUEST_LINE).count() == 0
 
 
