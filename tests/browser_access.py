@@ -35,6 +35,7 @@ LONG_RUN_LIMITS = {"HYBRID_LAB_MAX_WORK": "1e14", "HYBRID_LAB_GUEST_MAX_WORK": "
 # A worker trains at a lower CPU priority (core/service.py), so on a crowded machine a run asked to stop may take
 # minutes to reach the end of its chunk and write its model: a test that needs it ended waits this long.
 STOP_WAIT_S = 900
+STOP = "train_stop"  # the key of the Train page's Stop (Streamlit's toolbar has a Stop button of its own)
 STREAM = re.compile(r".*/_stcore/stream(\?.*)?$")
 
 
@@ -197,3 +198,17 @@ def replay_click(page, holder: StreamRelay, key: str, replayer: StreamRelay, rep
     while replayer.finished < before + reruns and time.monotonic() < deadline:
         replayer_page.wait_for_timeout(100)
     assert replayer.finished >= before + reruns, "the replayer's page did not run again after the replayed click"
+
+
+def replayed_stop_stops_nothing(owner_page, owner_relay: StreamRelay, replayer_page, replayer_relay: StreamRelay,
+                                run_id: str, runs_dir, who_may: str) -> None:
+    """The owner's real Stop click, replayed on another visitor's socket, stops nothing, and the other visitor's
+    page says who may stop the run and draws no Stop."""
+    replay_click(owner_page, owner_relay, STOP, replayer_relay, replayer_page)
+
+    run = load_run(run_id, runs_dir)
+    assert run.state.active and not run.stop_requested(), run.state
+    from playwright.sync_api import expect  # here: the modules that import this one skip without Playwright
+
+    expect(replayer_page.get_by_text(who_may)).to_be_visible(timeout=WAIT_MS)
+    assert keyed_button(replayer_page, STOP).count() == 0

@@ -16,8 +16,8 @@ import pytest
 
 from core.records import RunState
 from core.store import load_run
-from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, StreamRelay, cli_run, folder_snapshot, keyed_button,
-                                  press_train, replay_click, run_actions_drawn, runs_table, stop_accepted,
+from tests.browser_access import (LONG_RUN_LIMITS, STOP, WAIT_MS, StreamRelay, cli_run, folder_snapshot, keyed_button,
+                                  press_train, replayed_stop_stops_nothing, run_actions_drawn, runs_table, stop_accepted,
                                   train_page, wait_for_run)
 from tests.browser_support import IDLE, SIDEBAR, running_app
 from ui.identity import GUEST_LINE
@@ -25,7 +25,6 @@ from ui.identity import GUEST_LINE
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-STOP = "train_stop"
 ROW_MARKER_X, HEADER_HEIGHT, ROW_HEIGHT = 18, 35, 35  # px: where Streamlit's grid draws its first row's tick box
 ONLY_GUEST = re.compile(r"^Only guest [0-9a-f]{4} or an operator can stop this run\.$")
 
@@ -101,12 +100,7 @@ def test_a_stop_click_replayed_by_another_guest_stops_nothing(first, second, app
     second_page, second_relay = second
     open_page(second_page, f"{app_url}/Train?run={run_id}")
 
-    replay_click(first_page, first_relay, STOP, second_relay, second_page)
-
-    run = load_run(run_id, runs_dir)
-    assert run.state.active and not run.stop_requested(), run.state
-    expect(second_page.get_by_text(ONLY_GUEST)).to_be_visible(timeout=WAIT_MS)
-    assert keyed_button(second_page, STOP).count() == 0
+    replayed_stop_stops_nothing(first_page, first_relay, second_page, second_relay, run_id, runs_dir, ONLY_GUEST)
 
 
 def test_no_guest_deletes_a_run_not_even_its_own_nor_the_command_lines(first, second, app_url, command_line_run):

@@ -13,9 +13,8 @@ import pytest
 
 from core.access import OPERATORS_ENV
 from core.records import RunState
-from core.store import load_run
-from tests.browser_access import (LONG_RUN_LIMITS, STOP_WAIT_S, WAIT_MS, StreamRelay, keyed_button, press_train,
-                                  replay_click, run_actions_drawn, runs_table, train_page, wait_for_run)
+from tests.browser_access import (LONG_RUN_LIMITS, STOP, STOP_WAIT_S, WAIT_MS, StreamRelay, keyed_button, press_train,
+                                  replayed_stop_stops_nothing, run_actions_drawn, runs_table, train_page, wait_for_run)
 from tests.browser_support import IDLE, free_port, running_app
 from ui.identity import NOT_SIGNED_IN
 
@@ -27,7 +26,6 @@ USERS = {"alice": ("alice@example.org", "Alice Liddell"), "bob": ("bob@example.o
          "carol": ("carol@example.org", "Carol")}
 OPERATOR_EMAIL = "carol@example.org"
 ONLY_ALICE = "Only Alice Liddell or an operator can stop this run."  # where Stop is for those who may
-STOP = "train_stop"  # the key of the Train page's Stop (Streamlit's toolbar has a Stop button of its own)
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +120,7 @@ def test_alices_stop_click_replayed_by_bob_stops_nothing_and_his_page_says_who_m
     open_page(alice_page, f"{app_url}/Train?run={run_id}")
     open_page(bob_page, f"{app_url}/Train?run={run_id}")
 
-    replay_click(alice_page, alice_relay, "train_stop", bob_relay, bob_page)
-
-    run = load_run(run_id, runs_dir)
-    assert run.state.active and not run.stop_requested(), run.state
-    expect(bob_page.get_by_text(ONLY_ALICE)).to_be_visible(timeout=WAIT_MS)
-    assert keyed_button(bob_page, STOP).count() == 0
+    replayed_stop_stops_nothing(alice_page, alice_relay, bob_page, bob_relay, run_id, runs_dir, ONLY_ALICE)
 
 
 def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url, runs_dir):
