@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.access import OPERATOR_KEY, Identity, PermissionRefused
+from core.run_files import replace_atomically
 
 DATA_FOLDER = ".data"  # the runs directory's data area: list_runs skips names that start with a dot
 COLLECTIONS_FOLDER = "collections"
@@ -134,9 +134,9 @@ def keep_drawing(runs_dir: Path, image, label: int, *, identity: Identity) -> Ke
         raise CollectionError(f"you have kept {MAX_DRAWINGS:,} drawings, as many as one person may; delete some "
                               "in the gallery first")
     drawing_id = f"{label}-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(3)}"
-    staging = folder / f".{drawing_id}.npy"
-    np.save(staging, pixels, allow_pickle=False)
-    os.replace(staging, folder / f"{drawing_id}.npy")  # whole or not at all: a reader never sees half a file
+    buffer = io.BytesIO()
+    np.save(buffer, pixels, allow_pickle=False)
+    replace_atomically(folder / f"{drawing_id}.npy", buffer.getvalue())  # a reader never sees half a file
     return KeptDrawing(drawing_id, label, pixels)
 
 
@@ -216,10 +216,9 @@ def freeze(runs_dir: Path, *, identity: Identity) -> Collection:
     path = folder / f"{collection.snapshot_id}.npz"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".{collection.snapshot_id}-{secrets.token_hex(3)}.npz"
-        with open(staging, "wb") as handle:
-            np.savez(handle, images=collection.images, labels=collection.labels, held_out=collection.held_out)
-        os.replace(staging, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, images=collection.images, labels=collection.labels, held_out=collection.held_out)
+        replace_atomically(path, buffer.getvalue())
     return collection
 
 

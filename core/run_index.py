@@ -61,10 +61,6 @@ class RunIndex:
         ordered = sorted(current, key=lambda item: item[0], reverse=True)
         return [judge_liveness(replace(run)) for _, run in ordered]
 
-    def run_ids(self) -> list[str]:
-        """The ids of every run, newest first."""
-        return [run.run_id for run in self.runs()]
-
     def _refresh(self) -> list[tuple[tuple, Run]]:
         """(age key, run) for every run folder there now; forgets folders that went away."""
         try:

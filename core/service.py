@@ -31,7 +31,7 @@ from core.network import multiply_adds
 from core.pool import WORKERS_DIR, PoolKeeper, WorkerPool  # noqa: F401 (WORKERS_DIR: where the pool logs)
 from core.records import RunState, StopReason
 from core.run_folder import Run
-from core.service_settings import SERVICE_SETTINGS, ServiceSetting, service_setting, setting_default  # noqa: F401
+from core.service_settings import SERVICE_SETTINGS, service_setting, setting_default  # noqa: F401
 from core.store import create_run, default_runs_dir, list_runs
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.access import Identity, PermissionRefused, check_train, is_guest_key
+from core.config import UPLOAD_DIGEST
 from core.data import Dataset, _as_dataset
 from core.datafiles import IDX_FILES, DatasetError, read_npz
 from core.records import timestamp
@@ -38,7 +39,7 @@ from core.upload_files import megabytes, read_upload
 from core.service_settings import service_setting
 
 UPLOADS_FOLDER = Path(".data") / "uploads"
-DIGEST = re.compile(r"[0-9a-f]{64}")
+DIGEST = re.compile(UPLOAD_DIGEST[0])  # the upload setting's own pattern
 MAX_NAME = 100  # characters of an uploaded file's name that are kept
 
 

@@ -72,10 +72,6 @@ def auth_section() -> tuple[Mapping | None, str | None]:
     return section, None
 
 
-def serve_mode_here() -> ServeMode:
-    """How the app is served for this request (core.access.serve_mode on this request's facts)."""
-    return current_access().mode
-
 
 def current_identity() -> Identity:
     """Who is asking, for this request."""

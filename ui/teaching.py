@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from core import queue
-from core.collection import HOLD_OUT_EVERY, HOLD_OUT_WORDS, delete_drawing, freeze, gather, keep_drawing, \
+from core.collection import HOLD_OUT_WORDS, delete_drawing, freeze, gather, held_out_mask, keep_drawing, \
     keras_npz, list_drawings
 from core.fine_tune import FINE_TUNE_SHARE, FINE_TUNE_STEPS, LEARNING_RATE_FACTOR, fine_tune_config
 from core.records import RunState
@@ -91,12 +92,15 @@ def gallery(runs_dir: Path) -> None:
         st.caption("No drawings kept yet: draw a digit, pick what it is under the prediction and press Keep.")
         return
     st.html(GALLERY_STYLE)
+    # Held out as fine-tuning holds them out: core's rule, applied to the drawings in the order they are listed.
+    held = dict(zip((drawing.drawing_id for drawing in drawings),
+                    held_out_mask(np.array([drawing.label for drawing in drawings]))))
     for digit in sorted({drawing.label for drawing in drawings}):
         mine = [drawing for drawing in drawings if drawing.label == digit]
         with st.container(horizontal=True, gap="small", key=f"draw_gallery_{digit}"):
             st.markdown(f"**{digit}**", width=20)
-            for position, drawing in enumerate(mine, start=1):
-                held_out = position % HOLD_OUT_EVERY == 0
+            for drawing in mine:
+                held_out = bool(held[drawing.drawing_id])
                 kind = "held" if held_out else "kept"
                 with st.container(width=60, gap=None, horizontal_alignment="center",
                                   key=f"draw_{kind}_{drawing.drawing_id}"):
