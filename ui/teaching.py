@@ -85,9 +85,8 @@ GALLERY_STYLE = """<style>
 </style>"""
 
 
-def gallery(runs_dir: Path) -> None:
-    """The kept drawings, a row per digit, each with its delete button; held-out ones framed."""
-    drawings = list_drawings(runs_dir, identity=current_identity())
+def gallery(runs_dir: Path, drawings: list) -> None:
+    """The kept drawings (list_drawings'), a row per digit, each with its delete button; held-out ones framed."""
     if not drawings:
         st.caption("No drawings kept yet: draw a digit, pick what it is under the prediction and press Keep.")
         return
@@ -132,7 +131,7 @@ def teach_section(runs_dir: Path, source: Run) -> None:
         st.caption("Sign in to keep drawings: on this server every drawing belongs to whoever kept it.")
         return
     show_message()
-    kept = list_drawings(runs_dir, identity=current_identity())
+    kept = list_drawings(runs_dir, identity=current_identity())  # read once a rerun: the button and the gallery
     st.caption(f"Keep drawings of the digits it misreads, as you write them, then fine-tune: {FINE_TUNE_STEPS} "
                f"steps from the model chosen above at {LEARNING_RATE_FACTOR:g} × its learning rate, "
                f"{FINE_TUNE_SHARE:.0%} of every batch from your drawings (shifted and rotated), the rest from its "
@@ -146,7 +145,7 @@ def teach_section(runs_dir: Path, source: Run) -> None:
     tuning = st.session_state.get(TUNING_KEY)
     if tuning:
         follow_fine_tuning(runs_dir, tuning)
-    gallery(runs_dir)
+    gallery(runs_dir, kept)
 
 
 def follow_fine_tuning(runs_dir: Path, run_id: str) -> None:
