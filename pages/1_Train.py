@@ -10,7 +10,7 @@ from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs
 from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
-from ui.identity import access_line
+from ui.identity import access_line, current_identity
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.run_index import listed_runs
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
@@ -20,6 +20,7 @@ from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_con
 REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
 PROGRESS_SECONDS = 0.5  # the followed run's progress: its end is seen within this
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
+STOP_REFUSED = "train_stop_refused"  # why the last Stop was refused, shown once under the bar
 
 st.set_page_config(page_title="Train · Hybrid Lab", layout="wide")
 st.title("Train")
@@ -106,19 +107,28 @@ def show_progress(run, identity: access.Identity) -> None:
     bar, stop = st.columns([5, 1], vertical_alignment="bottom")
     if not access.may_stop(identity, run):  # a courtesy: service.stop checks it again
         st.caption(texts.only_owner_can_stop(run))
-    elif stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch",
-                     disabled=run.stop_requested(),
-                     help="A queued run leaves the queue; a running one stops after the current chunk of steps "
-                          "and keeps everything it logged."):
-        try:
-            service.stop(run, identity)
-        except access.PermissionRefused as refusal:
-            st.error(texts.plain(f"Cannot stop this run: {refusal}."))
-        run = load_run(run.run_id, runs_dir)
-        if not run.state.active:  # a queued run left the queue at once: show how it ended
-            st.rerun()
+    else:
+        stop.button("Stop", icon=":material/stop:", key="train_stop", width="stretch", disabled=run.stop_requested(),
+                    on_click=stop_followed, args=(run.run_id,),
+                    help="A queued run leaves the queue; a running one stops after the current chunk of steps "
+                         "and keeps everything it logged.")
+    if refusal := st.session_state.pop(STOP_REFUSED, None):
+        st.error(refusal)
     view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
     bar.progress(view.fraction, text=view.text)
+
+
+def stop_followed(run_id: str) -> None:
+    """Stop's callback. Streamlit calls it as the click's rerun starts, before any of the page runs, so nothing
+    the page draws first (and no refresh that interrupts it there) stands between the click and the stop. Read
+    where the page draws the button instead, one click in CI's browser tests, on a loaded machine, never
+    stopped its run."""
+    try:
+        service.stop(load_run(run_id, runs_dir), current_identity())
+    except access.PermissionRefused as refusal:
+        st.session_state[STOP_REFUSED] = texts.plain(f"Cannot stop this run: {refusal}.")
+    except RunNotFound:
+        pass  # show_run says it no longer exists
 
 
 def show_live_curves(run_id: str, live: bool) -> None:
