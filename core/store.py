@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from core import queue_files
 from core.access import OPERATOR, Identity, check_delete
 from core.config import TrainConfig
 from core.processes import pid_alive, this_host, trainer_gone
-from core.records import CONFIG_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
+from core.records import CONFIG_FILE, STATUS_FILE, FailureKind, RunNotFound, RunState, RunStoreError, timestamp
 from core.run_folder import Run, read_folder
 
 RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
@@ -29,6 +31,8 @@ RUNS_DIR_ENV = "HYBRID_LAB_RUNS"
 # visitor types (a path, 300 characters) is refused before it touches the file system.
 RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 ID_ATTEMPTS = 5  # fresh random parts tried when a new run's id is taken (same second, same settings)
+WATCH_EVERY_SECONDS = 0.02  # how often watch_run looks at a status file: a stat call, nothing read
+END_MARGIN_SECONDS = 0.5  # a run's last evaluation and its model written, after its last step (time_to_end)
 
 
 def default_runs_dir() -> Path:
@@ -190,6 +194,52 @@ def load_runs(run_ids: list[str], runs_dir: Path | None = None) -> list[Run]:
         if run.state is not RunState.DAMAGED:
             runs.append(run)
     return runs
+
+
+def watch_run(run: Run, seconds: float, between: Callable[[], None] = lambda: None, longest: float = 0.0) -> Run:
+    """Watch an active run for up to `seconds` and return it as soon as it has ended, else as last read.
+
+    Only its status.json is looked at (its size, time and inode, every WATCH_EVERY_SECONDS), and the run read
+    again when that changes, so a page learns of the end within a few hundredths of a second at the price of a
+    stat call. With `longest`, a run whose status says it ends sooner than that (time_to_end) is watched until
+    its end, up to `longest` in all: a page that stopped watching just before the end would learn of it only
+    at its next refresh. `between` is called before each look: the app passes what lets a click end the wait.
+    A trainer that died without a word is not seen here; the next load_run tells it (judge_liveness).
+    """
+    status = run.path / STATUS_FILE
+    start = time.monotonic()
+    deadline = start + seconds
+    seen = _file_stamp(status)
+    while run.state.active:
+        ends_in = time_to_end(run)
+        if ends_in is not None:
+            deadline = max(deadline, min(start + longest, time.monotonic() + ends_in))
+        if time.monotonic() >= deadline:
+            break
+        between()
+        time.sleep(WATCH_EVERY_SECONDS)
+        stamp = _file_stamp(status)
+        if stamp != seen:
+            seen = stamp
+            run = read_run(run.path)
+    return run
+
+
+def time_to_end(run: Run) -> float | None:
+    """Seconds until a training run ends by its own account: the steps left at its speed, plus its last
+    evaluation (END_MARGIN_SECONDS); None while it has no speed yet (queued, loading its data)."""
+    status = run.status
+    if status is None or not status.steps_per_second or not status.total_steps:
+        return None
+    return max(status.total_steps - status.step, 0) / status.steps_per_second + END_MARGIN_SECONDS
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:  # deleted or being replaced: a change like any other
+        return None
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def delete_run(run_id: str, runs_dir: Path | None = None, *, identity: Identity) -> None:

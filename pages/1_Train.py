@@ -7,7 +7,7 @@ from core import access, queue, service, sweeps
 from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
 from core.records import RunNotFound
-from core.store import default_runs_dir, load_run, load_runs
+from core.store import default_runs_dir, load_run, load_runs, watch_run
 from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line, current_identity
@@ -18,7 +18,9 @@ from ui.uploads import upload_box, upload_labels
 from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
 
 REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
-PROGRESS_SECONDS = 0.5  # the followed run's progress: its end is seen within this
+PROGRESS_SECONDS = 0.5  # the followed run's progress bar is redrawn this often
+WATCH_SECONDS = 0.4  # and between two, the page watches the run's status file for its end (core.store.watch_run),
+WATCH_END_SECONDS = 1.0  # or longer, up to this, when the run says it ends before (its steps left at its speed)
 FOLLOWED = "train_followed_run"  # this browser session's run; ?run= in the URL keeps it across reloads
 STOP_REFUSED = "train_stop_refused"  # why the last Stop was refused, shown once under the bar
 
@@ -91,6 +93,11 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
     if run.state.active:
         show_progress(run, identity)
+        if live:
+            # Until the next refresh, watch the run's status file rather than sleep: its end is on screen a few
+            # hundredths of a second after it is on disk, not up to a refresh later (issue 17).
+            if not watch_run(run, WATCH_SECONDS, between=let_clicks_in, longest=WATCH_END_SECONDS).state.active:
+                st.rerun()  # the whole page draws the outcome and stops refreshing
     else:
         outcome_box(run)
         live_run.outcome_shown(run.run_id)
@@ -116,6 +123,13 @@ def show_progress(run, identity: access.Identity) -> None:
         st.error(refusal)
     view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
     bar.progress(view.fraction, text=view.text)
+
+
+def let_clicks_in() -> None:
+    """Called while the page watches a run: a look at session state is where Streamlit ends a script run that a
+    click has asked to replace, so Train or a link to another page ends the watch at once. A Stop (a rerun of
+    this fragment, which Streamlit lets a run in progress finish) waits for it: at most WATCH_END_SECONDS."""
+    _ = STOP_REFUSED in st.session_state
 
 
 def stop_followed(run_id: str) -> None:
@@ -281,9 +295,13 @@ if compared:
     st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, comparing)
     st.divider()
 if followed_run is not None:
-    st.fragment(run_every=PROGRESS_SECONDS if running else None)(show_run)(followed_run.run_id, running, identity)
-    st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(
-        followed_run.run_id, running)
+    run_box, curves_box = st.container(), st.container()
+    with curves_box:  # drawn first: the run's fragment ends this script run watching the run
+        st.fragment(run_every=live_run.CURVES_EVERY_SECONDS if running else None)(show_live_curves)(
+            followed_run.run_id, running)
+    with run_box:
+        st.fragment(run_every=PROGRESS_SECONDS if running else None)(show_run)(followed_run.run_id, running,
+                                                                            identity)
 elif not compared:
     st.info("No run in this tab yet. The article's settings (784-128-128-10, SGD at learning rate 0.5, batch 50, "
             "1,000 steps) train in a few seconds: press **Train**.")

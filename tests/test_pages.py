@@ -23,6 +23,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.service
+import core.store
 from core import queue, service, tensorboard_server
 from core.access import OPERATOR
 from core.config import SETTINGS_BY_NAME, TrainConfig
@@ -32,7 +33,7 @@ from core.run_folder import Run
 from core.store import create_run, list_runs, load_run
 from core.training import train
 from tests.apptest_support import open_app
-from tests.factories import DIVERGING, TINY, make_run, wait_until_finished
+from tests.factories import DIVERGING, TINY, finish_now, make_run, wait_until_finished
 from ui import texts as page_texts
 from ui.form import config_from_form, form_values, stops_with
 
@@ -404,6 +405,27 @@ def test_stop_ends_a_long_run_and_keeps_what_it_logged(service_runs, monkeypatch
     assert 0 < run.step < 200_000
     assert len(run.read_metrics()["step"]) == run.step and run.has_model
     assert f"Stopped at step {run.step:,} of 200,000." in texts(app)
+
+
+def test_a_run_that_ends_while_its_page_watches_shows_its_outcome_in_that_same_visit(tmp_path, monkeypatch):
+    # Between two refreshes the page watches the run's status file (core.store.watch_run). The end is written
+    # the moment the watch has taken its first look, after the page drew the bar: it is on the page when this
+    # one visit is over, with no refresh of the fragment (which AppTest never makes).
+    run = make_run(tmp_path, state=RunState.RUNNING)  # its pid is this process: alive
+    first_look = core.store._file_stamp
+
+    def look_then_finish(path):
+        stamp = first_look(path)
+        monkeypatch.setattr(core.store, "_file_stamp", first_look)
+        finish_now(run, test_accuracy=0.93)
+        return stamp
+
+    monkeypatch.setattr(core.store, "_file_stamp", look_then_finish)
+    app = open_page("pages/1_Train.py", tmp_path, monkeypatch, run=run.run_id)
+
+    assert_no_exception(app)
+    assert "Test accuracy: 0.9300" in texts(app)
+    assert not app.progress
 
 
 def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated, monkeypatch):

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,9 +23,9 @@ from core.config import TrainConfig
 from core.records import CONFIG_FILE, STATUS_FILE, FailureKind, RunNotFound, RunState, RunStoreError, Status
 from core.queue_files import QUEUE_DIR
 from core.store import (
-    best_run, create_run, default_runs_dir, delete_run, is_run_id, list_runs, load_run, load_runs,
+    best_run, create_run, default_runs_dir, delete_run, is_run_id, list_runs, load_run, load_runs, watch_run,
 )
-from tests.factories import TINY, dead_pid, finished_summary, make_run
+from tests.factories import TINY, dead_pid, finish_later, finished_summary, make_run
 
 ALICE = member({"iss": "https://id.example.org", "sub": "alice", "name": "Alice Liddell"}, operators=frozenset())
 BOB = member({"iss": "https://id.example.org", "sub": "bob", "name": "Bob"}, operators=frozenset())
@@ -487,3 +488,67 @@ def test_a_running_status_whose_worker_exited_unreaped_reads_as_interrupted(tmp_
         assert load_run(run.run_id, tmp_path).state is RunState.INTERRUPTED
     finally:
         child.wait()
+
+
+# watch_run: how the Train page learns of a run's end between two refreshes.
+LONG_WATCH_S = 60  # a watch that never saw the end would hold the test this long, then fail on the state
+
+
+def test_a_watch_returns_the_run_once_it_has_ended_not_when_its_time_is_up(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    finish_later(run)
+
+    ended = watch_run(run, LONG_WATCH_S)
+
+    assert ended.state is RunState.COMPLETED and ended.test_accuracy == 0.93
+
+
+def test_a_watch_of_a_run_that_keeps_training_returns_it_as_last_read(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    looks = []
+
+    watched = watch_run(run, 0.3, between=lambda: looks.append(1))
+
+    assert watched.state is RunState.RUNNING and looks  # `between` was called before the looks
+
+
+def test_what_between_raises_ends_the_watch(tmp_path):
+    # The app's `between` is where Streamlit ends a script run that a click replaced: it raises.
+    run = make_run(tmp_path, state=RunState.RUNNING)
+
+    class Replaced(Exception):
+        pass
+
+    def replaced():
+        raise Replaced
+
+    with pytest.raises(Replaced):
+        watch_run(run, LONG_WATCH_S, between=replaced)
+
+
+def test_a_run_deleted_while_watched_ends_the_watch(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    threading.Timer(0.2, shutil.rmtree, args=(run.path,)).start()
+
+    gone = watch_run(run, LONG_WATCH_S)
+
+    assert not gone.state.active
+
+
+def test_a_run_that_says_it_ends_soon_is_watched_until_its_end(tmp_path):
+    run = make_run(tmp_path, state=RunState.RUNNING)
+    run.write_progress(990, 1000, 1000.0)
+    finish_later(run)
+
+    ended = watch_run(run, 0.0, longest=LONG_WATCH_S)
+
+    assert ended.state is RunState.COMPLETED
+
+
+def test_a_run_with_no_speed_yet_or_far_from_its_end_is_watched_only_the_seconds_asked(tmp_path):
+    loading = make_run(tmp_path, state=RunState.RUNNING)  # no steps_per_second yet
+    far = make_run(tmp_path, state=RunState.RUNNING)
+    far.write_progress(10, 10_000_000, 100.0)
+
+    assert watch_run(loading, 0.0, longest=LONG_WATCH_S).state is RunState.RUNNING
+    assert watch_run(far, 0.0, longest=0.1).state is RunState.RUNNING
