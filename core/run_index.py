@@ -7,12 +7,14 @@ its records (modification time, size, inode): a re-list lists the runs directory
 reads again only the folders whose key changed, plus the runs still queued or training, whose status moves on
 without notice and whose liveness is judged afresh each time (core/store.py: judge_liveness). Nothing here opens
 a model, an event file, the first layer's weights or reads metrics rows: a page opens those for the run it shows.
-One index serves every page and session of a server (ui/run_index.py), so its updates hold a lock. Nothing here
+One index of each runs directory serves a whole process (shared_index): every page and session of a server, and
+the service's queue limits at each submit; so its updates hold a lock. Nothing here
 imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import replace
@@ -83,3 +85,12 @@ class RunIndex:
             del self._known[gone]
         return current
 
+
+def shared_index(runs_dir: Path | None = None) -> RunIndex:
+    """This process's one index of a runs directory, made on the first look and kept for the process's life."""
+    return _index(os.path.abspath(runs_dir or default_runs_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _index(runs_dir: str) -> RunIndex:
+    return RunIndex(Path(runs_dir))

@@ -32,7 +32,8 @@ from core.pool import WORKERS_DIR, PoolKeeper, WorkerPool  # noqa: F401 (WORKERS
 from core.records import RunState, StopReason
 from core.run_folder import Run
 from core.service_settings import SERVICE_SETTINGS, service_setting, setting_default  # noqa: F401
-from core.store import create_run, default_runs_dir, list_runs
+from core.run_index import shared_index
+from core.store import create_run, default_runs_dir
 
 
 
@@ -257,7 +258,9 @@ def _check_limits(configs: list[TrainConfig], runs_dir: Path, identity: Identity
     guest = is_guest_key(identity.key)
     for config in configs:
         _check_size(config, _ceiling(identity.key), guest)
-    active = [owner_of(run.status) for run in list_runs(runs_dir) if run.state.active]
+    # From the process's index of the runs (core/run_index.py), which reads again only what changed and every
+    # run still queued or training: with 600 runs kept, a submit reads the few active ones, not 600 folders.
+    active = [owner_of(run.status) for run in shared_index(runs_dir).runs() if run.state.active]
     limit = service_setting("guest_queue_limit" if guest else "queue_limit")
     mine = active.count(identity.key)
     asked = "" if len(configs) == 1 else f" and this asks for {len(configs)} more"

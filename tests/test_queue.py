@@ -23,6 +23,7 @@ from core.access import OPERATOR, PermissionRefused, member, new_guest, reader
 from core.data import DatasetError
 from core.queue_files import QUEUE_DIR
 from core.records import STATUS_FILE, STOP_FILE, FailureKind, RunState, RunStoreError, StopReason
+from core.run_index import shared_index
 from core.store import create_run, delete_run, list_runs, load_run, staging_folder
 from core.service import SubmissionRefused
 from tests.factories import TINY, dead_pid, make_run
@@ -622,6 +623,20 @@ def test_one_person_may_have_only_so_many_runs_waiting(tmp_path, monkeypatch, no
     assert load_run(other.run_id, tmp_path).state is RunState.QUEUED
     service.stop(load_run(first.run_id, tmp_path), ALICE)  # a finished run no longer counts
     assert load_run(service.submit(TINY, tmp_path, identity=ALICE).run_id, tmp_path).state is RunState.QUEUED
+
+
+def test_a_submit_counts_the_runs_waiting_without_reading_every_finished_run_again(tmp_path, no_workers):
+    # The queue limits are checked against the process's index of the runs (core/run_index.py): a kept run that
+    # has not changed is not read again at each press of Train, only the runs still queued or training are.
+    for _ in range(20):
+        make_run(tmp_path)
+    service.submit(TINY, tmp_path, identity=ALICE)
+    index = shared_index(tmp_path)
+    before = index.folders_read
+
+    service.submit(TINY, tmp_path, identity=ALICE)
+
+    assert index.folders_read - before == 1  # the first submit's run, still queued; not the 20 finished ones
 
 
 def test_the_limit_keys_on_the_identity_not_on_its_name(tmp_path, monkeypatch, no_workers):
