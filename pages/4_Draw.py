@@ -1,18 +1,16 @@
 """Draw a digit and watch a trained run classify it, stroke by stroke."""
 
-import time
-
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core import queue
 from core.config import TrainConfig
-from core.store import default_runs_dir, load_run
+from core.store import default_runs_dir
 from ui.charts import probability_figure, saliency_figure
 from ui import texts
 from ui.identity import access_line
 from ui.run_index import listed_runs
 from ui.submit import submit_run
+from ui.widgets import follow_to_the_end
 from ui.teaching import keep_controls, selected_next, teach_section
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
@@ -31,7 +29,6 @@ from ui.drawing import (
 
 CANVAS_SIZE = 280  # px; ten canvas pixels to one MNIST pixel
 DEFAULT_STROKE_WIDTH = 18  # px; about an MNIST pen stroke once the digit is scaled down
-POLL_SECONDS = 0.25  # how often the training progress is read from the run folder
 
 st.set_page_config(page_title="Draw · Hybrid Lab", page_icon="✏️", layout="wide")
 
@@ -56,18 +53,6 @@ def clear_canvas() -> None:
     st.session_state["draw_canvas_generation"] = st.session_state.get("draw_canvas_generation", 0) + 1
 
 
-def follow_training(run_id: str) -> None:
-    """Show a training run's progress, read from its folder, until it ends; then reload the page."""
-    progress = st.progress(0.0, text="Starting")
-    # One long script run rather than a rerun per poll: each rerun of this page pays Streamlit's
-    # clear_session and garbage collection, which a quarter-second poll would repeat for nothing.
-    while (run := load_run(run_id, default_runs_dir())).state.active:
-        view = texts.progress_view(run, queue.position(run_id, default_runs_dir()))
-        progress.progress(view.fraction, text=view.text)
-        time.sleep(POLL_SECONDS)
-    st.rerun()
-
-
 def offer_training() -> None:
     """With no model to draw with: train the article's network, or wait for the run already training."""
     failure = (st.session_state.get("draw_start_error")
@@ -85,7 +70,8 @@ def offer_training() -> None:
     st.button("Train the article's model", type="primary", on_click=train_article_model,
               disabled=running is not None, key="draw_train")
     if running is not None:
-        follow_training(running.run_id)
+        follow_to_the_end(running.run_id, default_runs_dir())
+        st.rerun()
 
 
 def show_prediction(prediction: Prediction | None) -> None:

@@ -6,27 +6,24 @@ Who asks is `current_identity()`: a drawing belongs to whoever kept it, and core
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from core import queue
 from core.collection import HOLD_OUT_WORDS, delete_drawing, freeze, gather, held_out_mask, keep_drawing, \
     keras_npz, list_drawings
 from core.fine_tune import FINE_TUNE_SHARE, FINE_TUNE_STEPS, LEARNING_RATE_FACTOR, fine_tune_config
 from core.records import RunState
 from core.run_folder import Run
-from core.store import load_run
 from ui import texts
 from ui.charts import enlarge
 from ui.drawing import Prediction
 from ui.identity import current_identity
 from ui.submit import submit_run
+from ui.widgets import follow_to_the_end
 
 GALLERY_SCALE = 2  # the kept 28 x 28 drawings at 56 px
-POLL_SECONDS = 0.25
 TUNING_KEY = "draw_tuning_run"  # the fine-tuning run this session started, followed until it ends
 MESSAGE_KEY = "draw_teach_message"  # (kind, sentence) of the last keep, delete or fine-tune press
 SELECT_KEY = "draw_select_run"  # a run for the page's picker to select on its next run
@@ -150,11 +147,7 @@ def teach_section(runs_dir: Path, source: Run) -> None:
 
 def follow_fine_tuning(runs_dir: Path, run_id: str) -> None:
     """The fine-tuning run's progress, read from its folder, until it ends; then the page selects it."""
-    progress = st.progress(0.0, text="Fine-tuning…")
-    while (run := load_run(run_id, runs_dir)).state.active:
-        view = texts.progress_view(run, queue.position(run_id, runs_dir))
-        progress.progress(view.fraction, text=f"Fine-tuning: {view.text}")
-        time.sleep(POLL_SECONDS)
+    run = follow_to_the_end(run_id, runs_dir, label="Fine-tuning: ")
     del st.session_state[TUNING_KEY]
     if run.state is RunState.COMPLETED:
         st.session_state[SELECT_KEY] = run_id

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from core import service
+from core import queue, service
 from core.run_folder import Run
+from core.store import load_run, watch_run
 from ui import outcomes, texts
 from ui.identity import current_identity
 
@@ -97,3 +100,21 @@ def steady_chart(figure, key: str) -> None:
 def files_offered_here() -> bool:
     """Whether who is asking may name the server's own files as data (operators only, unless HYBRID_LAB_FILES)."""
     return service.files_offered(current_identity())
+
+
+FOLLOW_SECONDS = 0.25  # follow_to_the_end redraws the bar this often
+
+
+def follow_to_the_end(run_id: str, runs_dir: Path, label: str = "") -> Run:
+    """A run's progress bar, redrawn from its folder as it moves on, until the run ends; returns it, ended.
+
+    One long script run rather than a rerun per look: each rerun of a page pays Streamlit's clear_session and
+    garbage collection. Between two redraws the run's status file is watched (core.store.watch_run), so its end
+    is seen at once; each redraw is where a click ends the script run.
+    """
+    progress = st.progress(0.0, text=f"{label}Starting")
+    while (run := load_run(run_id, runs_dir)).state.active:
+        view = texts.progress_view(run, queue.position(run_id, runs_dir))
+        progress.progress(view.fraction, text=f"{label}{view.text}")
+        watch_run(run, FOLLOW_SECONDS)
+    return run
