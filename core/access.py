@@ -18,11 +18,8 @@ request *less* trusted (a sign of a proxy turns the person at the machine into a
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import secrets
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,13 +32,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Headers a reverse proxy adds to say whom it forwards (RFC 7239 and the common de-facto ones). Their
 # *presence* makes a request remote; their values are never believed, since a visitor can set them too.
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip")
-# What an OpenID Connect configuration needs in .streamlit/secrets.toml for st.login to work.
-AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 # The person at the machine, and the owner of every run the command line starts (and of runs made before
 # runs had owners).
 OPERATOR_KEY = "local"
 GUEST_PREFIX = "guest:"  # every guest's key starts so: the service counts all guests' runs together
-PROVIDER_TIMEOUT = 3.0  # seconds to wait for the sign-in provider's metadata before saying it is unreachable
 
 
 class ServeMode(StrEnum):
@@ -181,47 +175,6 @@ def identify(mode: ServeMode, *, guest: Identity | None = None, claims: Mapping 
     if auth_broken or not claims:
         return reader()
     return member(claims, operators)
-
-
-def auth_problem(section: Mapping | None) -> str | None:
-    """What is missing or wrong in the `[auth]` section, in one sentence; None when it can be used."""
-    if not section:
-        return None
-    missing = [key for key in AUTH_KEYS if not str(section.get(key) or "").strip()]
-    if missing:
-        return (f"sign-in is configured but [auth] in .streamlit/secrets.toml has no {', '.join(missing)}; "
-                f"add {'it' if len(missing) == 1 else 'them'} (see the README, Sharing the app) and restart the app")
-    for key in ("redirect_uri", "server_metadata_url"):
-        try:
-            scheme = urlsplit(str(section[key])).scheme
-        except ValueError:
-            scheme = ""
-        if scheme not in ("http", "https"):
-            return (f"sign-in is configured but [auth] {key} is {section[key]!r}, not an http(s) address; "
-                    "fix it in .streamlit/secrets.toml and restart the app")
-    if not str(section["redirect_uri"]).endswith("/oauth2callback"):
-        return (f"sign-in is configured but [auth] redirect_uri is {section['redirect_uri']!r}, which does not end "
-                "with /oauth2callback, the address Streamlit receives the sign-in at; fix it in "
-                ".streamlit/secrets.toml (and at the provider) and restart the app")
-    return None
-
-
-def provider_problem(metadata_url: str, timeout: float = PROVIDER_TIMEOUT) -> str | None:
-    """Whether the sign-in provider answers at its metadata URL with an OpenID configuration, in one sentence;
-    None when it does. Waits at most `timeout` seconds."""
-    try:
-        with urllib.request.urlopen(metadata_url, timeout=timeout) as answer:
-            metadata = json.loads(answer.read(1_000_000))
-    except (OSError, ValueError, http.client.HTTPException) as error:  # refused, timed out, cut short, not JSON
-        reason = getattr(error, "reason", None) or error
-        return (f"sign-in is configured but its provider does not answer at {metadata_url} ({reason}); "
-                "nobody can sign in until it does: check that the provider is up and that server_metadata_url "
-                "in .streamlit/secrets.toml is right")
-    if not isinstance(metadata, dict) or not metadata.get("authorization_endpoint"):
-        return (f"sign-in is configured but {metadata_url} is not an OpenID Connect configuration (no "
-                "authorization_endpoint); set server_metadata_url in .streamlit/secrets.toml to the provider's "
-                ".well-known/openid-configuration address")
-    return None
 
 
 # ------------------------------------------------------------------------------------------- the checks

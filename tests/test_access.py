@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from core import access, queue, service
+from core import access, queue, service, sign_in
 from core.access import (
     FORWARDING_HEADERS, OPERATOR, OPERATORS_ENV, PermissionRefused, Role, ServeMode, identify, member, new_guest,
     reader, serve_mode,
@@ -145,8 +145,8 @@ def test_an_email_the_provider_says_is_unverified_makes_nobody_an_operator():
 
 
 def test_a_complete_auth_section_has_no_problem_and_no_section_is_not_one():
-    assert access.auth_problem(COMPLETE_AUTH) is None
-    assert access.auth_problem(None) is None
+    assert sign_in.auth_problem(COMPLETE_AUTH) is None
+    assert sign_in.auth_problem(None) is None
 
 
 @pytest.mark.parametrize("change, words", [
@@ -158,7 +158,7 @@ def test_a_complete_auth_section_has_no_problem_and_no_section_is_not_one():
 def test_what_auth_lacks_is_one_sentence_naming_it(change, words):
     section = {key: value for key, value in (COMPLETE_AUTH | change).items() if value is not None}
 
-    problem = access.auth_problem(section)
+    problem = sign_in.auth_problem(section)
 
     assert problem.startswith("sign-in is configured but [auth]")
     assert all(word in problem for word in words), problem
@@ -171,7 +171,7 @@ def test_a_provider_that_does_not_answer_is_one_sentence_naming_its_address():
         port = free.getsockname()[1]
     url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"  # nothing listens there now
 
-    problem = access.provider_problem(url, timeout=2)
+    problem = sign_in.provider_problem(url, timeout=2)
 
     assert problem.startswith(f"sign-in is configured but its provider does not answer at {url}"), problem
     assert "Connection refused" in problem and "\n" not in problem
@@ -198,7 +198,7 @@ def serve_once(body: bytes):
 def test_an_address_that_is_not_an_openid_configuration_is_said(body):
     server, url = serve_once(body)
     try:
-        problem = access.provider_problem(url, timeout=2)
+        problem = sign_in.provider_problem(url, timeout=2)
     finally:
         server.shutdown()
 
@@ -211,7 +211,7 @@ def test_a_provider_that_answers_has_no_problem():
     with mock.run_server_in_thread(port=0) as server:
         url = f"http://127.0.0.1:{server.server_port}/.well-known/openid-configuration"
 
-        assert access.provider_problem(url, timeout=5) is None
+        assert sign_in.provider_problem(url, timeout=5) is None
 
 
 # --- the checks, called as a crafted request would call them ------------------------------------------------

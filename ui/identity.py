@@ -8,12 +8,8 @@ key kept in this browser session's state: one tab, one guest; nothing a visitor 
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +18,7 @@ from streamlit.errors import StreamlitAuthError
 
 from core import access
 from core.access import Identity, PermissionRefused, ServeMode
+from core.sign_in import log_once, sign_in_problem
 from ui import texts
 
 GUEST_STATE = "access_guest"  # this browser session's guest identity, in guests mode
@@ -30,14 +27,6 @@ NOT_SIGNED_IN = ("You are not signed in: you can look at every run. Sign in to t
                  "runs.")
 GUEST_LINE = ("You are a guest: you can train and upload data within the guest limits, and stop the runs this browser "
               "tab started; runs cannot be deleted. For sign-in, the operator configures [auth] (see the README).")
-# How long an answer of the sign-in provider is believed: a working one for a while, a silent one briefly, so
-# that a provider back up is noticed soon without every rerun of every page waiting on it.
-PROVIDER_OK_SECONDS, PROVIDER_DOWN_SECONDS = 600.0, 30.0
-
-LOG = logging.getLogger("hybrid_lab.access")
-_logged: set[str] = set()
-_provider_checks: dict[str, tuple[float, str | None]] = {}
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -103,43 +92,6 @@ def session_guest() -> Identity:
     if not (isinstance(guest, Identity) and access.is_guest_key(guest.key) and guest.role is access.Role.GUEST):
         guest = st.session_state[GUEST_STATE] = access.new_guest()
     return guest
-
-
-def sign_in_problem(section: Mapping) -> str | None:
-    """What keeps sign-in from working: a missing key, Authlib missing, or a provider that does not answer."""
-    problem = access.auth_problem(dict(section)) if section else (
-        "sign-in is configured but [auth] in .streamlit/secrets.toml is empty; fill it in (see the README, Sharing "
-        "the app) and restart the app")
-    if problem:
-        return problem
-    if importlib.util.find_spec("authlib") is None:
-        return ("sign-in is configured but the Authlib package is not installed; install requirements.txt "
-                "(streamlit[auth]) and restart the app")
-    return provider_problem(str(section["server_metadata_url"]))
-
-
-def provider_problem(url: str) -> str | None:
-    """core.access.provider_problem, its answer kept a while (see PROVIDER_OK_SECONDS)."""
-    now = time.monotonic()
-    with _lock:
-        checked = _provider_checks.get(url)
-    if checked is not None:
-        age = now - checked[0]
-        if age < (PROVIDER_OK_SECONDS if checked[1] is None else PROVIDER_DOWN_SECONDS):
-            return checked[1]
-    problem = access.provider_problem(url)
-    with _lock:
-        _provider_checks[url] = (time.monotonic(), problem)
-    return problem
-
-
-def log_once(problem: str) -> None:
-    """Say a sign-in problem in the server log, once per problem (not once per rerun of every page)."""
-    with _lock:
-        if problem in _logged:
-            return
-        _logged.add(problem)
-    LOG.error("Hybrid Lab: %s", problem)
 
 
 def sentence(text: str) -> str:
