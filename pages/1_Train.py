@@ -8,6 +8,7 @@ from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
 from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs, watch_run
+from core.uploads import list_uploads
 from ui import charts, live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line, current_identity
@@ -30,7 +31,8 @@ identity = access_line()
 st.markdown("Set the hyperparameters in the sidebar and press **Train**. Training runs in the background: you "
             "can leave this page, reload it or open another tab, and the run keeps going.")
 runs_dir = default_runs_dir()
-uploads_offered = upload_labels(runs_dir, identity)  # the Upload select's choices: this person's uploads
+my_uploads = list_uploads(runs_dir, identity)  # read once a rerun: for the Upload select and the Your own data box
+uploads_offered = upload_labels(my_uploads, identity)
 
 
 def follow(run_id: str | None) -> None:
@@ -278,7 +280,7 @@ with st.expander("Sweep: a grid of runs over one or two settings", icon=":materi
             st.rerun()
 with st.expander("Your own data: upload a dataset", icon=":material/upload_file:",
                  expanded=st.session_state.get("form_source") == "uploaded"):
-    upload_box(runs_dir, identity)
+    upload_box(runs_dir, identity, my_uploads)
 # The address follows the form, so a reload, a bookmark or a copied link opens these settings.
 with copy_slot:
     copy_link_button(keep_in_address())

@@ -24,10 +24,11 @@ FILE_TYPES = ["npz", "zip", "gz", "tgz", "tar"]
 SOURCE_KEY, UPLOAD_KEY = KEY_PREFIX + "source", KEY_PREFIX + "upload"
 
 
-def upload_labels(runs_dir: Path, identity: access.Identity) -> dict[str, str]:
-    """Who asks' uploads as the form's Upload select shows them: SHA-256 -> 'digits.npz · 1,000 + 200 images'."""
+def upload_labels(listed: list[uploads.Upload], identity: access.Identity) -> dict[str, str]:
+    """Who asks' uploads (core.uploads.list_uploads) as the form's Upload select shows them: SHA-256 ->
+    'digits.npz · 1,000 + 200 images'."""
     return {upload.digest: f"{upload.name_for(identity)} · {upload.train:,} + {upload.test:,} images"
-            for upload in uploads.list_uploads(runs_dir, identity)}
+            for upload in listed}
 
 
 def _take_upload(runs_dir: Path) -> None:
@@ -60,8 +61,9 @@ def _delete(runs_dir: Path, digest: str) -> None:
                                  "Deleted from your uploads (others who uploaded the same data keep it).")
 
 
-def upload_box(runs_dir: Path, identity: access.Identity) -> None:
-    """The uploader, what became of the last file, and the uploads this person may use."""
+def upload_box(runs_dir: Path, identity: access.Identity, listed: list[uploads.Upload]) -> None:
+    """The uploader, what became of the last file, and the uploads this person may use (`listed`: the page lists
+    them once a rerun, after the callbacks above have added or deleted one)."""
     if not access.may_train(identity):
         st.info("Sign in to upload a dataset of your own.")
         return
@@ -80,7 +82,6 @@ def upload_box(runs_dir: Path, identity: access.Identity) -> None:
     kind, sentence = st.session_state.get(MESSAGE, (None, None))
     if kind:
         (st.error if kind == "error" else st.success)(sentence)
-    listed = uploads.list_uploads(runs_dir, identity)
     if not listed:
         st.caption("No uploads yet." if not identity.is_operator else "No uploads on this server yet.")
         return
