@@ -4,19 +4,20 @@
 import streamlit as st
 
 from core import access, queue, service, sweeps
-from core.config import SETTINGS_BY_NAME, TrainConfig, config_from_preset
+from core.config import TrainConfig, config_from_preset
 from core.data import DATASET_TITLES, describe_default_source
 from core.records import RunNotFound
 from core.store import default_runs_dir, load_run, load_runs, watch_run
 from core.uploads import list_uploads
-from ui import charts, live_run, texts
+from ui import live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line, current_identity
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
 from ui.run_index import listed_runs
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
+from ui.run_groups import show_engine_comparison, show_sweep
 from ui.uploads import upload_box, upload_labels
-from ui.widgets import files_offered_here, outcome_box, run_links, smoothing_control, steady_chart
+from ui.widgets import files_offered_here, outcome_box, run_links
 
 REFRESH_SECONDS = 0.5  # the sweep and the engine comparison
 PROGRESS_SECONDS = 0.5  # the followed run's progress bar is redrawn this often
@@ -156,59 +157,6 @@ def show_live_curves(run_id: str, live: bool) -> None:
     live_run.show_curves(run, live)
 
 
-def show_engine_comparison(run_ids: list[str], live: bool) -> None:
-    """Both engines' runs of one setting: their progress or outcome, and their loss curves overlaid."""
-    runs = load_runs(run_ids, runs_dir)
-    if not runs:
-        st.warning("The runs of this engine comparison no longer exist (deleted on the Runs page?).")
-        return
-    if live and not any(run.state.active for run in runs):
-        st.rerun()
-    st.subheader("Engines compared")
-    st.caption(texts.describe_config(runs[0].config, with_engine=False)
-               + " · the same initial weights and batches for both engines")
-    for run, column in zip(runs, st.columns(len(runs))):
-        with column:
-            st.markdown(f"**{texts.choice_label('engine', run.config.engine)}** · `{run.run_id}`")
-            if run.state.active:
-                view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
-                st.progress(view.fraction, text=view.text)
-            else:
-                outcome_box(run)
-    curves = []
-    for run in runs:
-        metrics = run.read_metrics()
-        curves.append(charts.Curve(f"{run.config.engine} engine", metrics["step"], metrics["loss"]))
-    smoothing, _ = smoothing_control("compare", with_log_scale=False)
-    steady_chart(charts.loss_figure(curves, smoothing, keep_zoom=",".join(run_ids)), "compare_loss")
-    agreement = texts.loss_agreement(runs)
-    if agreement:
-        st.caption(agreement)
-
-
-def show_sweep(name: str, live: bool) -> None:
-    """A sweep's runs: how many are done, training and queued; its table; and, once runs end, the chart."""
-    runs = sweeps.sweep_runs(name, runs=listed_runs(runs_dir))
-    if not runs:
-        st.warning("The runs of this sweep no longer exist (deleted on the Runs page?).")
-        return
-    if live and not any(run.state.active for run in runs):
-        st.rerun()
-    st.subheader(f"Sweep `{name}`")
-    done = sum(1 for run in runs if run.state.finished)
-    st.progress(done / len(runs), text=texts.sweep_progress(runs))
-    rows, varying = texts.settings_rows(runs)
-    st.dataframe(rows, hide_index=True, column_config={
-        **{name: SETTINGS_BY_NAME[name].label for name in varying}, "status": "Status", "run": "Run id",
-        "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="%.4f")})
-    scored = [row for row in rows if row["test_accuracy"] is not None]
-    if len(scored) >= 2 and varying:
-        st.markdown("**Settings against test accuracy**")
-        st.plotly_chart(charts.parallel_coordinates_figure(scored, varying), key="sweep_parallel")
-    elif any(run.state.active for run in runs):
-        st.caption("The chart of settings against test accuracy appears once two runs have finished.")
-
-
 # ------------------------------------------------------------------------------------------- the page
 
 followed = st.query_params.get("run") or st.session_state.get(FOLLOWED)
@@ -289,12 +237,13 @@ st.divider()
 swept = st.query_params.get("sweep")
 if swept:
     sweeping = any(run.state.active for run in sweeps.sweep_runs(swept, runs=listed_runs(runs_dir)))
-    st.fragment(run_every=REFRESH_SECONDS if sweeping else None)(show_sweep)(swept, sweeping)
+    st.fragment(run_every=REFRESH_SECONDS if sweeping else None)(show_sweep)(swept, runs_dir, sweeping)
     st.divider()
 compared = [run_id for run_id in st.query_params.get("compare", "").split(",") if run_id]
 if compared:
     comparing = any(run.state.active for run in load_runs(compared, runs_dir))
-    st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, comparing)
+    st.fragment(run_every=REFRESH_SECONDS if comparing else None)(show_engine_comparison)(compared, runs_dir,
+                                                                                     comparing)
     st.divider()
 if followed_run is not None:
     run_box, curves_box = st.container(), st.container()
