@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.access import OPERATOR_KEY, Identity, PermissionRefused
+from core.config import SNAPSHOT_DIGEST
 from core.run_files import replace_atomically
 
 DATA_FOLDER = ".data"  # the runs directory's data area: list_runs skips names that start with a dot
@@ -41,7 +42,7 @@ MAX_DRAWINGS = 1000  # per owner: about 3 MB of images
 DIGIT_SHAPE = (28, 28)
 CLASSES = 10
 DRAWING_ID = re.compile(r"[0-9]-[0-9]{8}T[0-9]{12}-[0-9a-f]{6}")
-SNAPSHOT_ID = re.compile(r"[0-9a-f]{20}")
+SNAPSHOT_ID = re.compile(SNAPSHOT_DIGEST[0])  # the collection setting's own pattern
 HOLD_OUT_WORDS = (f"in each digit, every {HOLD_OUT_EVERY}th drawing you kept (the {HOLD_OUT_EVERY}th, "
                   f"{2 * HOLD_OUT_EVERY}th …) is held out to measure the model; the others train it")
 

@@ -33,6 +33,7 @@ SOURCES = ("auto", "keras", "offline", "path", "uploaded")
 # An upload is named by the SHA-256 of its checked arrays (core/uploads.py): a run's config.json says exactly what it
 # trained on, even after the upload is deleted.
 UPLOAD_DIGEST = (r"[0-9a-f]{64}", "the SHA-256 of an upload, 64 hexadecimal digits")
+SNAPSHOT_DIGEST = (r"[0-9a-f]{20}", "a snapshot of kept drawings, 20 hexadecimal digits")
 
 # The article's network: 784 -> 128 -> 128 -> 10.
 ARTICLE_HIDDEN_UNITS = (128, 128)
@@ -215,7 +216,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("collection", str, None, "Your drawings",
             "A snapshot of the drawings you kept on the Draw page, by its content hash (Fine-tune on my drawings "
             "sets it): every fifth drawing of each digit is held out and measured, the others are mixed into every "
-            "batch.", "text", nullable=True),
+            "batch.", "text", nullable=True, pattern=SNAPSHOT_DIGEST),
     Setting("collection_share", float, 0.25, "Share of your drawings",
             "With your drawings: the share of every batch drawn from them (the rest from the training data), "
             "shifted and rotated like the rest of the batch when augment is on.", "slider",

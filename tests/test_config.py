@@ -333,3 +333,11 @@ def test_an_unknown_preset_is_refused_naming_the_presets():
         config_from_preset("resnet")
 
     assert str(raised.value) == "preset must be one of article, cnn; got 'resnet'"
+
+
+@pytest.mark.parametrize("name, given", [("upload", "../../etc/passwd"), ("collection", "../snapshots/x"),
+                                         ("collection", "0123456789abcdef" * 4)])
+def test_a_content_hash_setting_takes_only_its_own_pattern(name, given):
+    # Both name a file of the data area by its hash: a path or another kind of hash never gets that far.
+    with pytest.raises(ValueError, match="hexadecimal digits"):
+        TrainConfig(**{name: given})

@@ -97,7 +97,8 @@ def example_value(setting: Setting):
     elif setting.kind in (int, float):
         candidates = [setting.kind(setting.high), setting.kind(setting.low)]
     else:
-        candidates = ["/data/mnist.npz", "0123456789abcdef" * 4]  # a path, an upload's SHA-256
+        # a path, an upload's SHA-256, a snapshot of kept drawings
+        candidates = ["/data/mnist.npz", "0123456789abcdef" * 4, "0123456789abcdef0123"]
     for candidate in candidates:
         if candidate == setting.default and type(candidate) is type(setting.default):
             continue
