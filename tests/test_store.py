@@ -552,3 +552,19 @@ def test_a_run_with_no_speed_yet_or_far_from_its_end_is_watched_only_the_seconds
 
     assert watch_run(loading, 0.0, longest=LONG_WATCH_S).state is RunState.RUNNING
     assert watch_run(far, 0.0, longest=0.1).state is RunState.RUNNING
+
+
+def test_a_status_file_swapped_for_a_fifo_while_watched_ends_the_watch_with_the_run_damaged(tmp_path):
+    # A hand edit of the folder while a page watches it: the FIFO is never opened for reading (it would hang the
+    # page), the run reads as damaged, and a damaged run is no longer active.
+    run = make_run(tmp_path, state=RunState.RUNNING)
+
+    def swap():
+        (run.path / STATUS_FILE).unlink()
+        os.mkfifo(run.path / STATUS_FILE)
+
+    threading.Timer(0.2, swap).start()
+
+    watched = watch_run(run, LONG_WATCH_S)
+
+    assert watched.state is RunState.DAMAGED
