@@ -32,6 +32,9 @@ READ_CHUNK = 1 << 20
 WHAT_TO_UPLOAD = "upload an .npz in Keras' layout (x_train, y_train, x_test, y_test) or a .zip or .tar.gz of the " \
                  "four IDX files"
 IDX_STEMS = {stem: key for key, stem in IDX_FILES.items()}
+# A tar member's type as the stat mode _member_kind words (a hard link is worded on its own).
+TAR_MODES = {tarfile.SYMTYPE: stat.S_IFLNK, tarfile.FIFOTYPE: stat.S_IFIFO, tarfile.CHRTYPE: stat.S_IFCHR,
+             tarfile.BLKTYPE: stat.S_IFBLK}
 
 
 def megabytes(count: float) -> str:
@@ -87,6 +90,15 @@ def _member_kind(mode: int) -> str | None:
     if kind in (0, stat.S_IFREG, stat.S_IFDIR):
         return None
     return "a symbolic link" if kind == stat.S_IFLNK else NOT_REGULAR.get(kind, "not a regular file")
+
+
+def _tar_member_kind(member: tarfile.TarInfo) -> str | None:
+    """_member_kind for a tar member, worded the same (a tar member's type is not a stat mode)."""
+    if member.isfile() or member.isdir():
+        return None
+    if member.islnk():
+        return "a hard link"
+    return _member_kind(TAR_MODES[member.type]) if member.type in TAR_MODES else "not a regular file"
 
 
 def _refuse_kind(name: str, kind: str, origin: str) -> None:
@@ -172,11 +184,8 @@ def _tar_members(archive: tarfile.TarFile, file_name: str):
         if count > MAX_MEMBERS:
             raise DatasetError(f"{file_name}: holds more than {MAX_MEMBERS} files; {WHAT_TO_UPLOAD}")
         check_member_name(member.name, file_name)
-        if member.issym() or member.islnk():
-            _refuse_kind(member.name, "a symbolic link" if member.issym() else "a hard link", file_name)
-        if member.isfifo() or member.ischr() or member.isblk() or not (member.isfile() or member.isdir()):
-            kind = ("a FIFO (named pipe)" if member.isfifo() else "a character device" if member.ischr()
-                    else "a block device" if member.isblk() else "not a regular file")
+        kind = _tar_member_kind(member)
+        if kind:
             _refuse_kind(member.name, kind, file_name)
         if member.isfile():
             yield member.name, archive.extractfile(member).read(member.size)
