@@ -36,8 +36,9 @@ FINE_TUNE_STEPS = 300
 FINE_TUNE_EVAL_EVERY = 100
 LEARNING_RATE_FACTOR = 0.2
 FINE_TUNE_SHARE = 0.25
-# What must be the same for one run's weights to fill another's network.
-LAYER_SETTINGS = ("architecture", "hidden_units", "activation")
+# What must be the same for one run's weights to fill another's network, besides the weights' shapes (which the
+# hidden layers, or a CNN's filters, decide).
+SAME_SETTINGS = ("architecture", "activation")
 
 
 class FineTuneError(ValueError):
@@ -46,13 +47,13 @@ class FineTuneError(ValueError):
 
 def check_same_layers(config: TrainConfig, source: TrainConfig, source_id: str) -> None:
     """Refuse a config whose layers are not those of the run it starts from."""
-    if weight_shapes(config) == weight_shapes(source) and config.activation == source.activation \
-            and config.architecture == source.architecture:
+    if weight_shapes(config) == weight_shapes(source) and all(getattr(config, name) == getattr(source, name)
+                                                              for name in SAME_SETTINGS):
         return
     raise FineTuneError(f"init_from run {source_id} has the layers {describe_layers(source)} ({source.architecture}, "
                         f"{source.activation}) and this run {describe_layers(config)} ({config.architecture}, "
                         f"{config.activation}); a run starts from another's weights only with the same layers: set "
-                        f"{', '.join(LAYER_SETTINGS)} as that run has them")
+                        f"the layers, {' and '.join(SAME_SETTINGS)} as that run has them")
 
 
 def source_run(config: TrainConfig, runs_dir: Path) -> Run | None:
