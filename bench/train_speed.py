@@ -64,7 +64,7 @@ def keras_fit(config, dataset, log_dir, steps, steps_per_execution=1, warm=True)
 
 def python_loop(config, dataset, log_dir, steps) -> float:
     """Steps per second of a Python loop calling a one-step tf.function, loss written every step."""
-    from core.engines.function import build_layers, make_optimizer, make_train_step
+    from core.engines.function_step import build_layers, make_optimizer, make_train_step
 
     layers, optimizer = build_layers(config), make_optimizer(config)
     optimizer.build([v for layer in layers for v in layer.trainable_variables])

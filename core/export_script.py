@@ -22,7 +22,7 @@ from pathlib import Path
 from core.network import describe_layers, layer_specs
 
 TEMPLATES = Path(__file__).parent / "export_templates"
-# What the engines build, as source: keep in step with core/engines/function.py (make_optimizer) and
+# What the engines build, as source: keep in step with core/engines/function_step.py (make_optimizer) and
 # core/engines/session.py (make_v1_optimizer). tests/test_export_script.py runs the scripts against runs.
 OPTIMIZERS = {
     "function": {

@@ -409,7 +409,7 @@ def test_a_loaded_config_with_values_between_the_stops_reads_back_unchanged():
 
 def optimizer_tables() -> dict[str, dict]:
     """Each engine's optimizers by name (imported here: TensorFlow loads only for these tests)."""
-    from core.engines.function import KERAS_OPTIMIZERS
+    from core.engines.function_step import KERAS_OPTIMIZERS
     from core.engines.session import V1_OPTIMIZERS
 
     return {"function": KERAS_OPTIMIZERS, "session": V1_OPTIMIZERS}
@@ -424,7 +424,7 @@ def test_every_optimizer_choice_has_an_entry_in_both_engines():
 
 @pytest.mark.parametrize("optimizer", SETTINGS_BY_NAME["optimizer"].choices)
 def test_each_engine_builds_the_optimizer_a_config_names_at_its_learning_rate(optimizer):
-    from core.engines.function import make_optimizer
+    from core.engines.function_step import make_optimizer
     from core.engines.session import make_v1_optimizer
 
     config = TrainConfig(optimizer=optimizer, learning_rate=0.0125)
@@ -442,7 +442,7 @@ def test_each_engine_builds_the_optimizer_a_config_names_at_its_learning_rate(op
 
 @pytest.mark.parametrize("engine", ["function", "session"])
 def test_an_optimizer_an_engine_does_not_have_is_refused_by_name_not_replaced(engine):
-    from core.engines.function import make_optimizer
+    from core.engines.function_step import make_optimizer
     from core.engines.session import make_v1_optimizer
 
     # What a config would hold if a choice were added to OPTIMIZERS without an entry in the engines' tables.

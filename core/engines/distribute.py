@@ -1,7 +1,7 @@
 """Past one device: the `distribute` setting on TensorFlow's own distributed engine, `tf.distribute`.
 
 The article's idea stays whole: Keras layers called on raw tensors, TensorFlow owning the loop, now inside
-`strategy.run` (core/engines/function.py builds the step). What this module owns is the choice of devices:
+`strategy.run` (core/engines/function_step.py builds the step). What this module owns is the choice of devices:
 
 - `mirrored`: one replica per local GPU or, without a GPU, per logical CPU device. The CPU is split into
   `cpu_replicas` logical devices, which must happen before TensorFlow starts its runtime: the CLI does it first

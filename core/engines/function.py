@@ -4,8 +4,10 @@ This is the article's idea in today's TensorFlow. No Keras `Model` is trained an
 the network's layers (Dense, or Conv2D and pooling for the CNN) are applied to a TF tensor gathered from the
 resident training data (name scope `input`, the stand-in for the article's placeholders, where augmentation
 happens too), the loss is a TF op over their output (`loss`), and a GradientTape with the optimizer updates
-the weights (`train`). Steps are grouped into one `tf.function` call per chunk, because at batch 50 a step
-costs less than TensorFlow's per-call overhead.
+the weights (`train`): that step is core/engines/function_step.py's. This module runs it: steps are grouped
+into one `tf.function` call per chunk, because at batch 50 a step costs less than TensorFlow's per-call
+overhead, and the traced (and XLA-compiled) chunks of each network shape are kept for the next run of that
+shape (NetworkCache).
 
 With the `distribute` setting the same step runs inside `strategy.run` (core/engines/distribute.py picks the
 strategy): every replica takes its share of the batch, its loss is averaged over the whole batch
@@ -20,17 +22,12 @@ from collections import OrderedDict
 
 import numpy as np
 import tensorflow as tf
-import keras
-
-from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from core.data import Dataset
-from core.engines import augment_images, chunk_steps_for, distribute
-from core.network import (
-    CLASSES, IMAGE_PIXELS, PREDICT_BATCH, initial_weights, layer_shapes, make_layers, weighted_layers,
-)
+from core.engines import chunk_steps_for, distribute
+from core.engines.function_step import apply_layers, build_layers, make_optimizer, make_train_step, write_step_summaries
+from core.network import CLASSES, IMAGE_PIXELS, PREDICT_BATCH, initial_weights, weighted_layers
 
-SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
 XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 10,000 much faster with it
 # Compiled networks a cache keeps, least recently used out first (each holds its variables and traced graphs).
 # Forgetting one does not give all its memory back: TensorFlow keeps part of every traced and compiled
@@ -38,98 +35,6 @@ XLA_MIN_STEPS = 5000  # measured crossover: 3,000 steps run faster without XLA, 
 # which is why the networks of one dataset share its training tensors, and a warm worker has a memory budget
 # and makes way for a fresh one (core/worker.py).
 CACHED_SHAPES = 4
-
-
-# One entry per choice of the optimizer setting (core.config.OPTIMIZERS), from the learning rate to a Keras 3
-# optimizer; the session engine has the same table for TF1 (tests/test_settings_as_data.py checks both).
-KERAS_OPTIMIZERS = {
-    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate),
-    "momentum": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-    "adam": lambda learning_rate: keras.optimizers.Adam(learning_rate),
-    "rmsprop": lambda learning_rate: keras.optimizers.RMSprop(learning_rate),
-}
-
-
-def make_optimizer(config):
-    """The optimizer the config names, at its learning rate; ValueError if this engine has none of that name."""
-    if config.optimizer not in KERAS_OPTIMIZERS:
-        raise ValueError(f"the function engine has no optimizer {config.optimizer!r}: it has "
-                         f"{', '.join(KERAS_OPTIMIZERS)}; add it to KERAS_OPTIMIZERS in core/engines/function.py")
-    return KERAS_OPTIMIZERS[config.optimizer](config.learning_rate)
-
-
-def build_layers(config) -> list:
-    """The network's Keras 3 layers (core.network), built and set to the shared initial weights."""
-    layers = make_layers(config, keras.layers)
-    for layer, (_, input_shape, _) in zip(layers, layer_shapes(config)):
-        layer.build((None, *input_shape))
-    weights = initial_weights(config)
-    for layer, kernel, bias in zip(weighted_layers(config, layers), weights[0::2], weights[1::2]):
-        layer.set_weights([kernel, bias])
-    return layers
-
-
-def apply_layers(layers: list, images: tf.Tensor, training: bool) -> tf.Tensor:
-    """Call the Keras layers on a raw TF tensor of flat images: the heart of the article (the CNN's first
-    layer reshapes them to 28x28x1)."""
-    x = images
-    for layer in layers:
-        x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
-    return x
-
-
-def make_train_step(layers: list, optimizer, x_train: tf.Tensor, y_train: tf.Tensor, augment: bool = False,
-                    strategy=None, batch_size: int | None = None):
-    """One training step on the batch at `batch_indices`: tape, loss, gradients, apply, batch accuracy.
-
-    With `augment`, the batch is shifted and rotated first (core.engines.augment_images), drawn from the
-    run's seed and the step's number, exactly as the session engine does.
-
-    With a `strategy`, each replica runs the step on its share of the `batch_size` images (replica r of R takes
-    images r*B//R to (r+1)*B//R, so any batch splits), its loss is its images' losses summed over the whole
-    batch's size, and the optimizer sums the gradients of all replicas: the step a single device would make.
-    The returned loss and accuracy are the replicas' parts summed, i.e. the whole batch's.
-    """
-    variables = [v for layer in layers for v in layer.trainable_variables]
-
-    def replica_step(batch_indices, step, seed):
-        with tf.name_scope("input"):
-            if strategy is None:
-                mine = batch_indices
-            else:
-                context = tf.distribute.get_replica_context()
-                replica, replicas = context.replica_id_in_sync_group, context.num_replicas_in_sync
-                first = batch_size * replica // replicas
-                mine = batch_indices[first:batch_size * (replica + 1) // replicas]
-            images = tf.reshape(tf.gather(x_train, mine), (-1, IMAGE_PIXELS))
-            if augment:
-                images = (augment_images(images, seed, step) if strategy is None
-                          else augment_images(images, seed, step, first, batch_size))
-            labels = tf.one_hot(tf.gather(y_train, mine), CLASSES)
-        with tf.GradientTape() as tape:
-            with tf.name_scope("NN"):
-                predictions = apply_layers(layers, images, training=True)
-            with tf.name_scope("loss"):
-                per_image = keras.losses.categorical_crossentropy(labels, predictions)
-                loss = (tf.reduce_mean(per_image) if strategy is None
-                        else tf.nn.compute_average_loss(per_image, global_batch_size=batch_size))
-        with tf.name_scope("train"):
-            gradients = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(gradients, variables))
-        with tf.name_scope("accuracy"):
-            correct = tf.cast(keras.metrics.categorical_accuracy(labels, predictions), tf.float32)
-            accuracy = tf.reduce_mean(correct) if strategy is None else tf.reduce_sum(correct) / batch_size
-        return loss, accuracy
-
-    if strategy is None:
-        return replica_step
-
-    def train_step(batch_indices, step, seed):
-        losses, accuracies = strategy.run(replica_step, args=(batch_indices, step, seed))
-        total = tf.distribute.ReduceOp.SUM
-        return strategy.reduce(total, losses, axis=None), strategy.reduce(total, accuracies, axis=None)
-
-    return train_step
 
 
 def uses_xla(config, min_steps: int = XLA_MIN_STEPS) -> bool:
@@ -312,21 +217,6 @@ class NetworkCache:
 
 # The cache of a process that owns none: the CLI's one run, tests training in line. Nothing changes its settings.
 NETWORKS = NetworkCache()
-
-
-# TensorBoard's scalar summaries for every step, written from inside one graph call. The run's writer comes
-# in as an argument, so one traced function serves every run (a writer captured by closure would mean a
-# new trace per run).
-@tf.function(input_signature=[tf.TensorSpec((), tf.resource), tf.TensorSpec((None,), tf.float32),
-                              tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int64)])
-def write_step_summaries(writer, losses, accuracies, first_step):
-    for i in tf.range(tf.shape(losses)[0]):
-        step = first_step + tf.cast(i, tf.int64)
-        tf.raw_ops.WriteSummary(writer=writer, step=step, tensor=losses[i], tag="loss",
-                                summary_metadata=SCALAR_METADATA)
-        tf.raw_ops.WriteSummary(writer=writer, step=step, tensor=accuracies[i], tag="batch_accuracy",
-                                summary_metadata=SCALAR_METADATA)
-    return tf.constant(True)
 
 
 class FunctionEngine:
