@@ -74,44 +74,54 @@ class TensorBoardMount:
         except (TensorBoardError, OSError) as error:
             await _respond(send, 503, f"TensorBoard could not start here: {error}")
             return
+        body = await _request_body(receive)
         try:
             reader, writer = await asyncio.open_connection(LOOPBACK, child.port)
         except OSError as error:  # it died just now: the next request starts it again
             await _respond(send, 503, f"TensorBoard stopped answering here ({error}); reload to start it again")
             return
         try:
-            await _forward(scope, receive, send, reader, writer, child.port)
+            writer.write(_request_head(scope, child.port, len(body)) + body)
+            await writer.drain()
+            status, headers = _answer_head(await reader.readuntil(b"\r\n\r\n"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            # HTTP/1.0: the answer's body ends when TensorBoard's process closes the connection.
+            while chunk := await reader.read(CHUNK_BYTES):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             writer.close()
 
 
-async def _forward(scope, receive, send, reader, writer, port: int) -> None:
-    """Send the request to TensorBoard's process and its answer back, as it comes (HTTP/1.0: it ends at EOF)."""
+async def _request_body(receive) -> bytes:
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
-            break
+            return body
+
+
+def _request_head(scope, port: int, body_length: int) -> bytes:
+    """The request line and headers for TensorBoard's process: the path under the mount, the headers that
+    describe the request (not the connection), its own Host."""
     path = scope["path"]
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
     target = quote(path or "/") + (f"?{scope['query_string'].decode('latin-1')}" if scope["query_string"] else "")
     headers = [(name, value) for name, value in scope["headers"] if name.lower() not in REQUEST_HEADERS_DROPPED]
-    headers += [(b"host", f"{LOOPBACK}:{port}".encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(b"host", f"{LOOPBACK}:{port}".encode()), (b"content-length", str(body_length).encode())]
     head = f"{scope['method']} {target} HTTP/1.0\r\n".encode("latin-1")
-    head += b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
-    writer.write(head + body)
-    await writer.drain()
-    status_line, *answer_lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[:-2]
-    answer_headers = [tuple(part.strip() for part in line.split(b":", 1)) for line in answer_lines]
-    await send({"type": "http.response.start", "status": int(status_line.split()[1]),
-                "headers": [(name.lower(), value) for name, value in answer_headers
-                            if name.lower() not in ANSWER_HEADERS_DROPPED]})
-    while chunk := await reader.read(CHUNK_BYTES):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
+
+
+def _answer_head(head: bytes) -> tuple[int, list]:
+    """The status and the headers to pass on, from the head of TensorBoard's answer."""
+    status_line, *lines = head.split(b"\r\n")[:-2]
+    headers = [tuple(part.strip() for part in line.split(b":", 1)) for line in lines]
+    return int(status_line.split()[1]), [(name.lower(), value) for name, value in headers
+                                         if name.lower() not in ANSWER_HEADERS_DROPPED]
 
 
 async def _respond(send, status: int, sentence: str) -> None:
