@@ -50,6 +50,9 @@ class TensorBoardMount:
             started = self._started
             if started is None or (started.done() and (started.exception() or not started.result().alive())):
                 started = self._started = Future()
+                # Running, so that a request cancelled while it waits (asyncio.wrap_future passes the cancel on)
+                # cannot cancel the start that the other requests, and the next ones, wait for.
+                started.set_running_or_notify_cancel()
                 threading.Thread(target=self._start, args=(started,), name="tensorboard-start", daemon=True).start()
             return started
 
@@ -60,10 +63,10 @@ class TensorBoardMount:
             started.set_exception(error)
 
     def stop(self) -> None:
-        """Stop TensorBoard's process, if it runs (the next request starts it again)."""
+        """Stop TensorBoard's process, once started if it is starting (the next request starts it again)."""
         with self._lock:
             started, self._started = self._started, None
-        if started is not None and started.done() and not started.exception():
+        if started is not None and not started.exception():
             started.result().stop()
 
     async def __call__(self, scope, receive, send):

@@ -168,10 +168,29 @@ def test_a_tensorboard_that_died_is_started_again(runs_dir):
         mount.stop()
 
 
+def test_a_request_given_up_while_tensorboard_starts_leaves_the_start_to_the_others(runs_dir):
+    mount = TensorBoardMount(runs_dir)
+
+    async def give_up_then_ask():
+        given_up = asyncio.create_task(get(mount, "/data/logdir"))
+        await asyncio.sleep(0)  # it asked, and waits for TensorBoard's process to start
+        given_up.cancel()  # as when the visitor leaves the page
+        return await get(mount, "/data/logdir")
+
+    try:
+        status, body = asyncio.run(give_up_then_ask())
+
+        assert (status, json.loads(body)) == (200, {"logdir": "runs"})
+        assert len(children_over(runs_dir)) == 1
+    finally:
+        mount.stop()
+
+
 def test_tensorboard_exits_with_the_app_server_even_when_it_is_killed(runs_dir):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(runs_dir)], cwd=REPO_ROOT,
                               stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
+    with parent.stdout:
+        child = int(parent.stdout.readline())
     assert children_over(runs_dir) == [child]
     data_servers = children_of(child)  # TensorBoard's Rust data server, when it has one
 
