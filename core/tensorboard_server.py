@@ -78,15 +78,18 @@ class TensorBoardMount:
             await _respond(send, 503, f"TensorBoard could not start here: {error}")
             return
         body = await _request_body(receive)
+        writer = None
         try:
             reader, writer = await asyncio.open_connection(LOOPBACK, child.port)
-        except OSError as error:  # it died just now: the next request starts it again
-            await _respond(send, 503, f"TensorBoard stopped answering here ({error}); reload to start it again")
-            return
-        try:
             writer.write(_request_head(scope, child.port, len(body)) + body)
             await writer.drain()
             status, headers = _answer_head(await reader.readuntil(b"\r\n\r\n"))
+        except (OSError, asyncio.IncompleteReadError) as error:  # it died just now: the next request restarts it
+            if writer is not None:
+                writer.close()
+            await _respond(send, 503, f"TensorBoard stopped answering here ({error}); reload to start it again")
+            return
+        try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             # HTTP/1.0: the answer's body ends when TensorBoard's process closes the connection.
             while chunk := await reader.read(CHUNK_BYTES):
