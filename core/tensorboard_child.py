@@ -158,6 +158,7 @@ class TensorBoardChild:
     port: int
 
     def alive(self) -> bool:
+        """Whether the process still runs (it may have died, been killed, or exited)."""
         return self.process.poll() is None
 
     def stop(self) -> None:
@@ -204,6 +205,7 @@ def _relay_stderr(stream, last_line: list) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve TensorBoard over --logdir until stdin closes; 1, with the reason on stderr, if it cannot start."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", type=Path, required=True, help="the runs directory TensorBoard shows")
     logdir = parser.parse_args(argv).logdir.expanduser().resolve()
