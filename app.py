@@ -5,7 +5,8 @@ Streamlit finds `app` below and serves it as an ASGI application. Home.py is the
 labels it "Home"; the pages/ folder beside it gives the other pages, in file-name order. TensorBoard is
 mounted under /tensorboard/, so the TensorBoard page works from any browser that can open the app. At start
 the training service's warm workers start (core/service.py); when the server stops, they stop their runs
-(kept as "stopped") and exit, and queued runs wait in the runs directory for the next start.
+(kept as "stopped") and exit, and queued runs wait in the runs directory for the next start. TensorBoard runs
+in a process of its own, started by the first request under /tensorboard/ and stopped with the server.
 """
 
 from contextlib import asynccontextmanager
@@ -23,16 +24,20 @@ from core.tensorboard_server import MOUNT_PATH, TensorBoardMount
 async def lifespan(app):
     # The server owns the pool: its workers warm up while the first visitor reads the home page, and stop
     # (keeping their runs as "stopped") when it stops.
-    with service.serving(default_runs_dir()):
-        yield
+    try:
+        with service.serving(default_runs_dir()):
+            yield
+    finally:
+        tensorboard.stop()
 
 
 async def tensorboard_slash(request):
     return RedirectResponse(MOUNT_PATH + "/", status_code=308)
 
 
+tensorboard = TensorBoardMount(default_runs_dir())
 app = st.App(
     "Home.py",
     lifespan=lifespan,
-    routes=[Route(MOUNT_PATH, tensorboard_slash), Mount(MOUNT_PATH, app=TensorBoardMount(default_runs_dir()))],
+    routes=[Route(MOUNT_PATH, tensorboard_slash), Mount(MOUNT_PATH, app=tensorboard)],
 )

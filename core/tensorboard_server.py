@@ -1,20 +1,25 @@
-"""TensorBoard over the runs directory, served by the app's own server under /tensorboard/.
+"""TensorBoard over the runs directory, served through the app's own server under /tensorboard/.
 
 Every run folder is a TensorBoard run (the engines write their event files there), so TensorBoard pointed at
 the runs directory shows them all side by side, exactly as `tensorboard --logdir runs` would. It is served
 through the app's one port and origin, so the TensorBoard page works from any browser that can open the app
-(a lab server, a port-forwarded VM), not only from the machine itself: app.py mounts `TensorBoardMount`.
-TensorBoard imports TensorFlow, so it is built on the first request, not when the server starts.
+(a lab server, a port-forwarded VM), not only from the machine itself: app.py mounts `TensorBoardMount`, a
+small reverse proxy to TensorBoard's own process (core/tensorboard_child.py) on a loopback port. In a process
+of its own, TensorBoard's Python side answers the frame's requests about 600 runs without holding the GIL that
+every page's script needs. It imports TensorFlow, so it is started on the first request, not when the server
+starts, and started again if it died.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from urllib.parse import quote
+
+from core.tensorboard_child import LOOPBACK, TensorBoardChild, TensorBoardError, start_child
 
 MOUNT_PATH = "/tensorboard"
 # The TensorBoard 2.x frontend reads these from the URL's query string (its deep-link provider keeps the
@@ -22,148 +27,113 @@ MOUNT_PATH = "/tensorboard"
 DASHBOARD = "timeseries"
 RUN_FILTER_PARAMETER = "runFilter"
 _REGEX_SPECIALS = set(".^$*+?()[]{}|\\")
-# TensorBoard's index page asks for its Roboto fonts at /font-roboto/..., from the root of the host: outside its
-# mount and outside any path prefix the app is served under (`--server.baseUrlPath`), where nobody serves them.
-# Relative to the page they resolve under the mount, where TensorBoard serves them.
-LOAD_FAST = "auto"  # see tensorboard_wsgi_app
-FONTS_FROM_ROOT, FONTS_FROM_PAGE = b"url(/font-roboto/", b"url(font-roboto/"
-INDEX_PATHS = ("/", "/index.html")
-# TensorBoard answers these with the full path of its logdir, which is the server's business, not a visitor's:
-# they are answered with the folder's name instead (hide_server_paths).
-LOGDIR_PATH, ENVIRONMENT_PATH = "/data/logdir", "/data/environment"
-
-
-class TensorBoardError(RuntimeError):
-    """TensorBoard could not start; the message says why."""
-
-
-def tensorboard_wsgi_app(logdir: Path):
-    """TensorBoard's own WSGI application over `logdir`, made through its public `program` API.
-
-    `program.TensorBoard` builds its app and hands it to a server class; ours keeps the app and listens on
-    nothing, because the app's server serves it.
-    """
-    try:
-        from tensorboard import program  # deferred: TensorBoard imports TensorFlow when it is installed
-    except ImportError as error:
-        raise TensorBoardError(f"the tensorboard package is not installed ({error}); pip install tensorboard") \
-            from None
-    built = {}
-
-    class KeepApp(program.TensorBoardServer):
-        def __init__(self, wsgi_app, flags):
-            built["app"] = wsgi_app
-
-        def serve_forever(self):
-            pass
-
-        def get_url(self):
-            return MOUNT_PATH + "/"
-
-    board = program.TensorBoard(server_class=KeepApp)
-    # --load_fast=auto: TensorBoard's Rust data server (the tensorboard-data-server package) reads the event files
-    # in a process of its own, and TensorBoard asks it over gRPC. In this process instead, TensorBoard's
-    # multiplexer would parse them under the GIL that every page of the app shares: with 600 runs, 30 s of one
-    # core after the first visit, during which every page of the app was slow (issue 17). Where there is no
-    # data server, or it cannot start, TensorBoard falls back to reading them here.
-    board.configure(argv=[None, "--logdir", str(logdir), "--load_fast", LOAD_FAST, "--reload_interval", "5"])
-    try:
-        board.launch()
-    except Exception as error:  # TensorBoard raises several unrelated types for "cannot serve"
-        raise TensorBoardError(f"{type(error).__name__}: {error}") from None
-    return built["app"]
+# Headers that describe one connection, not the request or answer: the proxy's two connections have their own.
+# Host and Content-Length are written afresh for the request to TensorBoard's process.
+REQUEST_HEADERS_DROPPED = {b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
+                           b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+ANSWER_HEADERS_DROPPED = {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date"}
+CHUNK_BYTES = 64 * 1024
 
 
 class TensorBoardMount:
-    """An ASGI app for the /tensorboard/ mount: TensorBoard's WSGI app, built on the first request."""
+    """An ASGI app for the /tensorboard/ mount: a reverse proxy to TensorBoard's process, started on the first
+    request (once, however many requests arrive while it starts) and again after it died."""
 
     def __init__(self, logdir: Path):
         self.logdir = Path(logdir).expanduser().resolve()
-        self._asgi = None
         self._lock = threading.Lock()
+        self._started: Future | None = None  # a concurrent Future: awaited from any event loop
 
-    def _build(self):
+    def _child(self) -> Future:
+        """The running (or starting) child, or a start of a new one when there is none or it died."""
         with self._lock:
-            if self._asgi is None:
-                from a2wsgi import WSGIMiddleware
+            started = self._started
+            if started is None or (started.done() and (started.exception() or not started.result().alive())):
+                started = self._started = Future()
+                # Running, so that a request cancelled while it waits (asyncio.wrap_future passes the cancel on)
+                # cannot cancel the start that the other requests, and the next ones, wait for.
+                started.set_running_or_notify_cancel()
+                threading.Thread(target=self._start, args=(started,), name="tensorboard-start", daemon=True).start()
+            return started
 
-                self.logdir.mkdir(parents=True, exist_ok=True)
-                board = tensorboard_wsgi_app(self.logdir)
-                self._asgi = WSGIMiddleware(hide_server_paths(fonts_from_the_page(board), self.logdir))
-        return self._asgi
+    def _start(self, started: Future) -> None:
+        try:
+            started.set_result(start_child(self.logdir))
+        except BaseException as error:  # every waiting request must hear of it, whatever it is
+            started.set_exception(error)
+
+    def stop(self) -> None:
+        """Stop TensorBoard's process, once started if it is starting (the next request starts it again)."""
+        with self._lock:
+            started, self._started = self._started, None
+        if started is not None and not started.exception():
+            started.result().stop()
 
     async def __call__(self, scope, receive, send):
-        try:
-            app = self._asgi or await asyncio.to_thread(self._build)
-        except (TensorBoardError, OSError) as error:
-            await _respond(send, 503, f"TensorBoard could not start here: {error}".encode(),
-                           [(b"content-type", b"text/plain; charset=utf-8")])
+        if scope["type"] != "http":
             return
-        await app(scope, receive, send)
+        try:
+            child: TensorBoardChild = await asyncio.wrap_future(self._child())
+        except (TensorBoardError, OSError) as error:
+            await _respond(send, 503, f"TensorBoard could not start here: {error}")
+            return
+        body = await _request_body(receive)
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(LOOPBACK, child.port)
+            writer.write(_request_head(scope, child.port, len(body)) + body)
+            await writer.drain()
+            status, headers = _answer_head(await reader.readuntil(b"\r\n\r\n"))
+        except (OSError, asyncio.IncompleteReadError) as error:  # it died just now: the next request restarts it
+            if writer is not None:
+                writer.close()
+            await _respond(send, 503, f"TensorBoard stopped answering here ({error}); reload to start it again")
+            return
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            # HTTP/1.0: the answer's body ends when TensorBoard's process closes the connection.
+            while chunk := await reader.read(CHUNK_BYTES):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            writer.close()
 
 
-def _whole_answer(wsgi_app, environ) -> tuple[str, list, bytes]:
-    """Call a WSGI app and keep its whole answer: status, headers (without Content-Length) and body."""
-    answer = {}
-
-    def keep(status, headers, exc_info=None):
-        answer.update(status=status, headers=headers)
-        return lambda data: None  # TensorBoard (werkzeug) returns its body rather than write() it
-
-    body = wsgi_app(environ, keep)
-    try:
-        content = b"".join(body)
-    finally:
-        getattr(body, "close", lambda: None)()
-    headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
-    return answer["status"], headers, content
+async def _request_body(receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
-def fonts_from_the_page(wsgi_app):
-    """TensorBoard's WSGI app, with its index page asking for its fonts relative to itself (see FONTS_FROM_ROOT)."""
-    def app(environ, start_response):
-        if environ.get("PATH_INFO") not in INDEX_PATHS:
-            return wsgi_app(environ, start_response)
-        status, headers, page = _whole_answer(wsgi_app, environ)
-        page = page.replace(FONTS_FROM_ROOT, FONTS_FROM_PAGE)
-        start_response(status, headers + [("Content-Length", str(len(page)))])
-        return [page]
-
-    return app
-
-
-def hide_server_paths(wsgi_app, logdir: Path):
-    """TensorBoard's WSGI app, with the two answers that name its logdir naming only the folder (see LOGDIR_PATH):
-    a visitor learns "runs", not where the server keeps it."""
-    shown = Path(logdir).name
-
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO")
-        if path == LOGDIR_PATH:
-            values = {"logdir": shown}
-        elif path == ENVIRONMENT_PATH:
-            plain = {**environ, "HTTP_ACCEPT_ENCODING": "identity"}  # a gzipped answer could not be read here
-            status, headers, content = _whole_answer(wsgi_app, plain)
-            try:
-                values = json.loads(content)
-            except ValueError:  # not TensorBoard's usual answer: say nothing rather than pass it on
-                values = {}
-            if not isinstance(values, dict) or not status.startswith("200"):
-                values = {}
-            values = {key: value for key, value in values.items() if key != "debug"}
-            values["data_location"] = shown
-        else:
-            return wsgi_app(environ, start_response)
-        content = json.dumps(values).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(content)))])
-        return [content]
-
-    return app
+def _request_head(scope, port: int, body_length: int) -> bytes:
+    """The request line and headers for TensorBoard's process: the path under the mount, the headers that
+    describe the request (not the connection), its own Host."""
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    target = quote(path or "/") + (f"?{scope['query_string'].decode('latin-1')}" if scope["query_string"] else "")
+    headers = [(name, value) for name, value in scope["headers"] if name.lower() not in REQUEST_HEADERS_DROPPED]
+    headers += [(b"host", f"{LOOPBACK}:{port}".encode()), (b"content-length", str(body_length).encode())]
+    head = f"{scope['method']} {target} HTTP/1.0\r\n".encode("latin-1")
+    return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
 
 
-async def _respond(send, status: int, body: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _answer_head(head: bytes) -> tuple[int, list]:
+    """The status and the headers to pass on, from the head of TensorBoard's answer."""
+    status_line, *lines = head.split(b"\r\n")[:-2]
+    headers = [tuple(part.strip() for part in line.split(b":", 1)) for line in lines]
+    return int(status_line.split()[1]), [(name.lower(), value) for name, value in headers
+                                         if name.lower() not in ANSWER_HEADERS_DROPPED]
+
+
+async def _respond(send, status: int, sentence: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": sentence.encode()})
 
 
 def run_filter(run_id: str) -> str:

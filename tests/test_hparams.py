@@ -2,7 +2,7 @@
 
 Two tiny runs (one per engine, with different settings) are trained into one runs directory; their event
 files are read by TensorBoard's event accumulator and by the HParams plugin of the TensorBoard app the lab
-serves (core.tensorboard_server), through the same HTTP requests its dashboard makes.
+serves (core.tensorboard_child), through the same HTTP requests its dashboard makes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from werkzeug.test import Client
 
 from core.config import TrainConfig
-from core.tensorboard_server import tensorboard_wsgi_app
+from core.tensorboard_child import tensorboard_wsgi_app
 from core.tensorboard_summaries import (DIVERGING_COLOURS, GAP_COLOUR, hparam_values, hparams_summaries,
                                         weights_grid)
 from core.training import MAX_FIRST_LAYER_PICTURES, draws_first_layer, train

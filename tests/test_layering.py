@@ -19,7 +19,8 @@ BENCH_FILES = sorted((REPO_ROOT / "bench").glob("*.py"))
 # not pull in TensorFlow either: the workers and TensorBoard's first request pay for it instead.
 LIGHT_MODULES = ["core.access", "core.config", "core.data", "core.records", "core.run_files", "core.run_folder", "core.store",
                  "core.processes", "core.cli", "core.worker", "core.advice", "core.network",
-                 "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.sweeps", "core.insight",
+                 "core.engines", "core.service", "core.queue", "core.tensorboard_server", "core.tensorboard_child",
+                 "core.sweeps", "core.insight",
                  "core.export_script", "core.links", "ui.texts", "ui.outcomes"]
 HEAVY_PACKAGES = ["tensorflow", "keras", "tf_keras"]
 

@@ -633,8 +633,16 @@ def test_tensorboard_page_embeds_the_apps_tensorboard_and_links_one_run(populate
     assert app.get("iframe")[0].proto.src == "/tensorboard/#timeseries"
 
 
-def test_the_apps_tensorboard_serves_the_runs_directory(populated):
+@pytest.fixture(scope="module")
+def tensorboard_mount(populated):
+    """The app's /tensorboard/ mount over the populated runs: one TensorBoard process for the module."""
     mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+    yield mount
+    mount.stop()
+
+
+def test_the_apps_tensorboard_serves_the_runs_directory(populated, tensorboard_mount):
+    mount = tensorboard_mount
     run_id = populated.completed.run_id
     deadline = time.monotonic() + 120
     status, body = asgi_get(mount, "/data/runs")
@@ -650,9 +658,10 @@ def test_the_apps_tensorboard_serves_the_runs_directory(populated):
     assert [value for _, _, value in losses] == pytest.approx(populated.completed.read_metrics()["loss"], rel=1e-6)
 
 
-def test_the_apps_tensorboard_names_the_runs_folder_but_never_where_the_server_keeps_it(populated):
+def test_the_apps_tensorboard_names_the_runs_folder_but_never_where_the_server_keeps_it(populated,
+                                                                                     tensorboard_mount):
     # The hostile sweep: /tensorboard/data/logdir (and /data/environment) gave any visitor the server's path.
-    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+    mount = tensorboard_mount
     where = str(populated.runs_dir.resolve()).encode()
 
     for route, key in (("/data/logdir", "logdir"), ("/data/environment", "data_location")):
@@ -664,11 +673,11 @@ def test_the_apps_tensorboard_names_the_runs_folder_but_never_where_the_server_k
     assert json.loads(asgi_get(mount, "/data/environment")[1])["window_title"] is not None  # the rest is kept
 
 
-def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(populated):
+def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(tensorboard_mount):
     """TensorBoard's page names its fonts from the root of the host (/font-roboto/...), where nobody serves them,
     least of all under a path prefix; the mount makes them relative to the page. (Served under a prefix, in a
     browser: test_browser_sharing.py.)"""
-    mount = tensorboard_server.TensorBoardMount(populated.runs_dir)
+    mount = tensorboard_mount
 
     status, page = asgi_get(mount, "/")
     fonts = sorted(set(re.findall(rb"url\(([^)]+\.woff2)\)", page)))
@@ -680,16 +689,15 @@ def test_the_apps_tensorboard_asks_for_its_fonts_under_its_own_mount(populated):
 
 
 def test_tensorboard_that_cannot_start_says_why_in_its_place(tmp_path, monkeypatch):
-    def refuse(logdir):
-        raise tensorboard_server.TensorBoardError("no free port")
-
-    monkeypatch.setattr(tensorboard_server, "tensorboard_wsgi_app", refuse)
-    mount = tensorboard_server.TensorBoardMount(tmp_path / "elsewhere")
+    (tmp_path / "a file").write_text("")
+    mount = tensorboard_server.TensorBoardMount(tmp_path / "a file" / "runs")  # its process cannot make it
 
     status, body = asgi_get(mount, "/")
 
-    # What the embedded frame shows instead of TensorBoard; the page keeps showing the command.
-    assert (status, body.decode()) == (503, "TensorBoard could not start here: no free port")
+    # What the embedded frame shows instead of TensorBoard (its process's last words; the folder's name, not
+    # where it is); the page keeps showing the command.
+    assert (status, body.decode()) == (
+        503, "TensorBoard could not start here: the runs folder 'runs' cannot be made (Not a directory)")
     app = open_page("pages/3_TensorBoard.py", tmp_path / "elsewhere", monkeypatch)
     assert_no_exception(app)
     assert app.code[0].value.startswith("tensorboard --logdir ")
