@@ -33,6 +33,9 @@ REQUEST_HEADERS_DROPPED = {b"connection", b"keep-alive", b"proxy-authorization",
                            b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 ANSWER_HEADERS_DROPPED = {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date"}
 CHUNK_BYTES = 64 * 1024
+# TensorBoard's frontend posts small JSON queries (a few kilobytes for hundreds of runs); a body past this is
+# refused before it is held in memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class TensorBoardMount:
@@ -78,6 +81,9 @@ class TensorBoardMount:
             await _respond(send, 503, f"TensorBoard could not start here: {error}")
             return
         body = await _request_body(receive)
+        if body is None:
+            await _respond(send, 413, f"A request to TensorBoard may carry at most {MAX_BODY_BYTES // 2**20} MB.")
+            return
         writer = None
         try:
             reader, writer = await asyncio.open_connection(LOOPBACK, child.port)
@@ -99,13 +105,18 @@ class TensorBoardMount:
             writer.close()
 
 
-async def _request_body(receive) -> bytes:
-    body = b""
+async def _request_body(receive) -> bytes | None:
+    """The request's body, or None once it passes MAX_BODY_BYTES (the rest is not read)."""
+    parts, size = [], 0
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        part = message.get("body", b"")
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            return None
+        parts.append(part)
         if not message.get("more_body"):
-            return body
+            return b"".join(parts)
 
 
 def _request_head(scope, port: int, body_length: int) -> bytes:

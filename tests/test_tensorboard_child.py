@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tensorboard.summary import Writer
 
-from core.tensorboard_server import TensorBoardMount
+from core.tensorboard_server import MAX_BODY_BYTES, TensorBoardMount
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_MODULE = "core.tensorboard_child"
@@ -149,6 +149,38 @@ def test_requests_at_once_start_one_tensorboard_that_shows_the_folder_name_and_f
     finally:
         mount.stop()
     assert children_over(runs_dir) == []
+
+
+def test_a_request_body_past_the_limit_is_refused_in_words_before_it_is_held(runs_dir):
+    # A visitor posting a gigabyte at /tensorboard/ must not make the app server hold it: the proxy stops reading
+    # at MAX_BODY_BYTES and says so; a small post still reaches TensorBoard.
+    mount = TensorBoardMount(runs_dir)
+    parts = iter([b"x" * (1 << 20)] * (MAX_BODY_BYTES // (1 << 20) + 2))
+    read = []
+
+    async def receive():
+        part = next(parts)
+        read.append(part)
+        return {"type": "http.request", "body": part, "more_body": True}
+
+    async def post():
+        scope, sent = request("/data/plugin/timeseries/timeSeries")
+        scope["method"] = "POST"
+
+        async def send(message):
+            sent.append(message)
+
+        await mount(scope, receive, send)
+        return sent
+
+    try:
+        sent = asyncio.run(post())
+
+        assert sent[0]["status"] == 413
+        assert b"at most 4 MB" in sent[1]["body"]
+        assert len(read) == MAX_BODY_BYTES // (1 << 20) + 1  # not one part past the limit
+    finally:
+        mount.stop()
 
 
 def test_a_tensorboard_that_died_is_started_again(runs_dir):
