@@ -7,6 +7,9 @@ directory's data area, one small .npy file per drawing under a folder named afte
     runs/.data/collections/<owner hash>/drawings/<label>-<time>-<random>.npy
     runs/.data/collections/<owner hash>/snapshots/<content hash>.npz
 
+(a guest's folder is `guest-<hash>`: all guests together keep at most MAX_GUEST_DRAWINGS, and a guest's
+collection untouched for a day is let go, since the browser tab it belonged to is gone).
+
 Fine-tuning trains on a snapshot, never on the live folder: `freeze` writes the collection as it is into a
 file named by the hash of its content, which the run's config records, so the run says exactly what it
 trained on even after drawings are kept or deleted. Every function takes who asks (`identity=`); an owner
@@ -23,13 +26,15 @@ import hashlib
 import io
 import re
 import secrets
+import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from core.access import OPERATOR_KEY, Identity, PermissionRefused
+from core.access import OPERATOR_KEY, Identity, PermissionRefused, is_guest_key
 from core.config import SNAPSHOT_DIGEST
 from core.run_files import replace_atomically
 
@@ -39,6 +44,11 @@ DRAWINGS_FOLDER = "drawings"
 SNAPSHOTS_FOLDER = "snapshots"
 HOLD_OUT_EVERY = 5  # in each class, every fifth drawing kept is held out
 MAX_DRAWINGS = 1000  # per owner: about 3 MB of images
+# Guests: a guest is one browser tab, so a closed tab leaves its drawings to nobody. All guests together keep at
+# most this many, and a guest's collection untouched this long is let go when a guest keeps a drawing.
+MAX_GUEST_DRAWINGS = 5 * MAX_DRAWINGS
+GUEST_KEEP_SECONDS = 24 * 3600
+GUEST_PREFIX = "guest-"  # a guest's folder: the prefix, then the hash of its key
 DIGIT_SHAPE = (28, 28)
 CLASSES = 10
 DRAWING_ID = re.compile(r"[0-9]-[0-9]{8}T[0-9]{12}-[0-9a-f]{6}")
@@ -98,7 +108,11 @@ class Collection:
 def owner_folder(runs_dir: Path, owner_key: str) -> Path:
     """Where one owner's drawings and snapshots are: a hash of the key, so no key becomes a path."""
     digest = hashlib.sha256(owner_key.encode("utf-8")).hexdigest()[:32]
-    return Path(runs_dir) / DATA_FOLDER / COLLECTIONS_FOLDER / digest
+    return collections_folder(runs_dir) / ((GUEST_PREFIX if is_guest_key(owner_key) else "") + digest)
+
+
+def collections_folder(runs_dir: Path) -> Path:
+    return Path(runs_dir) / DATA_FOLDER / COLLECTIONS_FOLDER
 
 
 def check_keep(identity: Identity) -> None:
@@ -130,6 +144,8 @@ def keep_drawing(runs_dir: Path, image, label: int, *, identity: Identity) -> Ke
     check_keep(identity)
     pixels, label = _checked_image(image), _checked_label(label)
     folder = owner_folder(runs_dir, identity.key) / DRAWINGS_FOLDER
+    if is_guest_key(identity.key):
+        _check_guests_total(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if sum(1 for _ in folder.glob("*.npy")) >= MAX_DRAWINGS:
         raise CollectionError(f"you have kept {MAX_DRAWINGS:,} drawings, as many as one person may; delete some "
@@ -139,6 +155,36 @@ def keep_drawing(runs_dir: Path, image, label: int, *, identity: Identity) -> Ke
     np.save(buffer, pixels, allow_pickle=False)
     replace_atomically(folder / f"{drawing_id}.npy", buffer.getvalue())  # a reader never sees half a file
     return KeptDrawing(drawing_id, label, pixels)
+
+
+def _check_guests_total(runs_dir: Path) -> None:
+    """Let go of the collections of guests gone a day (GUEST_KEEP_SECONDS), then refuse a guest's drawing past
+    the total all guests may keep together."""
+    kept, now = 0, time.time()
+    try:
+        guests = [entry for entry in collections_folder(runs_dir).iterdir() if entry.name.startswith(GUEST_PREFIX)]
+    except OSError:  # nothing kept yet
+        return
+    for folder in guests:
+        if now - _last_change(folder) > GUEST_KEEP_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            kept += sum(1 for _ in (folder / DRAWINGS_FOLDER).glob("*.npy"))
+    if kept >= MAX_GUEST_DRAWINGS:
+        raise CollectionError(f"guests have kept {kept:,} drawings together, as many as this server keeps from "
+                              "guests; a guest's drawings are let go a day after they last changed, and with "
+                              "sign-in (the operator configures it) each person keeps their own")
+
+
+def _last_change(folder: Path) -> float:
+    """When an owner's folder last changed: a drawing kept or deleted, a snapshot written (their folders' times)."""
+    times = []
+    for path in (folder, folder / DRAWINGS_FOLDER, folder / SNAPSHOTS_FOLDER):
+        try:
+            times.append(path.lstat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)
 
 
 def _read_drawing(path: Path) -> np.ndarray | None:

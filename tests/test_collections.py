@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -122,3 +123,42 @@ def test_the_download_is_an_mnist_npz_the_lab_reads_back_as_a_dataset(tmp_path):
     assert arrays["y_test"].tolist() == [2, 6]
     dataset = _as_dataset(arrays, "mnist", "path", "my drawings", "my-drawings.npz")
     np.testing.assert_allclose(dataset.x_test, frozen.test_images, atol=0.5 / 255)
+
+
+def test_guests_keep_drawings_within_one_total_for_all_of_them(tmp_path, monkeypatch):
+    # A guest is one browser tab: a script opening tab after tab must not fill the disk 3 MB at a time.
+    monkeypatch.setattr(collection, "MAX_GUEST_DRAWINGS", 3)
+    keep(tmp_path, 1, 2, identity=new_guest())
+    keep(tmp_path, 2, 1, identity=new_guest())
+
+    with pytest.raises(CollectionError, match="guests have kept 3 drawings together"):
+        keep(tmp_path, 3, 1, identity=new_guest())
+
+    keep(tmp_path, 4, 1, identity=OPERATOR)  # people who are not guests keep theirs as before
+    assert len(collection.list_drawings(tmp_path, identity=OPERATOR)) == 1
+
+
+def test_a_guests_collection_untouched_for_a_day_is_let_go_when_a_guest_keeps_a_drawing(tmp_path, monkeypatch):
+    monkeypatch.setattr(collection, "MAX_GUEST_DRAWINGS", 3)
+    gone_tab, open_tab = new_guest(), new_guest()
+    keep(tmp_path, 1, 2, identity=gone_tab)
+    keep(tmp_path, 5, 1, identity=open_tab)
+    keep(tmp_path, 7, 1, identity=OPERATOR)
+    a_day_ago = collection.time.time() - collection.GUEST_KEEP_SECONDS - 60
+    for owner in (gone_tab.key, OPERATOR.key):  # the operator's is as old: never let go
+        folder = collection.owner_folder(tmp_path, owner)
+        for path in (folder / collection.DRAWINGS_FOLDER, folder):
+            os.utime(path, (a_day_ago, a_day_ago))
+
+    keep(tmp_path, 9, 1, identity=new_guest())  # the total would be reached with the gone tab's two
+
+    assert not collection.owner_folder(tmp_path, gone_tab.key).exists()
+    assert [d.label for d in collection.list_drawings(tmp_path, identity=open_tab)] == [5]
+    assert [d.label for d in collection.list_drawings(tmp_path, identity=OPERATOR)] == [7]
+
+
+def test_a_guests_folder_is_told_from_a_persons_by_name_without_its_key(tmp_path):
+    guest, person = new_guest(), OPERATOR
+    assert collection.owner_folder(tmp_path, guest.key).name.startswith(collection.GUEST_PREFIX)
+    assert not collection.owner_folder(tmp_path, person.key).name.startswith(collection.GUEST_PREFIX)
+    assert guest.key.split(":")[-1] not in collection.owner_folder(tmp_path, guest.key).name
