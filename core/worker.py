@@ -42,6 +42,7 @@ class StopSignal:
     def __init__(self):
         self.event = threading.Event()
         self.reason = StopReason.WORKER_STOPPED
+        self.signalled = False  # set by the signal handler, which must take no lock
 
     def set(self, reason: StopReason) -> None:
         if not self.event.is_set():
@@ -49,13 +50,22 @@ class StopSignal:
         self.event.set()
 
     def watch(self, parent: int) -> None:
-        """Stop on SIGINT or SIGTERM, and when the parent process has gone (the server was killed)."""
+        """Stop on SIGINT or SIGTERM, and when the parent process has gone (the server was killed).
+
+        The handler only notes the signal; the watching thread sets the event. Python runs a handler in the
+        main thread between two bytecodes, possibly while that thread holds the event's lock (re-taken in
+        `event.wait` as it times out), and setting the event there waited for that lock forever: a worker told
+        to stop, its server gone, hung on with its memory (seen after a test server was stopped).
+        """
+        def note(*_):
+            self.signalled = True
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.set(StopReason.SERVER_STOPPED))
+            signal.signal(signum, note)
 
         def check_parent():
             while not self.event.wait(PARENT_CHECK_SECONDS):
-                if os.getppid() != parent:
+                if self.signalled or os.getppid() != parent:
                     self.set(StopReason.SERVER_STOPPED)
 
         threading.Thread(target=check_parent, name="parent-watch", daemon=True).start()
