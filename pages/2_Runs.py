@@ -10,13 +10,14 @@ from core.records import RunStoreError
 from core.store import default_runs_dir, delete_run
 from ui import charts, texts
 from ui.clipboard import copy_button
-from ui.identity import access_line
+from ui.identity import access_line, current_identity
 from ui.links import train_settings_link
 from ui.run_index import listed_runs
 from ui.widgets import outcome_box, run_links, smoothing_control, train_first_link
 
 GALLERY_WIDTH = 84  # px: each 28x28 digit enlarged 3x, pixel for pixel
 DELETING = "runs_deleting"  # the run whose delete confirmation is open
+DELETE_REFUSED = "runs_delete_refused"  # why the last Delete was refused, shown once in the dialog
 EVERYONES, MINE = "Everyone's", "Mine"
 
 st.set_page_config(page_title="Runs · Hybrid Lab", layout="wide")
@@ -39,24 +40,33 @@ def stop_deleting() -> None:
 
 @st.dialog("Delete this run?", on_dismiss=stop_deleting)
 def confirm_delete(run_id: str) -> None:
+    if st.session_state.get(DELETING) != run_id:  # deleted or cancelled, by the buttons' callbacks below
+        st.rerun()  # the whole page, without the dialog: it closes
     st.markdown(f"Run `{run_id}` and everything in its folder — model, metrics, TensorBoard logs — will be "
                 "deleted. This cannot be undone.")
+    if refusal := st.session_state.pop(DELETE_REFUSED, None):
+        st.error(refusal)
     delete, cancel = st.columns(2)
-    if delete.button("Delete", type="primary", icon=":material/delete:", width="stretch"):
-        try:
-            delete_run(run_id, runs_dir, identity=identity)
-        except access.PermissionRefused as refusal:  # a crafted request: the button shows only to who may
-            st.error(texts.plain(f"Cannot delete this run: {refusal}."))
-            return
-        except (ValueError, RunStoreError) as error:  # RunNotFound included: someone else deleted it first
-            st.error(f"{error}.")
-            return
-        stop_deleting()
-        st.query_params.pop("run", None)
-        st.rerun()
-    if cancel.button("Cancel", width="stretch"):
-        stop_deleting()
-        st.rerun()
+    delete.button("Delete", type="primary", icon=":material/delete:", width="stretch", on_click=delete_confirmed,
+                  args=(run_id,))
+    cancel.button("Cancel", width="stretch", on_click=stop_deleting)
+
+
+def delete_confirmed(run_id: str) -> None:
+    """The dialog's Delete, as a callback: Streamlit calls it as the click's rerun starts, before the page or the
+    dialog runs, so no run of the page in progress (the first look at a run imports TensorFlow) can come between
+    the click and the delete. Read where the dialog draws the button, one click in a loaded test run deleted
+    nothing. The page that follows has no dialog, or the dialog again with why not."""
+    try:
+        delete_run(run_id, runs_dir, identity=current_identity())
+    except access.PermissionRefused as refusal:  # a crafted request: the button shows only to who may
+        st.session_state[DELETE_REFUSED] = texts.plain(f"Cannot delete this run: {refusal}.")
+        return
+    except (ValueError, RunStoreError) as error:  # RunNotFound included: someone else deleted it first
+        st.session_state[DELETE_REFUSED] = f"{error}."
+        return
+    stop_deleting()
+    st.query_params.pop("run", None)
 
 
 def show_comparison(selected: list) -> None:
