@@ -55,14 +55,20 @@ def folder_snapshot(path) -> dict[str, tuple[int, int]]:
             for file in sorted(path.rglob("*")) if file.is_file()}
 
 
-def offered_sources(page) -> list[str]:
-    """The choices the Train page's Source select offers (the list is opened, read and closed)."""
-    combobox = open_options(page, "Source", within=SIDEBAR)
-    listbox = page.locator('[role="listbox"][aria-label="Source"]')
-    listbox.get_by_role("option").first.wait_for()
-    offered = listbox.get_by_role("option").all_inner_texts()
-    combobox.press("Escape")
-    return [text.strip() for text in offered]
+def offered_sources(page, attempts: int = 5) -> list[str]:
+    """The choices the Train page's Source select offers (the list is opened, read and closed). A rerun of the
+    page closes an open list, so a list read empty is opened again, once the page is idle."""
+    offered = []
+    for _ in range(attempts):
+        page.locator(IDLE).wait_for()
+        combobox = open_options(page, "Source", within=SIDEBAR)
+        listbox = page.locator('[role="listbox"][aria-label="Source"]')
+        listbox.get_by_role("option").first.wait_for()
+        offered = [text.strip() for text in listbox.get_by_role("option").all_inner_texts()]
+        combobox.press("Escape")
+        if offered:
+            break
+    return offered
 
 
 def train_page(app_url: str, config: TrainConfig = LONG_RUN) -> str:
@@ -78,8 +84,14 @@ def press_train(page) -> str:
     return parse_qs(urlparse(page.url).query)["run"][0]
 
 
-def wait_for_run(run_id: str, runs_dir, done, timeout_s: float = WAIT_MS / 1000):
-    """Wait until `done(run)` holds for the run's folder (None once it is deleted); returns the last look."""
+def wait_for_run(run_id: str, runs_dir, done, page, timeout_s: float = WAIT_MS / 1000):
+    """Wait until `done(run)` holds for the run's folder (None once it is deleted); returns the last look.
+
+    `page` is the page whose click is awaited: the wait is spent in its wait_for_timeout, because Playwright's
+    sync API handles a context's routes (StreamRelay) only inside its own calls. A wait in time.sleep left the
+    click's WebSocket message in the relay, never sent, for as long as it lasted: CI's lost Stop, and an
+    operator's Delete that deleted nothing.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -88,7 +100,7 @@ def wait_for_run(run_id: str, runs_dir, done, timeout_s: float = WAIT_MS / 1000)
             run = None
         if done(run) or time.monotonic() > deadline:
             return run
-        time.sleep(0.2)
+        page.wait_for_timeout(200)
 
 
 def keyed_button(page, key: str):

@@ -127,7 +127,7 @@ def test_a_guest_stops_its_own_run_and_the_command_lines_run_is_untouched(first,
     expect(keyed_button(page, STOP)).to_be_enabled(timeout=WAIT_MS)
     keyed_button(page, STOP).click()
 
-    run = wait_for_run(run_id, runs_dir, stop_accepted)
+    run = wait_for_run(run_id, runs_dir, stop_accepted, page)
     assert stop_accepted(run), run.state
     cli_id, before = command_line_run
     cli = load_run(cli_id, runs_dir)

@@ -126,7 +126,7 @@ def test_two_browsers_through_the_proxy_have_a_queue_limit_each(new_page, proxie
     assert set(owners) == {first_run, second_run} and len(set(owners.values())) == 2, owners
     for page, run_id in ((second, second_run), (first, first_run)):  # each guest stops its own run
         keyed_button(page, "train_stop").click()
-        run = wait_for_run(run_id, runs_dir, stop_accepted)
+        run = wait_for_run(run_id, runs_dir, stop_accepted, page)
         assert stop_accepted(run), run.state
 
 

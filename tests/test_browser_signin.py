@@ -127,7 +127,8 @@ def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url,
     alice_page, _, run_id = alice
     open_page(alice_page, f"{app_url}/Train?run={run_id}")
     keyed_button(alice_page, STOP).click()
-    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED, timeout_s=STOP_WAIT_S)
+    run = wait_for_run(run_id, runs_dir, lambda run: run.state is RunState.STOPPED, alice_page,
+                       timeout_s=STOP_WAIT_S)
     assert run.state is RunState.STOPPED, run.state
 
     context, carol, _ = signed_in(browser, app_url, "carol")
@@ -138,7 +139,7 @@ def test_alice_stops_her_run_and_an_operator_deletes_it(alice, browser, app_url,
 
     # The Runs page's first look at a run loads its model, which imports TensorFlow into the server: on a busy
     # machine that run of the page can take minutes, and the Delete click is acted on after it.
-    assert wait_for_run(run_id, runs_dir, lambda run: run is None, timeout_s=STOP_WAIT_S) is None
+    assert wait_for_run(run_id, runs_dir, lambda run: run is None, carol, timeout_s=STOP_WAIT_S) is None
     expect(carol.get_by_text(f"No runs yet in {runs_dir}")).to_be_visible(timeout=WAIT_MS)  # an operator's
     context.close()
 
