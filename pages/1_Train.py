@@ -136,10 +136,8 @@ def let_clicks_in() -> None:
 
 
 def stop_followed(run_id: str) -> None:
-    """Stop's callback. Streamlit calls it as the click's rerun starts, before any of the page runs, so nothing
-    the page draws first (and no refresh that interrupts it there) stands between the click and the stop. Read
-    where the page draws the button instead, one click in CI's browser tests, on a loaded machine, never
-    stopped its run."""
+    """Stop's callback. Streamlit calls it as the click's rerun starts, before any of the page runs, so the stop
+    waits for nothing the page draws above the button, and the page that follows shows the run stopping."""
     try:
         service.stop(load_run(run_id, runs_dir), current_identity())
     except access.PermissionRefused as refusal:

@@ -54,9 +54,8 @@ def confirm_delete(run_id: str) -> None:
 
 def delete_confirmed(run_id: str) -> None:
     """The dialog's Delete, as a callback: Streamlit calls it as the click's rerun starts, before the page or the
-    dialog runs, so no run of the page in progress (the first look at a run imports TensorFlow) can come between
-    the click and the delete. Read where the dialog draws the button, one click in a loaded test run deleted
-    nothing. The page that follows has no dialog, or the dialog again with why not."""
+    dialog runs, so the delete is done before anything is drawn again; the dialog then closes itself, or shows
+    why not."""
     try:
         delete_run(run_id, runs_dir, identity=current_identity())
     except access.PermissionRefused as refusal:  # a crafted request: the button shows only to who may
