@@ -13,9 +13,9 @@ from ui import live_run, texts
 from ui.form import put_form, settings_form, sweep_form
 from ui.identity import access_line, current_identity
 from ui.links import copy_link_button, keep_in_address, open_link, show_link_notice, sweep_from_link
+from ui.run_groups import show_engine_comparison, show_sweep
 from ui.run_index import listed_runs
 from ui.submit import submit_engine_comparison, submit_run, submit_sweep
-from ui.run_groups import show_engine_comparison, show_sweep
 from ui.uploads import upload_box, upload_labels
 from ui.widgets import files_offered_here, outcome_box, run_links
 

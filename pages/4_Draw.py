@@ -10,8 +10,8 @@ from ui import texts
 from ui.identity import access_line
 from ui.run_index import listed_runs
 from ui.submit import submit_run
-from ui.widgets import follow_to_the_end
 from ui.teaching import keep_controls, selected_next, teach_section
+from ui.widgets import follow_to_the_end
 from ui.drawing import (
     CANVAS_LABEL_STYLE,
     DrawingModel,
