@@ -182,12 +182,15 @@ show_link_notice()
 if errors:
     st.error("These settings cannot train: " + " ".join(errors.values()))
 button_column, compare_column, summary_column = st.columns([1, 1, 3], vertical_alignment="center")
+# Keyed: a widget's identity is then its key alone. Unkeyed, Train's help (which says more while a run trains)
+# made it another button when the page began following a run; the browser showed the old one beside the new one
+# until the script run ended, and the run's view jumped up under the pointer (a Stop clicked then was lost).
 clicked = button_column.button("Train", type="primary", icon=":material/play_arrow:", width="stretch",
-                               disabled=config is None,
+                               disabled=config is None, key="train",
                                help="Queues another run while this one trains; this tab then follows the new one."
                                if running else None)
 compare_clicked = compare_column.button("Compare engines", icon=":material/compare_arrows:", width="stretch",
-                                        disabled=config is None,
+                                        disabled=config is None, key="compare",
                                         help="Train these settings with both engines at once, the article's TF1 "
                                              "Session and today's tf.function, and overlay their curves.")
 if config is not None:

@@ -99,3 +99,26 @@ def test_the_train_page_keeps_refreshing_a_run_that_a_worker_takes_while_the_pag
     assert f"Run `{run.run_id}`" in texts(app) and "Starting" in texts(app)
     # What the person sees refreshes until the run ends: the page asks the browser to rerun the run's view.
     assert auto_reruns, "the page shows a training run in a view that never refreshes"
+
+
+def test_the_train_pages_buttons_keep_their_identity_when_the_page_starts_following_a_run(tmp_path, monkeypatch):
+    """A widget whose identity changes between two script runs is another widget: the browser shows the old one
+    (stale) beside the new one until the script run ends. Train's help, which says more while a run trains, made
+    it a second Train button when the page began following a run, 56 px of layout that vanished when the script
+    run ended, under the pointer of whoever was clicking Stop (CI's lost guest Stop: the press landed on the Stop
+    button and the release on the line below it, so no click reached the page)."""
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("HYBRID_LAB_RUNS", str(runs_dir))
+    monkeypatch.setattr(streamlit.runtime.context, "_get_client_context", lambda: None)  # a loopback visitor
+    run = create_run(TINY, runs_dir, state=RunState.QUEUED)
+
+    def buttons(app: AppTest) -> dict[str, str]:
+        return {button.label: button.id for button in app.button if button.label in ("Train", "Compare engines")}
+
+    without_a_run = buttons(AppTest.from_file(HOME, default_timeout=TIMEOUT).switch_page("pages/1_Train.py").run())
+    app = AppTest.from_file(HOME, default_timeout=TIMEOUT).switch_page("pages/1_Train.py")
+    app.query_params["run"] = run.run_id
+    following = buttons(app.run())
+
+    assert f"Run `{run.run_id}`" in texts(app)
+    assert len(without_a_run) == 2 and following == without_a_run

@@ -9,6 +9,9 @@ PYTHONPATH and HYBRID_LAB_TRACE=FILE, so Python imports this module at start-up.
 - every fragment a page declares (st.fragment): the function, its arguments and its run_every;
 - every script run that starts: full or fragment (which), and the query string it runs with;
 - every rerun request (st.rerun and the browser's, including the fragment timer's), as Streamlit queues it;
+- the buttons pressed in each rerun request (their widget ids), and at each script run's start, whether the
+  session still knows each pressed button (its callback runs only if it does, and is not disabled);
+- every Stop that reaches core.service.stop, and its refusal if it is refused;
 - every message big enough for the browser's message cache: its hash, and whether it went as a reference to
   a copy the browser said it had (the request that started the script run lists those).
 
@@ -91,10 +94,40 @@ def _install(path: str) -> None:
               fragment=bool(new_data.fragment_id or new_data.fragment_id_queue), auto=new_data.is_auto_rerun,
               from_script=threading.current_thread().name.startswith("ScriptRunner"),
               queued_query=self._rerun_data.query_string,
-              queued_fragments=len(self._rerun_data.fragment_id_queue), accepted=accepted)
+              queued_fragments=len(self._rerun_data.fragment_id_queue), accepted=accepted,
+              triggers=_triggers(new_data.widget_states), queued_triggers=_triggers(self._rerun_data.widget_states))
         return accepted
 
     ScriptRequests._request_rerun_locked = request_rerun
+
+    from streamlit.runtime.state.session_state import SessionState
+
+    original_will_rerun = SessionState.on_script_will_rerun
+
+    def on_script_will_rerun(self, fresh_widget_states, **kwargs):
+        known = {}
+        for wid in _triggers(fresh_widget_states):
+            metadata = self._new_widget_state.widget_metadata.get(wid)
+            known[wid] = None if metadata is None else {"disabled": metadata.disabled,
+                                                       "callback": getattr(metadata.callback, "__name__", None)}
+        write("will_rerun", triggers=known)
+        return original_will_rerun(self, fresh_widget_states, **kwargs)
+
+    SessionState.on_script_will_rerun = on_script_will_rerun
+
+    import core.service
+
+    original_stop = core.service.stop
+
+    def stop(run, identity):
+        write("service_stop", run=run.run_id, state=str(run.state))
+        try:
+            return original_stop(run, identity)
+        except Exception as error:
+            write("service_stop_refused", error=repr(error))
+            raise
+
+    core.service.stop = stop
 
     original_enqueue = ScriptRunContext.enqueue
 
@@ -105,6 +138,12 @@ def _install(path: str) -> None:
                   path=list(msg.metadata.delta_path), known=len(self.cached_message_hashes))
 
     ScriptRunContext.enqueue = enqueue
+
+
+def _triggers(states) -> list[str]:
+    """The ids of the buttons whose press `states` carries."""
+    return [w.id for w in (states.widgets if states else []) if w.WhichOneof("value") == "trigger_value"
+            and w.trigger_value]
 
 
 # At start-up sys.argv is ["-m", "run", "app.py", ...] for the server and ["-m", "--serve", ...] for a worker.
