@@ -36,6 +36,9 @@ FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-for
 # runs had owners).
 OPERATOR_KEY = "local"
 GUEST_PREFIX = "guest:"  # every guest's key starts so: the service counts all guests' runs together
+# A guest is one browser tab: once it is closed, nobody can reach what it kept. What a guest kept (drawings,
+# uploads) and left untouched this long is let go when a guest next keeps something.
+GUEST_KEEP_SECONDS = 24 * 3600
 
 
 class ServeMode(StrEnum):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.access import OPERATOR_KEY, Identity, PermissionRefused, is_guest_key
+from core.access import GUEST_KEEP_SECONDS, OPERATOR_KEY, Identity, PermissionRefused, is_guest_key
 from core.config import SNAPSHOT_DIGEST
 from core.run_files import replace_atomically
 
@@ -45,9 +45,8 @@ SNAPSHOTS_FOLDER = "snapshots"
 HOLD_OUT_EVERY = 5  # in each class, every fifth drawing kept is held out
 MAX_DRAWINGS = 1000  # per owner: about 3 MB of images
 # Guests: a guest is one browser tab, so a closed tab leaves its drawings to nobody. All guests together keep at
-# most this many, and a guest's collection untouched this long is let go when a guest keeps a drawing.
+# most this many, and a guest's collection untouched GUEST_KEEP_SECONDS is let go when a guest keeps a drawing.
 MAX_GUEST_DRAWINGS = 5 * MAX_DRAWINGS
-GUEST_KEEP_SECONDS = 24 * 3600
 GUEST_PREFIX = "guest-"  # a guest's folder: the prefix, then the hash of its key
 DIGIT_SHAPE = (28, 28)
 CLASSES = 10

@@ -10,7 +10,9 @@ config.json (the `upload` setting), so its folder says what it trained on after 
 
 Who may: everyone who may act uploads, within HYBRID_LAB_MAX_UPLOAD per file and HYBRID_LAB_UPLOADS_PER_OWNER
 of stored uploads per person (all guests together count as one person: a guest is one browser tab, and anyone
-can open many). Owners see, use and delete their own; operators see, use and delete any.
+can open many). Owners see, use and delete their own; operators see, use and delete any. A guest's tab, once
+closed, cannot reach its uploads again: a guest's ownership older than GUEST_KEEP_SECONDS is let go at the next
+upload (unless a queued or training run uses the data), so guests long gone never fill the guests' total.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import re
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from core.access import Identity, PermissionRefused, check_train, is_guest_key
+from core.access import GUEST_KEEP_SECONDS, Identity, PermissionRefused, check_train, is_guest_key
 from core.config import UPLOAD_DIGEST
 from core.data import Dataset, _as_dataset
 from core.datafiles import IDX_FILES, DatasetError, read_npz
@@ -160,6 +163,7 @@ def add_upload(data: bytes, file_name: str, runs_dir: Path, *, identity: Identit
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder):
+            _let_go_of_gone_guests(runs_dir, folder)
             existing = read_upload_record(runs_dir, digest)
             if existing is not None and identity.key in existing.owners:
                 return existing
@@ -173,6 +177,43 @@ def add_upload(data: bytes, file_name: str, runs_dir: Path, *, identity: Identit
         if existing is None:
             (folder / f"{digest}.npz").unlink(missing_ok=True)
         raise DatasetError(f"{name} could not be stored ({error.strerror or error}); nothing was kept") from None
+
+
+def _let_go_of_gone_guests(runs_dir: Path, folder: Path) -> None:
+    """Drop guests' ownerships made more than GUEST_KEEP_SECONDS ago (their tabs are gone: nobody can use or
+    delete those uploads any more), and the files of an upload no owner is left of; an upload that a queued or
+    training run uses is left as it is. Called with the data area locked."""
+    cutoff = datetime.now() - timedelta(seconds=GUEST_KEEP_SECONDS)
+    for upload in _all_uploads(runs_dir):
+        gone = {key for key, record in upload.owners.items() if is_guest_key(key) and _made_before(record, cutoff)}
+        if not gone or _runs_using(runs_dir, upload.digest):
+            continue
+        owners = {key: record for key, record in upload.owners.items() if key not in gone}
+        if owners:
+            _save_record(folder, dataclasses.replace(upload, owners=owners))
+        else:
+            _remove_files(folder, upload.digest)
+
+
+def _made_before(record: dict, cutoff: datetime) -> bool:
+    """Whether an ownership was made before `cutoff`; one whose time cannot be read (edited by hand) counts."""
+    try:
+        return datetime.fromisoformat(str(record.get("uploaded_at"))).replace(tzinfo=None) < cutoff
+    except ValueError:
+        return True
+
+
+def _runs_using(runs_dir: Path, digest: str) -> list[str]:
+    """The queued and training runs on this upload."""
+    from core.store import list_runs  # the store's listing, only when an upload may go
+
+    return [run.run_id for run in list_runs(runs_dir) if run.state.active and run.config
+            and run.config.source == "uploaded" and run.config.upload == digest]
+
+
+def _remove_files(folder: Path, digest: str) -> None:
+    (folder / f"{digest}.json").unlink(missing_ok=True)
+    (folder / f"{digest}.npz").unlink(missing_ok=True)
 
 
 def _check_total(runs_dir: Path, identity: Identity, name: str, size: int, per_owner: int) -> None:
@@ -264,8 +305,6 @@ def check_use(runs_dir: Path, digest: str, identity: Identity) -> Upload:
 def delete_upload(runs_dir: Path, digest: str, *, identity: Identity) -> bool:
     """Remove `identity`'s ownership of an upload (an operator who does not own it: every ownership); the files
     go when no owner is left, which is returned. Refused while a queued or training run would lose its data."""
-    from core.store import list_runs  # the store's listing, only when deleting
-
     folder = uploads_folder(runs_dir)
     check_use(runs_dir, digest, identity)  # there, and theirs (or an operator's) to delete
     with _locked(folder):
@@ -274,13 +313,10 @@ def delete_upload(runs_dir: Path, digest: str, *, identity: Identity) -> bool:
         if identity.key not in upload.owners:
             owners = {}  # an operator deleting someone's upload deletes it
         if not owners:
-            users = [run.run_id for run in list_runs(runs_dir) if run.state.active and run.config
-                     and run.config.source == "uploaded" and run.config.upload == digest]
-            if users:
+            if users := _runs_using(runs_dir, digest):
                 raise ValueError(f"run {users[0]} is queued or training on this upload; stop it on the Train page "
                                  "first, then delete the upload")
-            (folder / f"{digest}.json").unlink(missing_ok=True)
-            (folder / f"{digest}.npz").unlink(missing_ok=True)
+            _remove_files(folder, digest)
             return True
         _save_record(folder, dataclasses.replace(upload, owners=owners))
         return False

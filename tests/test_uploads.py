@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import stat
 import tarfile
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from core.uploads import (
     delete_upload,
     is_stored,
     list_uploads,
+    read_upload_record,
     load_upload,
     uploads_folder,
 )
@@ -358,6 +361,60 @@ def test_guests_share_one_total_since_anyone_can_open_many_tabs(tmp_path, runs_d
                    identity=new_guest(), per_owner=first.size + 1000)
 
     assert "guests" in str(refused.value)
+
+
+def made_days_ago(runs_dir, upload, days: float, owner: str | None = None) -> None:
+    """As if an upload's ownerships (or `owner`'s) had been made `days` ago: its record edited as time would."""
+    record_path = uploads_folder(runs_dir) / f"{upload.digest}.json"
+    record = json.loads(record_path.read_text())
+    for key, ownership in record["owners"].items():
+        if owner is None or key == owner:
+            ownership["uploaded_at"] = (datetime.now() - timedelta(days=days)).isoformat(timespec="seconds")
+    record_path.write_text(json.dumps(record))
+
+
+def test_uploads_of_guests_gone_a_day_are_let_go_so_new_guests_can_upload(tmp_path, runs_dir):
+    gone_guest, visitor = new_guest(), new_guest()
+    old = add_upload(npz_bytes(tmp_path), "old.npz", runs_dir, identity=gone_guest)
+    shared = add_upload(npz_bytes(tmp_path), "shared.npz", runs_dir, identity=ALICE)  # the same data, Alice's too
+    other = npz_bytes(tmp_path, y_test=(np.arange(12) + 1) % 10)
+    with pytest.raises(DatasetError):  # the gone guest's upload still fills the guests' total
+        add_upload(other, "new.npz", runs_dir, identity=visitor, per_owner=old.size + 1000)
+    made_days_ago(runs_dir, old, 1.1, owner=gone_guest.key)
+
+    new = add_upload(other, "new.npz", runs_dir, identity=visitor, per_owner=old.size + 1000)
+
+    assert list_uploads(runs_dir, gone_guest) == []
+    assert [upload.digest for upload in list_uploads(runs_dir, ALICE)] == [shared.digest]  # Alice keeps hers
+    assert list_uploads(runs_dir, visitor) == [new]
+
+
+def test_a_gone_guests_upload_goes_with_its_last_owner_unless_a_run_uses_it(tmp_path, runs_dir):
+    guest = new_guest()
+    used, unused = (add_upload(npz_bytes(tmp_path, y_test=(np.arange(12) + shift) % 10), f"{shift}.npz", runs_dir,
+                               identity=guest) for shift in (0, 1))
+    make_run(runs_dir, TrainConfig(source="uploaded", upload=used.digest), state=RunState.RUNNING,
+                   owner=guest)  # trained by this process, which is alive
+    for upload in (used, unused):
+        made_days_ago(runs_dir, upload, 2)
+
+    add_upload(npz_bytes(tmp_path, y_test=(np.arange(12) + 2) % 10), "new.npz", runs_dir, identity=new_guest())
+
+    assert list_uploads(runs_dir, guest) == [read_upload_record(runs_dir, used.digest)]  # its run trains on
+    assert not is_stored(runs_dir, unused.digest)
+    assert not (uploads_folder(runs_dir) / f"{unused.digest}.json").exists()
+
+
+def test_a_guests_ownership_whose_time_was_edited_to_nonsense_is_let_go(tmp_path, runs_dir):
+    upload = add_upload(npz_bytes(tmp_path), "digits.npz", runs_dir, identity=new_guest())
+    record_path = uploads_folder(runs_dir) / f"{upload.digest}.json"
+    record = json.loads(record_path.read_text())
+    next(iter(record["owners"].values()))["uploaded_at"] = "zzz"
+    record_path.write_text(json.dumps(record))
+
+    add_upload(npz_bytes(tmp_path, y_test=(np.arange(12) + 1) % 10), "new.npz", runs_dir, identity=new_guest())
+
+    assert not is_stored(runs_dir, upload.digest)
 
 
 def test_the_same_file_again_is_already_kept_and_costs_nothing_more(tmp_path, runs_dir):
