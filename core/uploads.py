@@ -183,10 +183,13 @@ def _let_go_of_gone_guests(runs_dir: Path, folder: Path) -> None:
     """Drop guests' ownerships made more than GUEST_KEEP_SECONDS ago (their tabs are gone: nobody can use or
     delete those uploads any more), and the files of an upload no owner is left of; an upload that a queued or
     training run uses is left as it is. Called with the data area locked."""
-    cutoff = datetime.now() - timedelta(seconds=GUEST_KEEP_SECONDS)
+    cutoff, in_use = datetime.now() - timedelta(seconds=GUEST_KEEP_SECONDS), None
     for upload in _all_uploads(runs_dir):
         gone = {key for key, record in upload.owners.items() if is_guest_key(key) and _made_before(record, cutoff)}
-        if not gone or _runs_using(runs_dir, upload.digest):
+        if not gone:
+            continue
+        in_use = _runs_on_uploads(runs_dir) if in_use is None else in_use  # the runs are listed once, if at all
+        if upload.digest in in_use:
             continue
         owners = {key: record for key, record in upload.owners.items() if key not in gone}
         if owners:
@@ -203,12 +206,15 @@ def _made_before(record: dict, cutoff: datetime) -> bool:
         return True
 
 
-def _runs_using(runs_dir: Path, digest: str) -> list[str]:
-    """The queued and training runs on this upload."""
+def _runs_on_uploads(runs_dir: Path) -> dict[str, list[str]]:
+    """The queued and training runs on uploads: upload digest -> their run ids."""
     from core.store import list_runs  # the store's listing, only when an upload may go
 
-    return [run.run_id for run in list_runs(runs_dir) if run.state.active and run.config
-            and run.config.source == "uploaded" and run.config.upload == digest]
+    using: dict[str, list[str]] = {}
+    for run in list_runs(runs_dir):
+        if run.state.active and run.config and run.config.source == "uploaded":
+            using.setdefault(run.config.upload, []).append(run.run_id)
+    return using
 
 
 def _remove_files(folder: Path, digest: str) -> None:
@@ -313,7 +319,7 @@ def delete_upload(runs_dir: Path, digest: str, *, identity: Identity) -> bool:
         if identity.key not in upload.owners:
             owners = {}  # an operator deleting someone's upload deletes it
         if not owners:
-            if users := _runs_using(runs_dir, digest):
+            if users := _runs_on_uploads(runs_dir).get(digest):
                 raise ValueError(f"run {users[0]} is queued or training on this upload; stop it on the Train page "
                                  "first, then delete the upload")
             _remove_files(folder, digest)

@@ -72,14 +72,12 @@ def upload_box(runs_dir: Path, identity: access.Identity, listed: list[uploads.U
     except ValueError as error:  # HYBRID_LAB_MAX_UPLOAD or HYBRID_LAB_UPLOADS_PER_OWNER set to something else
         st.error(texts.plain(f"Uploads are off until this is fixed: {error}."))
         return
+    kept = (" by all guests together. A guest's uploads are let go a day later (a guest is this tab, gone once it "
+            "is closed)" if access.is_guest_key(identity.key)
+            else " per person. Uploads stay on this server until their owners delete them")
     st.caption(f"An .npz in Keras' layout (x_train, y_train, x_test, y_test), or a .zip or .tar.gz of the four IDX "
                f"files (gzipped or not): 28 × 28 images, labels 0 to 9. At most {megabytes(max_upload)} a "
-               f"file and {megabytes(per_owner)} of uploads kept"
-               + (" by all guests together. A guest's uploads are let go a day later (a guest is this tab, gone "
-                  "once it is closed)"
-                  if access.is_guest_key(identity.key) else " per person. Uploads stay on this server until their "
-                  "owners delete them")
-               + "; runs record which one they used.")
+               f"file and {megabytes(per_owner)} of uploads kept{kept}; runs record which one they used.")
     st.file_uploader("Upload a dataset", type=FILE_TYPES, key=UPLOADER, on_change=_take_upload, args=(runs_dir,),
                      max_upload_size=max(1, math.ceil(max_upload / 2**20)))
     kind, sentence = st.session_state.get(MESSAGE, (None, None))
