@@ -85,16 +85,20 @@ class RunWatcher(threading.Thread):
 
     FINAL = {RunState.COMPLETED, RunState.STOPPED, RunState.DIVERGED, RunState.FAILED}
 
+    WORKER_LINES = ("ready after", "warm after")  # what core/worker.py prints once each
+
     def __init__(self, runs_dir: Path, interval: float):
         super().__init__(name="run-watcher", daemon=True)
         self.runs_dir, self.interval = runs_dir, interval
         self.sightings: dict[str, Sighting] = {}
+        self.workers: dict[tuple[str, str], float] = {}  # (worker log, line) → when first seen
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             now = time.time()
+            self._read_worker_logs(now)
             try:
                 names = os.listdir(self.runs_dir)
             except OSError:
@@ -114,6 +118,17 @@ class RunWatcher(threading.Thread):
                     sighting.states.setdefault(str(state), time.time())
                     if not sighting.path or sighting.path[-1] != state:
                         sighting.path.append(str(state))
+
+    def _read_worker_logs(self, now: float) -> None:
+        """Stamp when each worker first says it is ready (TensorFlow imported, data loaded) and warm."""
+        if len(self.workers) == 2 * len(list((self.runs_dir / ".workers").glob("worker-*.log")) or [None]):
+            return
+        for log in (self.runs_dir / ".workers").glob("worker-*.log"):
+            text = log.read_text(errors="replace")
+            for line in self.WORKER_LINES:
+                if line in text:
+                    with self.lock:
+                        self.workers.setdefault((log.stem, line), now)
 
     def new_since(self, moment: float) -> list[str]:
         """Ids of the runs first seen after `moment`, oldest first."""
@@ -284,7 +299,7 @@ def median(values: list) -> float | None:
 
 
 def print_report(cold: Press | None, answered_after: float | None, warm_at: float | None, presses: list[Press],
-                 quiet: list[Press], fit: float | None, steps: int) -> None:
+                 quiet: list[Press], fit: float | None, steps: int, workers: dict[tuple[str, str], float]) -> None:
     print("\n| press | click → queued on disk | click → running on disk (queue) | running → completed on disk "
           "(training) | completed on disk → accuracy on screen (page) | click → accuracy on screen | "
           "run's steps/s | states read |")
@@ -303,6 +318,12 @@ def print_report(cold: Press | None, answered_after: float | None, warm_at: floa
         print(f"\nThe cold press was clicked {cold.started - answered_after:.2f} s after the server answered; "
               f"the workers said they were warm {warm_at - answered_after:.2f} s after it answered."
               if warm_at else "")
+        said = [f"{log} ready {workers[log, 'ready after'] - answered_after:+.2f} s, warm "
+                f"{workers[log, 'warm after'] - answered_after:+.2f} s" for log in sorted({log for log, _ in workers})
+                if (log, "ready after") in workers and (log, "warm after") in workers]
+        if said:
+            print(f"After the server answered (the click at {cold.started - answered_after:+.2f} s): "
+                  + "; ".join(said) + ".")
     total = median([p.leg(p.started, p.on_screen) for p in presses])
     training = median([p.leg(p.running, p.completed) for p in presses])
     page_leg = median([p.leg(p.completed, p.on_screen) for p in presses])
@@ -368,7 +389,7 @@ def main() -> None:
             watcher.stopped.set()
             stop_app(process)
     fit = None if args.no_fit else warm_fit_seconds(1000)
-    print_report(cold, answered, warm_at, presses, quiet, fit, 1000)
+    print_report(cold, answered, warm_at, presses, quiet, fit, 1000, watcher.workers)
     if args.trace:
         print(f"\nThe server's trace is in {args.trace}; the presses, by the time of the click (time.time()):")
         for press in ([cold] if cold else []) + presses:

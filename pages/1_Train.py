@@ -94,22 +94,29 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
     st.subheader(f"Run `{run.run_id}`")
     if run.config and not run.damaged:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
+    progress = st.empty()  # the bar; empty once the run has ended, so the outcome stays where it first appeared
     if run.state.active:
-        show_progress(run, identity)
-        if live:
-            # Until the next refresh, watch the run's status file rather than sleep: its end is on screen a few
-            # hundredths of a second after it is on disk, not up to a refresh later (issue 17).
-            if not watch_run(run, WATCH_SECONDS, between=let_clicks_in, longest=WATCH_END_SECONDS).state.active:
-                st.rerun()  # the whole page draws the outcome and stops refreshing
-    else:
-        outcome_box(run)
-        live_run.outcome_shown(run.run_id)
-        with st.container(horizontal=True, gap="large"):
-            run_links(run, runs=True)
-        if live:
-            # The outcome is on its way to the browser; one rerun of the whole page then draws the last curves and
-            # stops the refreshing. A page whose fragments kept refreshing lost the next press of Train (issue 17).
-            st.rerun()
+        with progress.container():
+            show_progress(run, identity)
+        # A run active here is followed live (else the rerun above). Until the next refresh, watch its status file
+        # rather than sleep: its end is on screen a few hundredths of a second after it is on disk (issue 17).
+        run = watch_run(run, WATCH_SECONDS, between=let_clicks_in, longest=WATCH_END_SECONDS)
+        if run.state.active:
+            return
+        # Ended while watched: this fragment puts the outcome where the bar was, and the page is idle with the
+        # answer on screen without redrawing the rest of it (a whole-page rerun, with the settings form and two
+        # Plotly charts, cost the browser about a quarter of a second more: issue 17).
+        progress.empty()
+    outcome_box(run)
+    live_run.outcome_shown(run.run_id)
+    with st.container(horizontal=True, gap="large"):
+        run_links(run, runs=True)
+    if live and live_run.outcome_on_screen(run.run_id):
+        # The first refresh once the outcome has been on screen for a moment: one rerun of the whole page draws
+        # the last curves and stops the refreshing. A page whose fragments kept refreshing lost the next press of
+        # Train (issue 17). Sooner, the rerun would hold the answer back: the browser shows a page only once its
+        # script run has ended, and the fragment's timer may already have asked for the next refresh.
+        st.rerun()
 
 
 def show_progress(run, identity: access.Identity) -> None:

@@ -3,6 +3,8 @@ rows, the weights picture when there is a new evaluation), with at most charts.M
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import streamlit.runtime.context
@@ -106,3 +108,23 @@ def test_the_train_page_on_a_training_run_refreshes_its_progress_and_its_curves(
     app = open_train_page(tmp_path, run.run_id, monkeypatch)
     assert len(app.get("plotly_chart")) == 2
     assert len(set(auto_reruns)) == 2  # the progress and the curves, each a fragment on its own timer
+
+
+def outcome_script() -> None:
+    """A page that sends a run's outcome on every visit, as the Train page's refreshes do once the run has ended."""
+    import streamlit as st
+
+    from ui import live_run
+
+    live_run.outcome_shown("a-run")
+    st.session_state["on screen"] = live_run.outcome_on_screen("a-run")
+
+
+def test_an_outcome_is_on_screen_from_its_first_sending_not_its_last():
+    # Each refresh after a run's end sends its outcome again. Were each sending to restart the clock, the Train
+    # page would never rerun as a whole and its fragments would refresh for ever (issue 17).
+    app = AppTest.from_function(outcome_script, default_timeout=60).run()
+    assert app.session_state["on screen"] is False
+    time.sleep(live_run.OUTCOME_FIRST_SECONDS)
+    app.run()
+    assert app.session_state["on screen"] is True

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import streamlit
 from streamlit.testing.v1 import AppTest
 
 import core.service
@@ -410,7 +411,10 @@ def test_stop_ends_a_long_run_and_keeps_what_it_logged(service_runs, monkeypatch
 def test_a_run_that_ends_while_its_page_watches_shows_its_outcome_in_that_same_visit(tmp_path, monkeypatch):
     # Between two refreshes the page watches the run's status file (core.store.watch_run). The end is written
     # the moment the watch has taken its first look, after the page drew the bar: it is on the page when this
-    # one visit is over, with no refresh of the fragment (which AppTest never makes).
+    # one visit is over, with no refresh of the fragment (which AppTest never makes). The progress fragment puts
+    # it where the bar was, with no rerun of the whole page: the browser would show the answer only once it had
+    # drawn the settings form and the charts again (issue 17). The rerun that stops the refreshing comes at a
+    # later refresh, once the outcome has been on screen for a moment.
     run = make_run(tmp_path, state=RunState.RUNNING)  # its pid is this process: alive
     first_look = core.store._file_stamp
 
@@ -420,12 +424,20 @@ def test_a_run_that_ends_while_its_page_watches_shows_its_outcome_in_that_same_v
         finish_now(run, test_accuracy=0.93)
         return stamp
 
+    reruns, rerun = [], streamlit.rerun
+
+    def counted_rerun(*args, **kwargs):
+        reruns.append((args, kwargs))
+        rerun(*args, **kwargs)
+
     monkeypatch.setattr(core.store, "_file_stamp", look_then_finish)
+    monkeypatch.setattr(streamlit, "rerun", counted_rerun)
     app = open_page("pages/1_Train.py", tmp_path, monkeypatch, run=run.run_id)
 
     assert_no_exception(app)
     assert "Test accuracy: 0.9300" in texts(app)
     assert not app.progress
+    assert reruns == []
 
 
 def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated, monkeypatch):

@@ -35,9 +35,10 @@ from ui.widgets import smoothing_control, steady_chart
 CURVES_EVERY_SECONDS = 1.0  # at most this often are the curves rebuilt while a run trains
 STATE_KEY = "train_live_view"
 OUTCOME_KEY = "train_outcome_shown"  # (run id, when its outcome was sent)
-# After a run ends, its last curves are drawn this long after its outcome was sent, not at the same moment: the
-# browser draws the outcome (a line of text) before it starts on two Plotly charts.
-OUTCOME_FIRST_SECONDS = 0.5
+# After a run ends, its last curves (and the Train page's rerun that stops the refreshing) come at the first
+# refresh this long after its outcome was sent, not at the same moment: the browser draws the outcome (a few lines
+# in the progress fragment: 0.1 s here) before it starts on two Plotly charts and the whole page.
+OUTCOME_FIRST_SECONDS = 0.2
 TILE_GAP = 1  # px of frame colour between two units' tiles
 FRAME_COLOUR = (90, 90, 90)  # dark enough to frame a tile whose weights are all near 0
 COLOUR_LEVELS = 255  # levels of the diverging map; the palette's last entry is the frame colour
@@ -70,8 +71,11 @@ def live_view(run: Run) -> LiveView:
 
 
 def outcome_shown(run_id: str) -> None:
-    """Say that the page has just sent how `run_id` ended (the progress fragment, or the whole page)."""
-    st.session_state[OUTCOME_KEY] = (run_id, time.monotonic())
+    """Say that the page has sent how `run_id` ended (the progress fragment, or the whole page); the first time
+    counts."""
+    shown = st.session_state.get(OUTCOME_KEY)
+    if shown is None or shown[0] != run_id:
+        st.session_state[OUTCOME_KEY] = (run_id, time.monotonic())
 
 
 def outcome_on_screen(run_id: str) -> bool:
