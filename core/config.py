@@ -65,7 +65,8 @@ class Setting:
     log_scale: bool = False  # a "stops" slider over a log scale (only changes the label)
     max_items: int = 1  # for lists: at most this many items (at least one)
     nullable: bool = False  # None is allowed (it means "the engine decides")
-    only_with: tuple[str, tuple] | None = None  # (other setting, its values) for which this one applies
+    # (other setting, its values) for which this one applies; values None: whenever the other has a value
+    only_with: tuple[str, tuple | None] | None = None
     flag: str | None = None  # the CLI flag, if not --name-with-dashes
     step: float | None = None  # a number box's or slider's increment
     pattern: tuple[str, str] | None = None  # for text: (regular expression a value must match, it in words)
@@ -80,7 +81,7 @@ class Setting:
         if self.only_with is None:
             return True
         other, allowed = self.only_with
-        return values.get(other) in allowed
+        return values.get(other) is not None if allowed is None else values.get(other) in allowed
 
     def describe_range(self) -> str:
         """The allowed values in words: 'from 1 to 200,000', 'one of relu, tanh ...'."""
@@ -220,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("collection_share", float, 0.25, "Share of your drawings",
             "With your drawings: the share of every batch drawn from them (the rest from the training data), "
             "shifted and rotated like the rest of the batch when augment is on.", "slider",
-            low=0.05, high=0.9, step=0.05),
+            low=0.05, high=0.9, step=0.05, only_with=("collection", None)),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 

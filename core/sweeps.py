@@ -63,6 +63,8 @@ def parse_value(setting: Setting, text: str):
         if text.lower() not in by_text:
             raise ValueError(f"{setting.name}: {text!r} is not {setting.describe_range()}")
         value = by_text[text.lower()]
+    elif setting.kind is str:  # a run to start from, a snapshot of drawings: checked by the setting's pattern
+        value = None if setting.nullable and text.lower() in ("null", "none") else text
     elif setting.kind is int:
         if not WHOLE_NUMBER.fullmatch(text):
             raise ValueError(f"{setting.name}: {text!r} is not a whole number written with the digits 0 to 9, such "
@@ -148,8 +150,8 @@ def grid(config, axes: list[Axis]) -> list:
     return configs
 
 
-def _depends_on(setting: Setting) -> tuple[Setting, tuple]:
-    """The setting this one applies with, and the values of it that it needs."""
+def _depends_on(setting: Setting) -> tuple[Setting, tuple | None]:
+    """The setting this one applies with, and the values of it that it needs (None: any value)."""
     other, allowed = setting.only_with
     return SETTINGS_BY_NAME[other], allowed
 
@@ -163,9 +165,20 @@ def _check_applies(setting: Setting, configs: list) -> None:
     if any(setting.applies(each.to_dict()) for each in configs):
         return
     other, allowed = _depends_on(setting)
+    if allowed is None:  # the share of your drawings, with no drawings
+        raise ValueError(f"{setting.name} applies only with a {other.name}, and this sweep's runs have none: "
+                         f"choose a {other.name} first, or sweep another setting")
     held = _either(getattr(each, other.name) for each in configs)
     raise ValueError(f"{setting.name} applies only with {other.name} {_either(allowed)}, and this sweep's runs have "
                      f"{other.name} {held}: set {other.name} to {allowed[0]!r} first, or sweep another setting")
+
+
+def _needs(other: Setting, allowed: tuple | None, first: bool = False) -> str:
+    """What a setting needs of the one it depends on, in words: "distribute 'mirrored'", "a collection"; `first`:
+    only its first value (for a suggestion)."""
+    if allowed is None:
+        return f"a {other.name}"
+    return f"{other.name} {allowed[0]!r}" if first else f"{other.name} {_either(allowed)}"
 
 
 NOT_APPLIED = "(does not apply)"
@@ -188,7 +201,7 @@ def _check_distinct(configs: list, axes: list[Axis]) -> None:
             f"this sweep would train the same run twice: with {other.name} {getattr(each, other.name)!r}, "
             f"{setting.name} {shown(setting, getattr(first, setting.name))} and "
             f"{shown(setting, getattr(each, setting.name))} make no difference ({setting.name} applies only with "
-            f"{other.name} {_either(allowed)}); sweep {setting.name} alone with {other.name} {allowed[0]!r}, or "
+            f"{_needs(other, allowed)}); sweep {setting.name} alone with {_needs(other, allowed, first=True)}, or "
             f"give {setting.name} one value")
 
 

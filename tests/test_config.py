@@ -174,6 +174,11 @@ def test_xla_and_data_path_apply_only_with_their_engine_and_source():
     assert SETTINGS_BY_NAME["steps"].applies({})
 
 
+def test_the_share_of_drawings_applies_only_with_drawings():
+    share = SETTINGS_BY_NAME["collection_share"]
+    assert share.applies({"collection": "0123456789abcdef0123"}) and not share.applies({"collection": None})
+
+
 def test_hidden_units_apply_only_to_the_mlp_and_come_after_the_architecture():
     hidden_units = SETTINGS_BY_NAME["hidden_units"]
 

@@ -251,6 +251,15 @@ def test_a_setting_that_does_not_apply_with_the_others_is_named_and_left_out(tmp
     assert address(app) == {"steps": "300", "engine": "session"}
 
 
+def test_the_share_of_drawings_without_drawings_is_named_and_left_out(tmp_path, monkeypatch):
+    app = open_train(tmp_path, monkeypatch, {"collection_share": "0.5", "steps": "300"})
+
+    assert form_config(app) == TrainConfig(steps=300)
+    assert ("Share of your drawings applies only with Your drawings chosen, and here there are none, so "
+            "\u201ccollection_share=0.5\u201d was left out.") in notice(app)
+    assert address(app) == {"steps": "300"}
+
+
 def test_names_that_are_not_settings_are_named_and_leave_the_address(tmp_path, monkeypatch):
     app = open_train(tmp_path, monkeypatch, {"learningrate": "0.1", "utm_source": "mail", "batch_size": "100"})
 

@@ -85,6 +85,8 @@ def state_where_it_applies(setting: Setting) -> tuple:
     if setting.only_with is None:
         return ()
     other, allowed = setting.only_with
+    if allowed is None:  # any value of the other setting
+        return (("form_" + other, example_value(SETTINGS_BY_NAME[other])),)
     return (("form_" + other, allowed[0]),)
 
 
@@ -245,6 +247,12 @@ def test_every_setting_has_a_widget_on_the_train_page(setting):
 def test_the_data_path_box_appears_only_for_the_path_source():
     assert "Data path" not in widget_labels()["text_input"]
     assert "Data path" in widget_labels((("form_source", "path"),))["text_input"]
+
+
+def test_the_share_of_drawings_appears_only_with_drawings():
+    # Without a snapshot of drawings it would change nothing the run does.
+    assert "Share of your drawings" not in widget_labels()["slider"]
+    assert "Share of your drawings" in widget_labels((("form_collection", "0123456789abcdef0123"),))["slider"]
 
 
 def test_the_hidden_layers_count_shows_one_width_per_layer():

@@ -53,6 +53,9 @@ def test_values_are_read_as_the_setting_declares_them(setting, text, expected):
     ("hidden_units", "\uff11\uff12\uff18", "is not a list of layer sizes written with the digits 0 to 9"),
     ("seed", "1_000", "seed: '1_000' is not a whole number"),
     ("learning_rate", "nan", "learning_rate: 'nan' is not a number"),
+    # A text setting is read as text and held to its pattern (it used to be refused as "not a number").
+    ("collection", "0123456789abcdef0123, ../etc", "collection must be a snapshot of kept drawings, 20 hexadecimal "
+                                                   "digits; got '../etc'"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting_and_the_value(setting, text, named):
     with pytest.raises(ValueError) as raised:
@@ -108,6 +111,11 @@ REFUSED_GRIDS = [  # (axes as the page takes them, the base config's changes, wh
     ({"architecture": "mlp, cnn", "hidden_units": "64, 128-64"}, {},
      "with architecture 'cnn', hidden_units 64 and 128-64 make no difference"),
     ({"engine": "function, session", "xla": "auto, off"}, {}, "with engine 'session', xla auto and off make no"),
+    ({"collection_share": "0.25, 0.5"}, {}, "collection_share applies only with a collection, and this sweep's runs "
+                                             "have none: choose a collection first"),
+    ({"collection": "0123456789abcdef0123, null", "collection_share": "0.25, 0.5"}, {},
+     "with collection None, collection_share 0.25 and 0.5 make no difference (collection_share applies only with a "
+     "collection)"),
 ]
 
 
@@ -123,6 +131,12 @@ def test_a_grid_that_would_waste_runs_is_refused_naming_the_setting_it_depends_o
 
     assert named in str(raised.value)
     assert list_runs(tmp_path) == []
+
+
+def test_a_text_setting_is_swept_by_its_values_as_written_and_null():
+    axis = sweeps.parse_axis("collection", "0123456789abcdef0123, null")
+
+    assert axis.values == ("0123456789abcdef0123", None)
 
 
 def test_a_setting_that_applies_to_some_runs_of_the_grid_is_swept_with_them():

@@ -159,7 +159,7 @@ def _setting_widget(setting: Setting, applies: bool, choices: tuple, offered: di
         st.select_slider(label + (" (log scale)" if setting.log_scale else ""),
                          stops_with(setting, st.session_state.get(key)), format_func=lambda value: f"{value:g}",
                          key=key, help=help_text, **KEEP)
-    elif setting.widget == "slider":
+    elif setting.widget == "slider" and applies:
         st.slider(label, setting.low, setting.high, step=setting.step, key=key, help=help_text, **KEEP)
     elif setting.widget == "number":
         # No min/max on the box: Streamlit would quietly ignore a number typed out of range while the box

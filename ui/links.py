@@ -106,6 +106,9 @@ def describe_unused(item: UnusedParam) -> str:
         return f"{setting.label} \u201c{refused}\u201d cannot be chosen on this page, so it stays at {kept}."
     other, allowed = setting.only_with
     other = SETTINGS_BY_NAME[other]
+    if allowed is None:
+        return (f"{setting.label} applies only with {other.label} chosen, and here there are none, so {given} was "
+                "left out.")
     needs = " or ".join(f"\u201c{_shown(other, value)}\u201d" for value in allowed)
     holds = _shown(other, current_values()[other.name])
     return (f"{setting.label} applies only with {other.label} {needs}, and here {other.label} is \u201c{holds}\u201d, "
