@@ -120,10 +120,11 @@ class RunWatcher(threading.Thread):
                         sighting.path.append(str(state))
 
     def _read_worker_logs(self, now: float) -> None:
-        """Stamp when each worker first says it is ready (TensorFlow imported, data loaded) and warm."""
-        if len(self.workers) == 2 * len(list((self.runs_dir / ".workers").glob("worker-*.log")) or [None]):
-            return
+        """Stamp when each worker first says it is ready (TensorFlow imported, data loaded) and warm; a log that
+        has said both is not read again."""
         for log in (self.runs_dir / ".workers").glob("worker-*.log"):
+            if all((log.stem, line) in self.workers for line in self.WORKER_LINES):
+                continue
             text = log.read_text(errors="replace")
             for line in self.WORKER_LINES:
                 if line in text:

