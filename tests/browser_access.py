@@ -22,10 +22,9 @@ from core import links
 from core.config import TrainConfig
 from core.records import RunNotFound
 from core.store import load_run
-from tests.browser_support import IDLE, SIDEBAR, open_options
+from tests.browser_support import IDLE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OPTIONS_MS = 15_000  # an open list shows its options at once; one a rerun closed never will
 WAIT_MS = 180_000  # a busy 2-core machine (load average 15 seen): a first page, a sign-in, TensorFlow importing
 # A run that is still training (or waiting for the worker) when the tests stop it: wide layers, many steps,
 # one evaluation at the very end. It takes many minutes, so a test never races its end; the servers of these
@@ -54,28 +53,6 @@ def folder_snapshot(path) -> dict[str, tuple[int, int]]:
     """Every file under a run folder: its size and modification time, to tell that nothing touched it."""
     return {str(file.relative_to(path)): (file.stat().st_size, file.stat().st_mtime_ns)
             for file in sorted(path.rglob("*")) if file.is_file()}
-
-
-def offered_sources(page, attempts: int = 5) -> list[str]:
-    """The choices the Train page's Source select offers (the list is opened, read and closed). A rerun of the
-    page closes an open list, so a list closed before its options showed, or read empty, is opened again once
-    the page is idle (CI once waited 180 s for the options of a list a rerun had closed)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # here, as expect below
-
-    offered = []
-    for _ in range(attempts):
-        page.locator(IDLE).wait_for()
-        combobox = open_options(page, "Source", within=SIDEBAR)
-        listbox = page.locator('[role="listbox"][aria-label="Source"]')
-        try:
-            listbox.get_by_role("option").first.wait_for(timeout=OPTIONS_MS)
-        except PlaywrightTimeout:
-            continue
-        offered = [text.strip() for text in listbox.get_by_role("option").all_inner_texts()]
-        combobox.press("Escape")
-        if offered:
-            break
-    return offered
 
 
 def train_page(app_url: str, config: TrainConfig = LONG_RUN) -> str:

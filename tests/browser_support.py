@@ -41,6 +41,7 @@ def chromium_browser():
 
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'  # the page's script has run to the end
+OPTIONS_MS = 15_000  # an open list shows its options at once; one a rerun closed never will
 
 
 def open_options(page, label: str, within: str = "body"):
@@ -54,6 +55,28 @@ def open_options(page, label: str, within: str = "body"):
     combobox.click()
     combobox.press("ArrowDown")
     return combobox
+
+
+def offered_sources(page, attempts: int = 5) -> list[str]:
+    """The choices the Train page's Source select offers (the list is opened, read and closed). A rerun of the
+    page closes an open list, so a list closed before its options showed, or read empty, is opened again once
+    the page is idle (CI once waited 180 s for the options of a list a rerun had closed)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # here, as in choose below
+
+    offered = []
+    for _ in range(attempts):
+        page.locator(IDLE).wait_for()
+        combobox = open_options(page, "Source", within=SIDEBAR)
+        listbox = page.locator('[role="listbox"][aria-label="Source"]')
+        try:
+            listbox.get_by_role("option").first.wait_for(timeout=OPTIONS_MS)
+        except PlaywrightTimeout:
+            continue
+        offered = [text.strip() for text in listbox.get_by_role("option").all_inner_texts()]
+        combobox.press("Escape")
+        if offered:
+            break
+    return offered
 
 
 def type_into(page, label: str, text: str, within: str = "body") -> None:

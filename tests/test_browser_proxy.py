@@ -18,9 +18,9 @@ from urllib.parse import quote, urlparse
 import pytest
 
 from core.store import list_runs
-from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, cli_run, keyed_button, offered_sources, press_train,
+from tests.browser_access import (LONG_RUN_LIMITS, WAIT_MS, cli_run, keyed_button, press_train,
                                   stop_accepted, train_page, wait_for_run)
-from tests.browser_support import IDLE, SIDEBAR, running_app
+from tests.browser_support import IDLE, SIDEBAR, offered_sources, running_app
 from tests.reverse_proxy import ReverseProxy
 from ui.identity import GUEST_LINE
 
