@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -188,53 +188,22 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
     # thread of their own while training goes on: they cost about as much as the steps between them.
     summary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"summaries-{run.run_id}")
     pending = []
+
+    def evaluate_now(step: int, draw: bool) -> tuple[float, float]:
+        return _evaluate_and_log(run, engine, config, dataset, step, summary_writer, pending, draw)
+
     schedule = tuning.schedule(config)
     started = time.monotonic()
-    step, last_loss, outcome = 0, float("nan"), RunState.COMPLETED
-    first_loss = highest_loss = None  # how far the loss moved, for advice if the run learns nothing
-    test_loss = test_accuracy = None
-    evaluated_at = None
-    message, ending = "", {}  # ending: the typed fields of how it ended (core/records.py)
     try:
         placement = engine.placement
         run.write_status(RunState.RUNNING, "training" if placement.strategy is None
                          else f"training on {placement.describe()}")
-        while step < config.steps:
-            wanted = should_stop() or run.stop_requested()
-            if engine.stop_together(wanted):
-                # A multi-worker run stops on every worker when one wants to: the others say it was a peer.
-                reason = (stop_reason() or StopReason.ASKED) if wanted else StopReason.PEER
-                outcome, message = RunState.STOPPED, stopped_message(step, config.steps, reason)
-                ending = {"stop_reason": reason}
-                break
-            count = _next_chunk(step, config, engine.chunk_steps)
-            indices = schedule.take(count)
-            losses, accuracies = engine.train_chunk(indices, step)
-            bad = _first_bad(losses)
-            keep = count if bad is None else bad
-            run.append_metrics([(step + i, float(losses[i]), float(accuracies[i])) for i in range(keep)])
-            if bad is not None:
-                outcome, message = RunState.DIVERGED, diverged_message(config, losses[bad], step + bad)
-                step += keep
-                break
-            step += count
-            last_loss = float(losses[-1])
-            first_loss = float(losses[0]) if first_loss is None else first_loss
-            highest_loss = max(float(losses.max()), highest_loss or -math.inf)
-            if step % config.eval_every == 0 or step == config.steps:
-                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
-                                                             pending, draw=draws_first_layer(step, config))
-                evaluated_at = step
-            elapsed = time.monotonic() - started
-            progress = Progress(step, config.steps, last_loss, step / elapsed)
-            run.write_progress(step, config.steps, progress.steps_per_second)
-            if on_progress:
-                on_progress(progress)
+        loop = _train_steps(run, config, engine, schedule, evaluate_now, started,
+                            hooks=(on_progress, should_stop, stop_reason))
         seconds = time.monotonic() - started
-        if outcome is not RunState.DIVERGED and step > 0:
-            if evaluated_at != step:  # stopped between two evaluations: measure the model as it is
-                test_loss, test_accuracy = _evaluate_and_log(run, engine, config, dataset, step, summary_writer,
-                                                             pending, draw=True)
+        if loop.outcome is not RunState.DIVERGED and loop.step > 0:
+            if loop.evaluated_at != loop.step:  # stopped between two evaluations: measure the model as it is
+                loop.test_loss, loop.test_accuracy = evaluate_now(loop.step, draw=True)
             # Every engine's weights go into the same Keras 3 model: one contract for model.keras.
             build_export_model(config, engine.weights()).save(run.model_path)
             measured.update(tuning.measure_end(engine))
@@ -243,20 +212,98 @@ def _train_into(run: Run, config: TrainConfig, dataset, on_progress, should_stop
         engine.close()
     for written in pending:
         written.result()  # a summary that failed to write fails the run, as it would have in line
-    if outcome is RunState.DIVERGED:
-        test_loss = test_accuracy = None  # the last evaluation measured weights that no longer exist
+    _record_ending(run, config, dataset, placement, loop, seconds, measured)
+
+
+def _record_ending(run: Run, config: TrainConfig, dataset: Dataset, placement, loop: _Loop, seconds: float,
+                   measured: dict) -> None:
+    """The run's summary.json, then its final status: last, so a page that reads the status finds the summary."""
     run.write_summary(Summary(
-        test_accuracy=test_accuracy, test_loss=test_loss, steps=step, seconds=round(seconds, 3),
-        steps_per_second=round(step / seconds, 1) if seconds > 0 else None,
+        test_accuracy=loop.kept_accuracy, test_loss=loop.kept_loss, steps=loop.step, seconds=round(seconds, 3),
+        steps_per_second=round(loop.step / seconds, 1) if seconds > 0 else None,
         data_source=dataset.description, source=dataset.source, data_sizes=dataset.sizes(), engine=config.engine,
         distribute=placement.distribute, replicas=placement.replicas, workers=placement.workers, **measured,
     ))
-    if outcome is RunState.COMPLETED:
-        losses = (first_loss, highest_loss, last_loss)
-        message = f"test accuracy {test_accuracy:.4f} after {step} steps" + chance_level_warning(
-            config, test_accuracy, *losses)
-        ending = {"advice": chance_level_advice(config, test_accuracy, *losses)}
-    run.write_status(outcome, message, step=step, **ending)
+    message, ending = loop.ending_words(config)
+    run.write_status(loop.outcome, message, step=loop.step, **ending)
+
+
+@dataclass
+class _Loop:
+    """Where the training loop stands, and then how it ended: what the run's summary and status are made of."""
+
+    step: int = 0
+    outcome: RunState = RunState.COMPLETED
+    message: str = ""
+    ending: dict = field(default_factory=dict)  # the typed fields of how it ended (core/records.py)
+    first_loss: float | None = None  # how far the loss moved, for advice if the run learns nothing
+    highest_loss: float | None = None
+    last_loss: float = math.nan
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    evaluated_at: int | None = None
+
+    def advance(self, count: int, losses: np.ndarray) -> None:
+        """A chunk of `count` steps trained, with these (finite) losses."""
+        self.step += count
+        self.last_loss = float(losses[-1])
+        self.first_loss = float(losses[0]) if self.first_loss is None else self.first_loss
+        self.highest_loss = max(float(losses.max()), self.highest_loss or -math.inf)
+
+    @property
+    def kept_accuracy(self) -> float | None:
+        """The test accuracy the run keeps: none after a divergence (it measured weights that no longer exist)."""
+        return None if self.outcome is RunState.DIVERGED else self.test_accuracy
+
+    @property
+    def kept_loss(self) -> float | None:
+        """The test loss the run keeps, as kept_accuracy."""
+        return None if self.outcome is RunState.DIVERGED else self.test_loss
+
+    def ending_words(self, config: TrainConfig) -> tuple[str, dict]:
+        """The status message and typed ending fields; a completed run's say what it reached, and whether it
+        learned anything."""
+        if self.outcome is not RunState.COMPLETED:
+            return self.message, self.ending
+        losses = (self.first_loss, self.highest_loss, self.last_loss)
+        message = f"test accuracy {self.test_accuracy:.4f} after {self.step} steps" + chance_level_warning(
+            config, self.test_accuracy, *losses)
+        return message, {"advice": chance_level_advice(config, self.test_accuracy, *losses)}
+
+
+def _train_steps(run: Run, config: TrainConfig, engine: Engine, schedule: BatchSchedule, evaluate_now,
+                 started: float, hooks) -> _Loop:
+    """The loop itself: chunks of steps until the last one, a stop, or a loss that is no longer a number, with
+    the metrics, the evaluations and the progress written as it goes. `hooks`: (on_progress, should_stop,
+    stop_reason), as train() takes them."""
+    on_progress, should_stop, stop_reason = hooks
+    loop = _Loop()
+    while loop.step < config.steps:
+        wanted = should_stop() or run.stop_requested()
+        if engine.stop_together(wanted):
+            # A multi-worker run stops on every worker when one wants to: the others say it was a peer.
+            reason = (stop_reason() or StopReason.ASKED) if wanted else StopReason.PEER
+            loop.outcome, loop.message = RunState.STOPPED, stopped_message(loop.step, config.steps, reason)
+            loop.ending = {"stop_reason": reason}
+            break
+        step, count = loop.step, _next_chunk(loop.step, config, engine.chunk_steps)
+        losses, accuracies = engine.train_chunk(schedule.take(count), step)
+        bad = _first_bad(losses)
+        keep = count if bad is None else bad
+        run.append_metrics([(step + i, float(losses[i]), float(accuracies[i])) for i in range(keep)])
+        if bad is not None:
+            loop.outcome, loop.message = RunState.DIVERGED, diverged_message(config, losses[bad], step + bad)
+            loop.step += keep
+            break
+        loop.advance(count, losses)
+        if loop.step % config.eval_every == 0 or loop.step == config.steps:
+            loop.test_loss, loop.test_accuracy = evaluate_now(loop.step, draw=draws_first_layer(loop.step, config))
+            loop.evaluated_at = loop.step
+        progress = Progress(loop.step, config.steps, loop.last_loss, loop.step / (time.monotonic() - started))
+        run.write_progress(loop.step, config.steps, progress.steps_per_second)
+        if on_progress:
+            on_progress(progress)
+    return loop
 
 
 def draws_first_layer(step: int, config: TrainConfig) -> bool:
