@@ -174,21 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return export_script(parser, args, runs_dir)
     if args.output is not None:
         parser.error("--output goes with --export-script RUN_ID: it names the file the script is written to")
-    try:
-        config = config_from_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        check_data_path(config.source, config.data_path)
-    except DatasetError as error:
-        parser.error(f"--data {error}")
-    try:
-        axes = [sweeps.parse_flag(text) for text in args.sweep or []]
-        configs = sweeps.grid(config, axes) if axes else [config]
-        for each in configs:  # the run to start from and the drawings, as the service checks them
-            fine_tune.check(each, runs_dir, OPERATOR)
-    except ValueError as error:
-        parser.error(str(error))
+    config, configs = checked_configs(parser, args, runs_dir)
     try:
         cluster = place(configs, args.cluster_wait)
     except distribute.ClusterJoinFailed as error:
@@ -207,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if cluster and not cluster.is_chief:
         return train_as_worker(config, dataset, cluster, args.json)
-    sweep = sweeps.new_sweep_name() if axes else None
+    sweep = sweeps.new_sweep_name() if args.sweep else None
     if sweep:
         print(f"sweep {sweep}: {len(configs)} runs", file=sys.stderr)
     outcomes = []
@@ -218,6 +204,28 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         outcomes.append(train_and_report(run, each, dataset, runs_dir, args.json))
     return 0 if all(state in (RunState.COMPLETED, RunState.STOPPED) for state in outcomes) else 1
+
+
+def checked_configs(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    runs_dir: Path) -> tuple[TrainConfig, list[TrainConfig]]:
+    """The flags' config and the runs to train (one, or a sweep's grid), each checked as the service checks
+    a run; a mistake is one line and exit code 2 (parser.error)."""
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        check_data_path(config.source, config.data_path)
+    except DatasetError as error:
+        parser.error(f"--data {error}")
+    try:
+        axes = [sweeps.parse_flag(text) for text in args.sweep or []]
+        configs = sweeps.grid(config, axes) if axes else [config]
+        for each in configs:  # the run to start from and the drawings, as the service checks them
+            fine_tune.check(each, runs_dir, OPERATOR)
+    except ValueError as error:
+        parser.error(str(error))
+    return config, configs
 
 
 def export_script(parser: argparse.ArgumentParser, args: argparse.Namespace, runs_dir: Path) -> int:
