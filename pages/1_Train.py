@@ -133,6 +133,11 @@ def show_progress(run, identity: access.Identity) -> None:
         st.error(refusal)
     view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
     bar.progress(view.fraction, text=view.text)
+    if not (run.status and run.status.step) and not run.stop_requested():
+        # Here, not in the curves' fragment: it goes with the bar when the run ends. A short run can end before
+        # the curves' fragment (refreshed once a second) has drawn anything, and the sentence stayed under the
+        # outcome until the next whole-page rerun.
+        st.caption("The loss curve appears below with the first training steps.")
 
 
 def let_clicks_in() -> None:

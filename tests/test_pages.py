@@ -438,6 +438,23 @@ def test_a_run_that_ends_while_its_page_watches_shows_its_outcome_in_that_same_v
     assert "Test accuracy: 0.9300" in texts(app)
     assert not app.progress
     assert reruns == []
+    # The curves' fragment was drawn while the run had no steps; nothing under the outcome says they are to come.
+    assert "loss curve appears" not in texts(app)
+
+
+def test_until_its_first_steps_a_followed_run_says_its_curves_are_to_come(tmp_path, monkeypatch):
+    run = make_run(tmp_path, state=RunState.RUNNING)  # its pid is this process: alive; no step yet
+    app = open_page("pages/1_Train.py", tmp_path, monkeypatch, run=run.run_id)
+    assert_no_exception(app)
+    assert "The loss curve appears below with the first training steps." in texts(app)
+
+    run.append_metrics([(step, 2.0, 0.1) for step in range(1, 11)])
+    run.write_progress(10, run.config.steps, 500.0)
+    app.run()
+
+    assert_no_exception(app)
+    assert app.progress and "Step 10 of" in texts(app)
+    assert "loss curve appears" not in texts(app)
 
 
 def test_a_reloaded_train_page_follows_its_run_and_shows_its_settings(populated, monkeypatch):

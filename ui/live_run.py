@@ -90,9 +90,7 @@ def show_curves(run: Run, live: bool = False) -> None:
     view = live_view(run)
     metrics, evaluations = view.metrics.read(), view.evaluations.read()
     if not metrics["step"]:
-        if run.state.active:
-            st.caption("The loss curve appears here with the first training steps.")
-        return
+        return  # the progress fragment says the curves come with the first steps (and takes it away at the end)
     smoothing, log_scale = smoothing_control("train")
     key = (len(metrics["step"]), len(evaluations["step"]), smoothing, log_scale)
     due = time.monotonic() - view.curves_at >= CURVES_EVERY_SECONDS or not run.state.active
