@@ -95,6 +95,10 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
     if run.config and not run.damaged:
         st.caption(texts.describe_config(run.config) + f" · {texts.data_label(run)}")
     progress = st.empty()  # the bar; empty once the run has ended, so the outcome stays where it first appeared
+    # The outcome and its links, in one slot that a new run's view fills with nothing: the browser keeps what an
+    # earlier script run drew until this one ends, and this one watches the run (below), so the previous run's
+    # accuracy stood under the new run's bar for as long as the watch lasted.
+    ending = st.empty()
     if run.state.active:
         with progress.container():
             show_progress(run, identity)
@@ -107,10 +111,11 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
         # answer on screen without redrawing the rest of it (a whole-page rerun, with the settings form and two
         # Plotly charts, cost the browser about a quarter of a second more: issue 17).
         progress.empty()
-    outcome_box(run)
-    live_run.outcome_shown(run.run_id)
-    with st.container(horizontal=True, gap="large"):
-        run_links(run, runs=True)
+    with ending.container():
+        outcome_box(run)
+        live_run.outcome_shown(run.run_id)
+        with st.container(horizontal=True, gap="large"):
+            run_links(run, runs=True)
     if live and live_run.outcome_on_screen(run.run_id):
         # The first refresh once the outcome has been on screen for a moment: one rerun of the whole page draws
         # the last curves and stops the refreshing. A page whose fragments kept refreshing lost the next press of

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from core.access import OPERATOR
 from core.config import TrainConfig
 from core import service
 from core.export_script import run_script
@@ -50,7 +51,7 @@ def runs_dir(tmp_path_factory):
     # A test that failed half-way may leave a worker training for minutes: ask every live run to stop.
     for run in list_runs(directory):
         if run.state.active:
-            service.stop(run)
+            service.stop(run, OPERATOR)
             wait_until_finished(run.run_id, directory, timeout=30)
 
 
@@ -169,6 +170,33 @@ def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, 
     assert newest.summary.steps == SHORT_STEPS
     assert accuracy.inner_text().strip() == f"Test accuracy: {newest.test_accuracy:.4f}"
     assert_no_error_shown(page)
+
+
+def test_a_new_run_shows_nothing_of_the_previous_runs_outcome_under_its_bar(app_url, runs_dir, page):
+    # The browser keeps what the page's previous script run drew until the current one ends, and the Train page's
+    # script run watches its run for a while before it ends: the previous run's accuracy, links and curves stood
+    # under the new run's bar for that long, as if they were the new run's.
+    page.set_default_timeout(TRAIN_WAIT_MS)
+    fill_train_form(page, app_url, 200, eval_every=100)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text(ACCURACY).wait_for()
+    page.get_by_text("First-layer weights").wait_for()  # the first run's whole view is on screen
+    page.locator(IDLE).wait_for()
+    first = followed_run_id(page)
+    type_into(page, "Steps", str(LONG_STEPS), within=SIDEBAR)
+    type_into(page, "Evaluate every", str(LONG_STEPS), within=SIDEBAR)  # no evaluation, no weights, until the end
+
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_url(lambda url: "run=" in url and first not in url)
+    page.get_by_test_id("stProgress").wait_for()  # drawn after the slot of the outcome, and after the curves
+    shown = {"accuracy": page.get_by_text(ACCURACY).count(),
+             "links": page.get_by_text("Confusion matrix and mistakes").count(),
+             "weights": page.get_by_text("First-layer weights").count()}
+    second = followed_run_id(page)
+    service.stop(load_run(second, runs_dir), OPERATOR)
+
+    assert shown == {"accuracy": 0, "links": 0, "weights": 0}
+    assert wait_until_finished(second, runs_dir, timeout=600).state == "stopped"
 
 
 def test_stop_ends_a_long_run_and_keeps_it_as_stopped(app_url, runs_dir, page):

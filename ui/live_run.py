@@ -90,7 +90,17 @@ def show_curves(run: Run, live: bool = False) -> None:
     view = live_view(run)
     metrics, evaluations = view.metrics.read(), view.evaluations.read()
     if not metrics["step"]:
-        return  # the progress fragment says the curves come with the first steps (and takes it away at the end)
+        # Nothing yet (the progress fragment says the curves come with the first steps). One empty element where
+        # the view's container goes: it replaces all of a previous run's view at once, which the browser would
+        # otherwise keep under this run's bar until the page's script run ends.
+        st.empty()
+        return
+    with st.container():
+        draw_curves(run, live, view, metrics, evaluations)
+
+
+def draw_curves(run: Run, live: bool, view: LiveView, metrics: dict, evaluations: dict) -> None:
+    """show_curves' view of a run with steps: the figures rebuilt when due (or asked for), then drawn."""
     smoothing, log_scale = smoothing_control("train")
     key = (len(metrics["step"]), len(evaluations["step"]), smoothing, log_scale)
     due = time.monotonic() - view.curves_at >= CURVES_EVERY_SECONDS or not run.state.active
