@@ -31,10 +31,13 @@ PAGES = [("/", "Hybrid Lab"), ("/Train", "Train"), ("/Runs", "Runs"), ("/TensorB
          ("/Draw", "Draw")]
 WAIT_MS = 60_000  # generous: the Runs, TensorBoard and Draw pages import TensorFlow on a cold server
 TRAIN_WAIT_MS = 120_000  # a whole short run, worker start-up (TensorFlow import) included
-# The article's network trains at 700-1,100 steps/s here on the offline sample (slower while the browser and
-# the page share the two cores): 5,000 steps keep the live view, progress bar and growing curve, on screen for
-# five to seven seconds after the worker's start-up, ten of the page's refreshes at least.
-SHORT_STEPS = 5_000
+# A warm worker trains the article's network at up to 4,200 steps/s here on the offline sample (CI measured 4,197
+# for a run of 5,000 steps, which ended in 1.2 s, before the page had shown it training: the test waited for a live
+# progress bar that never came); a cold one or a crowded machine at 700-1,100. 30,000 steps keep the live view,
+# progress bar and growing curve, on screen for seven seconds at the fastest (ten of the page's refreshes at least),
+# and about forty at the slowest.
+SHORT_STEPS = 30_000
+EVALUATE_EVERY = 3_000
 LONG_STEPS = 200_000  # the form's maximum: minutes of training, so only Stop can end it within the test
 SHOTS = Path("/tmp/shots")
 # Plain groups only: Playwright hands these patterns to the browser's JavaScript RegExp.
@@ -147,7 +150,7 @@ def test_the_runs_page_downloads_a_run_as_its_script(app_url, runs_dir, page):
 
 def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, page):
     page.set_default_timeout(TRAIN_WAIT_MS)
-    fill_train_form(page, app_url, SHORT_STEPS, eval_every=500)
+    fill_train_form(page, app_url, SHORT_STEPS, eval_every=EVALUATE_EVERY)
 
     page.get_by_role("button", name="Train", exact=True).click()
 
@@ -166,7 +169,8 @@ def test_a_short_run_trains_live_and_shows_its_test_accuracy(app_url, runs_dir, 
     newest = list_runs(runs_dir)[0]
     assert newest.run_id == followed_run_id(page)
     assert newest.state == "completed"
-    assert (newest.config.steps, newest.config.eval_every, newest.config.source) == (SHORT_STEPS, 500, "offline")
+    assert (newest.config.steps, newest.config.eval_every) == (SHORT_STEPS, EVALUATE_EVERY)
+    assert newest.config.source == "offline"
     assert newest.summary.steps == SHORT_STEPS
     assert accuracy.inner_text().strip() == f"Test accuracy: {newest.test_accuracy:.4f}"
     assert_no_error_shown(page)
