@@ -114,7 +114,7 @@ def show_run(run_id: str, live: bool, identity: access.Identity) -> None:
     with ending.container():
         outcome_box(run)
         live_run.outcome_shown(run.run_id)
-        with st.container(horizontal=True, gap="large"):
+        with st.container(horizontal=True, gap="medium"):
             run_links(run, runs=True)
     if live and live_run.outcome_on_screen(run.run_id):
         # The first refresh once the outcome has been on screen for a moment: one rerun of the whole page draws
