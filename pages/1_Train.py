@@ -138,7 +138,7 @@ def show_progress(run, identity: access.Identity) -> None:
         st.error(refusal)
     view = texts.progress_view(run, queue.position(run.run_id, runs_dir))
     bar.progress(view.fraction, text=view.text)
-    if not (run.status and run.status.step) and not run.stop_requested():
+    if view.before_steps:
         # Here, not in the curves' fragment: it goes with the bar when the run ends. A short run can end before
         # the curves' fragment (refreshed once a second) has drawn anything, and the sentence stayed under the
         # outcome until the next whole-page rerun.

@@ -261,10 +261,12 @@ def _show(value) -> str:
 
 @dataclass(frozen=True)
 class ProgressView:
-    """What a progress bar shows for a run: how full, and a line of text."""
+    """What a progress bar shows for a run: how full, a line of text, and whether its first steps (and so its
+    curves) are still to come."""
 
     fraction: float
     text: str
+    before_steps: bool = False
 
 
 def ordinal(number: int) -> str:
@@ -281,7 +283,8 @@ def progress_view(run: Run, queue_position: int | None = None) -> ProgressView:
         if run.stop_requested():
             return ProgressView(0.0, "Leaving the queue…")
         place = f": {ordinal(queue_position)} in the queue" if queue_position else ""
-        return ProgressView(0.0, f"Queued{place}. It starts when a worker is free (they train one run each).")
+        return ProgressView(0.0, f"Queued{place}. It starts when a worker is free (they train one run each).",
+                            before_steps=True)
     step = status.step if status else 0
     total = max(status.total_steps if status and status.total_steps else run.total_steps, 1)
     speed = status.steps_per_second if status and status.steps_per_second else 0.0
@@ -290,7 +293,7 @@ def progress_view(run: Run, queue_position: int | None = None) -> ProgressView:
         return ProgressView(fraction, f"Stopping at step {step:,} of {total:,}…")
     if step == 0:
         phase = run.message or "starting"
-        return ProgressView(0.0, f"{phase.capitalize()}…")
+        return ProgressView(0.0, f"{phase.capitalize()}…", before_steps=True)
     left = (total - step) / speed if speed > 0 else None
     return ProgressView(fraction,
                         f"Step {step:,} of {total:,} · {speed:,.0f} steps/s · about {format_seconds(left)} left")
